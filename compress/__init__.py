@@ -1,0 +1,31 @@
+"""compress: structured pruning and layer surgery for CNNs, with exact params/FLOPs.
+
+The public API is small: one function per transform (each returns a new model and never mutates its
+input), metrics, and save/load::
+
+    import compress
+    m = compress.models.resnet18()
+    small = compress.prune(m, 0.5)
+    compress.count_params(small), compress.count_flops(small)
+    compress.save(small, "small.pt"); same = compress.load("small.pt")
+"""
+
+from . import models
+from .io import load, save
+from .metrics import count_flops, count_params, flops_by_module, summary
+from .models import ResNet, ResNetConfig, resnet18
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "models",
+    "ResNet",
+    "ResNetConfig",
+    "resnet18",
+    "count_params",
+    "count_flops",
+    "flops_by_module",
+    "summary",
+    "save",
+    "load",
+]

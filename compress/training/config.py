@@ -1,0 +1,180 @@
+"""Plain config objects for training: one :class:`TrainConfig` describes a whole run.
+
+Every field maps one-to-one onto a recipe's ``train:`` section (YAML), so a report's setup is written
+down as data, never as code per paper. Defaults are the baseline of the reports (kuangliu's
+ResNet-18 on CIFAR-10: SGD 0.1/0.9/5e-4, cosine over 200 epochs, batch 128, crop + flip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._schema import from_dict, to_dict
+
+__all__ = [
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "AugmentStep",
+    "NormalizeConfig",
+    "MixupConfig",
+    "ClipConfig",
+    "LookaheadConfig",
+    "EarlyStoppingConfig",
+    "ValSplitConfig",
+    "TrainConfig",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+# kuangliu/pytorch-cifar's statistics (std is the well-known slightly-off one the reports used).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer and all its arguments. ``name``: sgd, adam, adamw or rmsprop.
+
+    ``momentum``/``nesterov`` apply to SGD (``momentum`` also to RMSprop), ``betas``/``eps`` to Adam(W),
+    ``alpha``/``eps`` to RMSprop.
+    """
+
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    alpha: float = 0.99
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule. ``name``: constant, cosine, step, cosine_restarts or onecycle.
+
+    - cosine: CosineAnnealingLR(T_max=``t_max`` or the run's epochs, eta_min).
+    - step: StepLR(step_size, gamma).
+    - cosine_restarts: CosineAnnealingWarmRestarts(T_0=``t_0``, T_mult=``t_mult``, eta_min).
+    - onecycle: OneCycleLR(max_lr = optimizer lr, pct_start, total = the run's length).
+    ``warmup_epochs`` adds a linear warm-up from 0 in front of any schedule. ``interval`` says whether
+    the schedule steps once per ``epoch`` (as the reports' code did) or once per optimizer ``step``
+    (then ``t_max``, ``step_size``, ``t_0`` are still given in epochs).
+    """
+
+    name: Literal["constant", "cosine", "step", "cosine_restarts", "onecycle"] = "cosine"
+    t_max: int | None = None
+    eta_min: float = 0.0
+    step_size: int = 30
+    gamma: float = 0.1
+    t_0: int = 10
+    t_mult: int = 1
+    pct_start: float = 0.25
+    warmup_epochs: float = 0.0
+    interval: Literal["epoch", "step"] = "epoch"
+
+
+@dataclass(frozen=True)
+class AugmentStep:
+    """One training augmentation, applied in list order on batched uint8 images.
+
+    ``name``: random_crop (``padding``, default 4), hflip (``p``), vflip (``p``), grayscale (``p``),
+    autoaugment (CIFAR-10 policy), cutout (``size``). ``params`` holds the step's arguments.
+    """
+
+    name: Literal["random_crop", "hflip", "vflip", "grayscale", "autoaugment", "cutout"]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    """Per-channel normalisation applied after augmentation (images scaled to [0, 1] first)."""
+
+    mean: tuple[float, float, float] = CIFAR10_MEAN
+    std: tuple[float, float, float] = CIFAR10_STD
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """Mixup: one lambda per batch from Beta(alpha, alpha), each image mixed with the reversed batch."""
+
+    alpha: float = 0.2
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Gradient clipping: by ``value`` (clip_grad_value_) and/or by global ``norm`` (clip_grad_norm_)."""
+
+    value: float | None = None
+    norm: float | None = None
+
+
+@dataclass(frozen=True)
+class LookaheadConfig:
+    """Lookahead (Zhang et al. 2019): every ``k`` fast steps, slow += alpha * (fast - slow); fast = slow."""
+
+    k: int = 5
+    alpha: float = 0.5
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``metric``: train_loss, val_loss or val_acc (the val ones need a validation split).
+    """
+
+    metric: Literal["train_loss", "val_loss", "val_acc"] = "val_loss"
+    patience: int = 10
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class ValSplitConfig:
+    """A validation split of ``size`` images carved from the training set with ``seed``."""
+
+    size: int = 5000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about one training run; defaults are the baseline ResNet-18 setup."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: tuple[AugmentStep, ...] = (
+        AugmentStep("random_crop", {"padding": 4}),
+        AugmentStep("hflip", {"p": 0.5}),
+    )
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    mixup: MixupConfig | None = None
+    label_smoothing: float = 0.0
+    clip: ClipConfig | None = None
+    lookahead: LookaheadConfig | None = None
+    ema: float | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+    val_split: ValSplitConfig | None = None
+    tta_flip: bool = False
+    seed: int = 0
+    # speed knobs (do not change the maths)
+    channels_last: bool = True
+    amp: Literal["bf16", "fp16", "none"] = "bf16"
+    compile: bool = False
+    eval_batch_size: int = 1000
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "train") -> "TrainConfig":
+        """Validate and build from a plain dict (a recipe's ``train:`` section)."""
+        return from_dict(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict that :meth:`from_dict` accepts."""
+        return to_dict(self)
