@@ -10,15 +10,38 @@ input), metrics, and save/load::
     compress.save(small, "small.pt"); same = compress.load("small.pt")
 """
 
-from . import models
+from . import models, transforms
 from .io import load, save
 from .metrics import count_flops, count_params, flops_by_module, summary
 from .models import ResNet, ResNetConfig, resnet18
+from .transforms import (
+    Compose,
+    add_se,
+    compose,
+    insert_stage,
+    prune,
+    redistribute_blocks,
+    remove_stage,
+    scale_width,
+    set_kernels,
+    transform,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "models",
+    "transforms",
+    "prune",
+    "remove_stage",
+    "insert_stage",
+    "scale_width",
+    "redistribute_blocks",
+    "set_kernels",
+    "add_se",
+    "compose",
+    "Compose",
+    "transform",
     "ResNet",
     "ResNetConfig",
     "resnet18",

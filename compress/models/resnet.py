@@ -199,7 +199,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
+        s = F.adaptive_avg_pool2d(x, 1)  # as in report 003's code; fvcore counts it (one FLOP per input element)
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
         return x * s
 

@@ -1,0 +1,291 @@
+"""Image datasets as whole uint8 tensors: CIFAR-10 (torchvision or local files) and a learnable toy set.
+
+The trainer keeps the whole dataset on the device as uint8 NCHW and augments it there in batches, so
+a dataset here is just five tensors and a list of class names (:class:`ImageData`)::
+
+    from compress.data import cifar10, synthetic
+    data = cifar10("~/data")                         # cifar-10-batches-py, its parent, an .npz or a folder tree
+    data = cifar10("~/data", download=True)          # through torchvision.datasets.CIFAR10
+    train, val = data.split_val(5000, seed=0)        # deterministic validation split
+    toy = synthetic(512, 256)                        # learnable, no files needed
+
+Accepted local forms (``root`` may point at any of them):
+
+- the standard ``cifar-10-batches-py`` folder (``data_batch_1..5``, ``test_batch``, ``batches.meta``) or
+  a folder that contains it (what ``torchvision.datasets.CIFAR10(root)`` uses);
+- an ``.npz`` file with ``train_x, train_y, test_x, test_y`` (NHWC or NCHW uint8) and optional ``classes``;
+- an image-folder tree ``train/<class>/*.png|jpg|jpeg`` and ``test/<class>/*`` (classes sorted by name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["ImageData", "DatasetError", "cifar10", "synthetic", "CIFAR10_CLASSES"]
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_ACCEPTED = (
+    "a 'cifar-10-batches-py' folder (data_batch_1..5, test_batch) or a folder containing it; "
+    "an .npz file with train_x, train_y, test_x, test_y (uint8 NHWC or NCHW); "
+    "an image-folder tree train/<class>/*.png|jpg and test/<class>/*; "
+    "or download=True to fetch CIFAR-10 through torchvision"
+)
+
+
+class DatasetError(FileNotFoundError, ValueError):
+    """A dataset is missing or unreadable. The message says where it looked and which forms are accepted.
+
+    It is both a :class:`FileNotFoundError` and a :class:`ValueError`, so either ``except`` catches it.
+    """
+
+
+@dataclass
+class ImageData:
+    """A classification dataset as tensors: uint8 NCHW images and int64 labels.
+
+    ``val_x``/``val_y`` are ``None`` unless a validation split was carved with :meth:`with_val_split`.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...]
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.classes = tuple(self.classes)
+        for name in ("train", "test", "val"):
+            x, y = getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+            if x is None and y is None and name == "val":
+                continue
+            if x is None or y is None:
+                raise ValueError(f"ImageData: {name}_x and {name}_y must both be given")
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise ValueError(f"ImageData: {name}_x must be uint8 NCHW, got {x.dtype} {tuple(x.shape)}")
+            if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+                raise ValueError(f"ImageData: {name}_y must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(classes)``)."""
+        return len(self.classes)
+
+    def with_val_split(self, size: int, seed: int = 0) -> "ImageData":
+        """A copy whose ``val_x/val_y`` are ``size`` training images picked with ``seed``, removed from train.
+
+        The pick depends only on ``size``, ``seed`` and the training set, never on global RNG state.
+        """
+        n = self.train_x.shape[0]
+        if not 0 < size < n:
+            raise ValueError(f"validation split size must be in 1..{n - 1}, got {size}")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        val, train = perm[:size].sort().values, perm[size:].sort().values
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x[train], train_y=self.train_y[train],
+            val_x=self.train_x[val], val_y=self.train_y[val],
+        )
+
+    def split_val(self, size: int, seed: int = 0) -> tuple["ImageData", tuple[torch.Tensor, torch.Tensor]]:
+        """``(data without the split, (val_x, val_y))``; same pick as :meth:`with_val_split`."""
+        d = self.with_val_split(size, seed)
+        return dataclasses.replace(d, val_x=None, val_y=None), (d.val_x, d.val_y)
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "ImageData":
+        """The first ``n_train`` training and ``n_test`` test images (for smoke runs and benchmarks)."""
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x[:n_train], train_y=self.train_y[:n_train],
+            test_x=self.test_x[:n_test], test_y=self.test_y[:n_test],
+        )
+
+    def __repr__(self) -> str:
+        val = f", val {tuple(self.val_x.shape)}" if self.val_x is not None else ""
+        return (
+            f"ImageData(train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}{val}, "
+            f"{self.num_classes} classes)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+def cifar10(root: str | os.PathLike, download: bool = False) -> ImageData:
+    """Load CIFAR-10 from ``root`` (any accepted local form), or through torchvision with ``download=True``.
+
+    Raises :class:`DatasetError` if nothing usable is found or the files are corrupt.
+    """
+    root = Path(root).expanduser()
+    if download:
+        return _from_torchvision(root)
+    if root.is_file():
+        if root.suffix == ".npz":
+            return _from_npz(root)
+        raise DatasetError(f"{root} is a file but not an .npz; CIFAR-10 is accepted as {_ACCEPTED}")
+    if not root.exists():
+        raise DatasetError(f"no dataset at {root} (path does not exist); CIFAR-10 is accepted as {_ACCEPTED}")
+    looked = []
+    for batches in (root, root / "cifar-10-batches-py"):
+        looked.append(str(batches / "data_batch_1"))
+        if (batches / "data_batch_1").is_file():
+            return _from_batches(batches)
+    looked.append(str(root / "train") + "/<class>/")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return _from_folders(root)
+    npz = sorted(root.glob("*.npz"))
+    looked.append(str(root / "*.npz"))
+    if len(npz) == 1:
+        return _from_npz(npz[0])
+    raise DatasetError(
+        f"no CIFAR-10 found under {root} (looked for {', '.join(looked)}); accepted: {_ACCEPTED}"
+    )
+
+
+def _from_torchvision(root: Path) -> ImageData:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train = CIFAR10(str(root), train=True, download=True)
+        test = CIFAR10(str(root), train=False, download=True)
+    except Exception as e:  # noqa: BLE001 - network or integrity failure
+        raise DatasetError(f"could not download CIFAR-10 to {root} ({e}); offline, use one of: {_ACCEPTED}") from e
+    return ImageData(
+        _images(train.data, "torchvision train"), _labels(train.targets, "torchvision train"),
+        _images(test.data, "torchvision test"), _labels(test.targets, "torchvision test"),
+        tuple(train.classes),
+    )
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except FileNotFoundError as e:
+        raise DatasetError(f"missing CIFAR-10 batch file {path}; accepted: {_ACCEPTED}") from e
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise DatasetError(f"corrupt CIFAR-10 batch file {path} ({type(e).__name__}: {e})") from e
+
+
+def _from_batches(folder: Path) -> ImageData:
+    def load(names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for name in names:
+            d = _unpickle(folder / name)
+            try:
+                xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.extend(d["labels"])
+            except (KeyError, ValueError, TypeError) as e:
+                raise DatasetError(f"corrupt CIFAR-10 batch file {folder / name} ({type(e).__name__}: {e})") from e
+        return _images(np.concatenate(xs), str(folder)), _labels(ys, str(folder))
+
+    train_names = sorted(p.name for p in folder.glob("data_batch_*"))
+    train_x, train_y = load(train_names)
+    test_x, test_y = load(["test_batch"])
+    classes = CIFAR10_CLASSES
+    if (folder / "batches.meta").is_file():
+        classes = tuple(_unpickle(folder / "batches.meta").get("label_names", CIFAR10_CLASSES))
+    return ImageData(train_x, train_y, test_x, test_y, classes)
+
+
+def _from_npz(path: Path) -> ImageData:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - zip/format errors
+        raise DatasetError(f"corrupt .npz dataset {path} ({type(e).__name__}: {e}); accepted: {_ACCEPTED}") from e
+    missing = [k for k in ("train_x", "train_y", "test_x", "test_y") if k not in arrays]
+    if missing:
+        raise DatasetError(f"{path} lacks arrays {missing} (has {sorted(arrays)}); accepted: {_ACCEPTED}")
+    train_y, test_y = _labels(arrays["train_y"], str(path)), _labels(arrays["test_y"], str(path))
+    n = int(max(train_y.max(), test_y.max())) + 1 if len(train_y) else 0
+    classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else (
+        CIFAR10_CLASSES if n <= 10 and n > 0 else tuple(str(i) for i in range(n))
+    )
+    return ImageData(_images(arrays["train_x"], str(path)), train_y, _images(arrays["test_x"], str(path)), test_y, classes)
+
+
+def _from_folders(root: Path) -> ImageData:
+    from PIL import Image
+
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(f"{root / 'train'} has no class folders; accepted: {_ACCEPTED}")
+
+    def load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for i, name in enumerate(classes):
+            files = sorted(p for p in (root / split / name).glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+            for file in files:
+                try:
+                    with Image.open(file) as im:
+                        xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                except Exception as e:  # noqa: BLE001 - unreadable image
+                    raise DatasetError(f"corrupt image {file} ({type(e).__name__}: {e})") from e
+                ys.append(i)
+        if not xs:
+            raise DatasetError(f"no images (*.png, *.jpg) under {root / split}/<class>/; accepted: {_ACCEPTED}")
+        shapes = {x.shape for x in xs}
+        if len(shapes) != 1:
+            raise DatasetError(f"images under {root / split} have different sizes {sorted(shapes)[:3]}")
+        return _images(np.stack(xs), str(root / split)), _labels(ys, str(root / split))
+
+    extra = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name not in classes)
+    if extra:
+        raise DatasetError(f"{root / 'test'} has classes {extra} that {root / 'train'} lacks")
+    train_x, train_y = load("train")
+    test_x, test_y = load("test")
+    return ImageData(train_x, train_y, test_x, test_y, tuple(classes))
+
+
+def _images(x: np.ndarray, where: str) -> torch.Tensor:
+    """uint8 NHWC or NCHW (3 or 1 channels) -> contiguous uint8 NCHW tensor."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise DatasetError(f"images in {where} must be uint8 with 4 dims (NHWC or NCHW), got {x.dtype} {x.shape}")
+    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    elif x.shape[1] not in (1, 3):
+        raise DatasetError(f"images in {where} have no channel axis of size 1 or 3: shape {x.shape}")
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _labels(y, where: str) -> torch.Tensor:
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+        raise DatasetError(f"labels in {where} must be a 1-D array of non-negative integers, got {y.dtype} {y.shape}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+def synthetic(n_train: int, n_test: int, num_classes: int = 10, size: int = 32, seed: int = 0) -> ImageData:
+    """A learnable toy dataset: each class has its own mean colour; images are that colour plus noise.
+
+    The label is recoverable from the mean colour of an image, which flips and crops keep, so it is
+    useful for checking that augmentations keep images and labels aligned. Deterministic in ``seed``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    # Class colours spread over the RGB cube, far enough apart to be separable under noise.
+    palette = torch.randperm(max(num_classes, 27), generator=g)[:num_classes]
+    levels = torch.tensor([40.0, 128.0, 216.0])
+    colours = torch.stack([levels[palette % 3], levels[(palette // 3) % 3], levels[(palette // 9) % 3]], 1)
+    colours += torch.rand(num_classes, 3, generator=g) * 20 - 10
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(num_classes, (n,), generator=g)
+        noise = torch.randn(n, 3, size, size, generator=g) * 24
+        x = (colours[y][:, :, None, None] + noise).round().clamp(0, 255).to(torch.uint8)
+        return x, y
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    classes = tuple(f"class{i}" for i in range(num_classes))
+    return ImageData(train_x, train_y, test_x, test_y, classes)
