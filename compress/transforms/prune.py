@@ -258,8 +258,8 @@ def _prune(
             k = _n_prune(n, found.pop(), round_to)
             if k:
                 prune_group(group, k)
-        blocked = [n for n in resolved if n not in handled]
-        if blocked:
+        blocked = [n for n in resolved if n not in handled and isinstance(ratios, Mapping) and n in ratios]
+        if blocked:  # named explicitly (patterns and plain floats simply skip coupled-to-ignored layers)
             raise ValueError(f"{', '.join(blocked)} cannot be pruned: coupled with an ignored layer or the classifier")
     else:
         for name, ratio in resolved.items():

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+import compress
+from compress.models import BlockConfig, ResNet, ResNetConfig, StageConfig
+
+
+def test_resnet18_baseline_count_and_flops(r18, x):
+    assert compress.count_params(r18) == 11_173_962
+    assert compress.count_flops(r18) == 556_651_520  # paper-specs: 556.65 M multiply-adds, BN included
+    assert r18(x).shape == (2, 10)
+
+
+def test_count_flops_leaves_mode_alone(r18):
+    r18.train()
+    try:
+        compress.count_flops(r18)
+        assert r18.training
+    finally:
+        r18.eval()
+
+
+def test_config_round_trips_through_dict(r18):
+    cfg = r18.config
+    assert ResNetConfig.from_dict(cfg.to_dict()) == cfg
+    assert ResNet(cfg).config == cfg
+    assert r18.config_from_modules().replace(stages=tuple(
+        s.__class__(s.width, s.stride, s.blocks, None) for s in r18.config_from_modules().stages
+    )) == cfg
+
+
+def test_config_rejects_missing_projection():
+    with pytest.raises(ValueError, match="projection"):
+        ResNetConfig(stages=(StageConfig(32, 2, (BlockConfig(32),), projection=False),), stem_width=16)
+
+
+def test_summary_table_rows(r18):
+    table = compress.summary(r18, print_table=False)
+    parts = list(table.columns[0].cells)
+    assert parts == ["stem", "layer1", "layer2", "layer3", "layer4", "head", "total"]
+    assert list(table.columns[-2].cells)[-1] == "11,173,962"
+
+
+def test_summary_rejects_other_models():
+    with pytest.raises(TypeError, match="ResNet"):
+        compress.summary(torch.nn.Linear(2, 2))
