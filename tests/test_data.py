@@ -1,0 +1,137 @@
+"""compress.data: every accepted CIFAR-10 form, clear errors, validation split, synthetic data."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from compress.data import DatasetError, ImageData, cifar10, synthetic
+
+
+def _arrays(n_train=20, n_test=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n_train),
+        rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n_test),
+    )
+
+
+def _check(data: ImageData, arrays) -> None:
+    train_x, train_y, test_x, test_y = arrays
+    assert data.train_x.dtype == torch.uint8 and data.train_x.shape == (len(train_x), 3, 32, 32)
+    assert data.train_y.dtype == torch.int64
+    assert torch.equal(data.train_x, torch.from_numpy(train_x).permute(0, 3, 1, 2))
+    assert torch.equal(data.test_x, torch.from_numpy(test_x).permute(0, 3, 1, 2))
+    assert data.train_y.tolist() == list(train_y) and data.test_y.tolist() == list(test_y)
+    assert data.num_classes == 10
+
+
+def test_npz_nhwc_and_nchw(tmp_path):
+    arrays = _arrays()
+    np.savez(tmp_path / "c.npz", train_x=arrays[0], train_y=arrays[1], test_x=arrays[2], test_y=arrays[3])
+    _check(cifar10(tmp_path / "c.npz"), arrays)
+    _check(cifar10(tmp_path), arrays)  # a folder holding exactly one .npz
+    nchw = tmp_path / "nchw"
+    nchw.mkdir()
+    np.savez(nchw / "d.npz", train_x=arrays[0].transpose(0, 3, 1, 2), train_y=arrays[1],
+             test_x=arrays[2].transpose(0, 3, 1, 2), test_y=arrays[3])
+    _check(cifar10(nchw / "d.npz"), arrays)
+
+
+def _write_batches(folder, arrays, n_batches=2):
+    folder.mkdir(parents=True)
+    train_x, train_y, test_x, test_y = arrays
+    flat = lambda x: x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # noqa: E731 - CIFAR rows are CHW
+    for i, (xs, ys) in enumerate(zip(np.array_split(train_x, n_batches), np.array_split(train_y, n_batches))):
+        with open(folder / f"data_batch_{i + 1}", "wb") as f:
+            pickle.dump({"data": flat(xs), "labels": [int(v) for v in ys]}, f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": flat(test_x), "labels": [int(v) for v in test_y]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+
+
+def test_cifar_batches_folder_and_parent(tmp_path):
+    arrays = _arrays()
+    _write_batches(tmp_path / "cifar-10-batches-py", arrays)
+    for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
+        data = cifar10(root)
+        _check(data, arrays)
+        assert data.classes == tuple(f"c{i}" for i in range(10))
+
+
+def test_image_folder_tree(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    expected = {"train": [], "test": []}
+    for split, n in (("train", 3), ("test", 2)):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(img).save(tmp_path / split / name / f"{i}.png")
+                expected[split].append((img, c))
+    data = cifar10(tmp_path)
+    assert data.classes == ("cat", "dog")
+    assert data.train_x.shape == (6, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
+    for x, y, (img, c) in zip(data.train_x, data.train_y, expected["train"]):
+        assert torch.equal(x, torch.from_numpy(img).permute(2, 0, 1)) and int(y) == c
+
+
+def test_missing_dataset_error_says_where_and_what(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        cifar10(tmp_path / "nowhere")
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ValueError)
+    msg = str(e.value)
+    assert str(tmp_path / "nowhere") in msg and "cifar-10-batches-py" in msg and ".npz" in msg
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="looked for"):
+        cifar10(tmp_path / "empty")
+
+
+def test_corrupt_datasets(tmp_path):
+    batches = tmp_path / "a" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    (batches / "data_batch_1").write_bytes(b"not a pickle at all")
+    with pytest.raises(DatasetError, match="corrupt"):
+        cifar10(tmp_path / "a")
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="corrupt"):
+        cifar10(tmp_path / "bad.npz")
+    np.savez(tmp_path / "partial.npz", train_x=np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(DatasetError, match="test_y"):
+        cifar10(tmp_path / "partial.npz")
+    np.savez(tmp_path / "float.npz", train_x=np.zeros((2, 32, 32, 3)), train_y=np.zeros(2, int),
+             test_x=np.zeros((2, 32, 32, 3)), test_y=np.zeros(2, int))
+    with pytest.raises(DatasetError, match="uint8"):
+        cifar10(tmp_path / "float.npz")
+
+
+def test_val_split_is_deterministic_and_disjoint():
+    data = synthetic(100, 10, seed=3)
+    data = ImageData(data.train_x, torch.arange(100), data.test_x, data.test_y, data.classes)
+    a, b = data.with_val_split(20, seed=1), data.with_val_split(20, seed=1)
+    assert torch.equal(a.val_y, b.val_y) and torch.equal(a.train_y, b.train_y)
+    assert len(a.val_y) == 20 and len(a.train_y) == 80
+    assert set(a.val_y.tolist()).isdisjoint(a.train_y.tolist())
+    assert sorted(a.val_y.tolist() + a.train_y.tolist()) == list(range(100))
+    assert not torch.equal(data.with_val_split(20, seed=2).val_y, a.val_y)
+    rest, (vx, vy) = data.split_val(20, seed=1)
+    assert torch.equal(vy, a.val_y) and rest.val_x is None and torch.equal(rest.train_y, a.train_y)
+    with pytest.raises(ValueError):
+        data.with_val_split(100)
+
+
+def test_synthetic_is_learnable_and_deterministic():
+    data = synthetic(400, 200, num_classes=10, size=16, seed=0)
+    assert data.train_x.shape == (400, 3, 16, 16) and data.train_x.dtype == torch.uint8
+    assert torch.equal(data.train_x, synthetic(400, 200, num_classes=10, size=16, seed=0).train_x)
+    # The label is recoverable from the mean colour: nearest class centroid is (nearly) always right.
+    mean = lambda x: x.float().mean((2, 3))  # noqa: E731
+    centroids = torch.stack([mean(data.train_x[data.train_y == c]).mean(0) for c in range(10)])
+    pred = torch.cdist(mean(data.test_x), centroids).argmin(1)
+    assert (pred == data.test_y).float().mean() > 0.95
