@@ -1,0 +1,170 @@
+"""Batched augmentations on uint8 NCHW tensors, on whatever device the batch lives on.
+
+Each function takes a batch and returns a new batch of the same shape and dtype; every image gets its
+own random draw (from the global torch RNG of the batch's device, so ``torch.manual_seed`` makes them
+repeatable and the trainer's checkpoints can restore them). :func:`build_augment` turns a recipe's
+``augment:`` list (:class:`~compress.training.config.AugmentStep`) into one callable.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .config import AugmentStep
+
+__all__ = [
+    "random_crop",
+    "hflip",
+    "vflip",
+    "grayscale",
+    "cutout",
+    "autoaugment",
+    "mixup",
+    "normalize",
+    "build_augment",
+]
+
+
+def _coin(n: int, p: float, device: torch.device) -> torch.Tensor:
+    """A bool per image, True with probability ``p``."""
+    return torch.rand(n, device=device) < p
+
+
+def random_crop(x: torch.Tensor, padding: int = 4, fill: int = 0) -> torch.Tensor:
+    """Zero-pad by ``padding`` and crop back to the original size at a random offset per image.
+
+    Same distribution as ``torchvision.transforms.RandomCrop(size, padding)``; vectorised as one gather.
+    """
+    if padding <= 0:
+        return x
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4, value=fill)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # n, h, 1
+    cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # n, 1, w
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    # Advanced indices around a slice move to the front: result is n, h, w, c.
+    return padded[idx, :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=_format_of(x))
+
+
+def hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability ``p``."""
+    return torch.where(_coin(x.shape[0], p, x.device)[:, None, None, None], x.flip(3), x)
+
+
+def vflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Flip each image upside-down with probability ``p``."""
+    return torch.where(_coin(x.shape[0], p, x.device)[:, None, None, None], x.flip(2), x)
+
+
+def grayscale(x: torch.Tensor, p: float = 0.1) -> torch.Tensor:
+    """Replace each image by its luma (ITU-R 601-2, as PIL and torchvision) in all channels, with probability ``p``."""
+    from torchvision.transforms.v2 import functional as TF
+
+    gray = TF.rgb_to_grayscale(x, num_output_channels=x.shape[1])
+    return torch.where(_coin(x.shape[0], p, x.device)[:, None, None, None], gray, x)
+
+
+def cutout(x: torch.Tensor, size: int = 16, fill: Sequence[int] | int = 0) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): a ``size`` square at a uniformly random centre, clipped at the borders.
+
+    ``fill`` is a value per channel; the trainer passes the normalisation mean so that the hole is 0
+    after normalisation, as in the paper's code (which cut out of normalised tensors).
+    """
+    n, c, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1), device=x.device)
+    cx = torch.randint(0, w, (n, 1, 1), device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    lo = size // 2
+    hole = (ys >= cy - lo) & (ys < cy - lo + size) & (xs >= cx - lo) & (xs < cx - lo + size)
+    fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1)
+    fill_t = fill_t.expand(c) if fill_t.numel() == 1 else fill_t
+    return torch.where(hole[:, None], fill_t[None, :, None, None], x)
+
+
+def autoaugment(x: torch.Tensor, group: int = 1) -> torch.Tensor:
+    """AutoAugment with the CIFAR-10 policy (``torchvision.transforms.v2.AutoAugment``).
+
+    v2's AutoAugment draws one sub-policy per call for the whole tensor, so the batch is cut into
+    groups of ``group`` consecutive images (the batch is already shuffled) and each group gets its own
+    draw. ``group=1`` is exactly the per-image randomness of the PIL pipeline; larger groups launch
+    fewer kernels (faster on a GPU) at the cost of images sharing a sub-policy within a group.
+    """
+    from torchvision.transforms import v2
+
+    aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+    return torch.cat([aa(chunk) for chunk in x.split(max(1, int(group)))]).contiguous(memory_format=_format_of(x))
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): ``lam ~ Beta(alpha, alpha)`` once per batch, each image mixed with the reversed batch.
+
+    Returns ``(lam * x + (1 - lam) * x.flip(0), y, y.flip(0), lam)``; the loss is
+    ``lam * CE(out, y) + (1 - lam) * CE(out, y.flip(0))`` (see :func:`mixup_loss`). ``x`` is float.
+    ``lam`` is drawn on the CPU so it is the same on every device.
+    """
+    lam = float(torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample())
+    return x * lam + x.flip(0) * (1.0 - lam), y, y.flip(0), lam
+
+
+def mixup_loss(
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    out: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float,
+) -> torch.Tensor:
+    """``lam * criterion(out, y_a) + (1 - lam) * criterion(out, y_b)``."""
+    return lam * criterion(out, y_a) + (1.0 - lam) * criterion(out, y_b)
+
+
+def normalize(
+    x: torch.Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 images -> ``(x / 255 - mean) / std`` in ``dtype`` (keeps the memory format)."""
+    m = torch.tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+    return (x.to(dtype) / 255.0 - m) / s
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
+
+
+_STEPS: dict[str, tuple[Callable[..., torch.Tensor], set[str]]] = {
+    "random_crop": (random_crop, {"padding"}),
+    "hflip": (hflip, {"p"}),
+    "vflip": (vflip, {"p"}),
+    "grayscale": (grayscale, {"p"}),
+    "cutout": (cutout, {"size"}),
+    "autoaugment": (autoaugment, {"group"}),
+}
+
+
+def build_augment(
+    steps: Sequence[AugmentStep], mean: Sequence[float] = (0.0, 0.0, 0.0)
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One function applying ``steps`` in order to a uint8 batch. Unknown names or params raise ValueError.
+
+    ``mean`` (the normalisation mean, in [0, 1]) sets cutout's fill so the hole is 0 after normalising.
+    """
+    calls: list[tuple[Callable[..., torch.Tensor], dict]] = []
+    for step in steps:
+        if step.name not in _STEPS:
+            raise ValueError(f"unknown augmentation {step.name!r}; known: {', '.join(_STEPS)}")
+        fn, allowed = _STEPS[step.name]
+        unknown = set(step.params) - allowed
+        if unknown:
+            raise ValueError(f"augmentation {step.name!r} takes {sorted(allowed)}, got {sorted(unknown)}")
+        kwargs = dict(step.params)
+        if step.name == "cutout":
+            kwargs["fill"] = [round(m * 255) for m in mean]
+        calls.append((fn, kwargs))
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        for fn, kwargs in calls:
+            x = fn(x, **kwargs)
+        return x
+
+    return apply
