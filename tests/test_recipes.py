@@ -1,0 +1,178 @@
+"""Recipes: every bundled recipe loads, builds its exact model and runs; malformed files fail clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from compress import count_params, recipes
+from compress.recipes import RecipeError
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+
+# Hard-coded on purpose: a drifting transform must fail here, not silently change a recipe.
+EXPECTED_PARAMS = {
+    "000": 4_903_210,
+    "001": 4_662_346,
+    "002a": 4_493_525,
+    "002b": 2_777_674,
+    "003": 4_697_742,
+    "004": 1_050_202,
+    "resnet18": 11_173_962,
+    "ours-l1-prune": 4_835_218,
+}
+OURS = {"ours-l1-prune"}
+
+
+@pytest.fixture(scope="session")
+def loaded() -> dict[str, recipes.Recipe]:
+    return {r.name: r for r in recipes.load_all(RECIPES)}
+
+
+@pytest.fixture(scope="session")
+def built(loaded) -> dict[str, torch.nn.Module]:
+    """Each bundled recipe's model, built once per test session."""
+    torch.manual_seed(0)
+    return {name: r.build() for name, r in loaded.items()}
+
+
+def test_recipe_set(loaded):
+    assert set(loaded) == set(EXPECTED_PARAMS)
+    for path in recipes.recipe_paths(RECIPES):
+        assert loaded[path.stem].path == path
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_recipe_builds_exact_model(name, loaded, built):
+    model = built[name]
+    assert count_params(model) == EXPECTED_PARAMS[name]
+    assert loaded[name].claims.params == EXPECTED_PARAMS[name]
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+
+
+def test_reproductions_carry_claims_and_sources(loaded):
+    for name, r in loaded.items():
+        assert r.source.strip() and r.title
+        if name not in OURS and name != "resnet18":
+            assert r.claims.accuracy is not None and r.claims.accuracy_basis
+        assert r.fast.epochs <= 30 and r.train_config("fast") is r.fast
+        assert r.train_config("paper") is r.train
+
+
+def test_002a_uses_sequential_pruning(loaded):
+    (step,) = loaded["002a"].model
+    assert step[0] == "prune" and step[1]["mode"] == "sequential"
+
+
+def test_report_setups_are_data(loaded):
+    r = loaded["003"].train
+    assert r.lookahead is not None and r.lookahead.k == 5
+    assert r.clip is not None and r.clip.value == 0.1 and r.clip.norm is None
+    r = loaded["000"].train
+    assert r.optimizer.name == "adam" and r.mixup is not None and r.batch_size == 32
+    assert [a.name for a in r.augment] == ["random_crop", "hflip", "vflip", "grayscale"]
+    assert loaded["001"].train.early_stopping.metric == "train_loss"
+    assert loaded["002a"].train.val_split.seed == 43
+
+
+def test_find_by_name_and_path():
+    assert recipes.find("003", RECIPES) == RECIPES / "003.yaml"
+    assert recipes.find(RECIPES / "004.yaml") == RECIPES / "004.yaml"
+    with pytest.raises(RecipeError, match="known recipes: .*003"):
+        recipes.find("nope", RECIPES)
+
+
+# malformed recipes ----------------------------------------------------------------------------------
+def _good() -> dict:
+    return yaml.safe_load((RECIPES / "004.yaml").read_text())
+
+
+def _write(tmp_path: Path, data: dict, name: str = "004") -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _error(tmp_path: Path, data: dict) -> str:
+    path = _write(tmp_path, data)
+    with pytest.raises(RecipeError) as e:
+        recipes.load(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    return msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    d = _good()
+    d["modle"] = []
+    msg = _error(tmp_path, d)
+    assert "'modle'" in msg and "accepted keys: name, source, model, train, claims" in msg
+
+
+def test_unknown_train_key(tmp_path):
+    d = _good()
+    d["train"]["optimizer"]["lrate"] = 0.1
+    msg = _error(tmp_path, d)
+    assert "train.optimizer" in msg and "'lrate'" in msg and "accepted keys: name, lr, momentum" in msg
+
+
+def test_wrong_type(tmp_path):
+    d = _good()
+    d["train"]["epochs"] = "fifty"
+    msg = _error(tmp_path, d)
+    assert "train.epochs" in msg and "integer" in msg
+
+
+def test_wrong_type_in_fast_override(tmp_path):
+    d = _good()
+    d["fast"] = {"batch_size": 1.5}
+    assert "fast.batch_size" in _error(tmp_path, d)
+
+
+def test_missing_field(tmp_path):
+    d = _good()
+    del d["claims"]
+    msg = _error(tmp_path, d)
+    assert "missing required key 'claims'" in msg and "accepted keys" in msg
+
+
+def test_unknown_transform(tmp_path):
+    d = _good()
+    d["model"].append({"shrink": {"factor": 0.5}})
+    msg = _error(tmp_path, d)
+    assert "model[3]" in msg and "unknown transform 'shrink'" in msg and "scale_width" in msg
+
+
+def test_unknown_transform_argument(tmp_path):
+    d = _good()
+    d["model"][1] = {"scale_width": {"factr": 0.25}}
+    msg = _error(tmp_path, d)
+    assert "scale_width" in msg and "'factr'" in msg and "accepted arguments: factor" in msg
+
+
+def test_mistyped_transform_argument(tmp_path):
+    d = _good()
+    d["model"][0] = {"remove_stage": {"index": "last"}}
+    msg = _error(tmp_path, d)
+    assert "remove_stage.index" in msg and "integer" in msg
+
+
+def test_name_must_match_file(tmp_path):
+    d = _good()
+    d["name"] = "four"
+    assert "must match the file name" in _error(tmp_path, d)
+
+
+def test_build_error_names_file_and_step(tmp_path):
+    d = _good()
+    d["model"][0] = {"remove_stage": {"index": 7}}
+    r = recipes.load(_write(tmp_path, d))
+    with pytest.raises(RecipeError, match=r"004\.yaml: model\[0\] remove_stage\(index=7\) failed"):
+        r.build()
