@@ -1,6 +1,21 @@
-"""Training: config objects, the CIFAR trainer and its GPU data pipeline."""
+"""Training: config objects, the CIFAR trainer and its GPU data pipeline.
+
+``train(model, data, config)`` (see :mod:`compress.training.trainer`) is the entry point; the pieces it
+is built from (batched augmentations, optimizer/schedule builders, Lookahead, EMA, torch.distributed
+helpers) live in :mod:`.augment`, :mod:`.optim` and :mod:`.distributed`.
+"""
 
 from .config import *  # noqa: F401,F403
 from .config import __all__ as _config_all
+from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
+from .trainer import NonFiniteLossError, TrainResult, train
 
-__all__ = list(_config_all)
+__all__ = list(_config_all) + [
+    "train",
+    "TrainResult",
+    "NonFiniteLossError",
+    "Lookahead",
+    "build_optimizer",
+    "build_scheduler",
+    "build_ema",
+]

@@ -1,0 +1,160 @@
+"""Optimizers, learning-rate schedules, Lookahead and weight EMA built from a :class:`TrainConfig`.
+
+Everything maps onto torch: ``torch.optim`` optimizers, ``torch.optim.lr_scheduler`` schedules (a
+linear warm-up in front through ``SequentialLR``), ``torch.optim.swa_utils.AveragedModel`` for the EMA.
+Only :class:`Lookahead`, which torch lacks, is written here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from .config import LookaheadConfig, OptimizerConfig, ScheduleConfig
+
+__all__ = ["build_optimizer", "build_scheduler", "Lookahead", "build_ema"]
+
+
+def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The torch optimizer named by ``cfg`` with all its arguments (weight decay on every parameter)."""
+    params = list(params)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, weight_decay=cfg.weight_decay, momentum=cfg.momentum
+        )
+    raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adam, adamw, rmsprop")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int
+) -> lr_scheduler.LRScheduler:
+    """The schedule of ``cfg`` for a run of ``epochs`` epochs of ``steps_per_epoch`` optimizer steps.
+
+    Call ``.step()`` once per epoch (``cfg.interval == "epoch"``) or once per optimizer step
+    (``"step"``). Lengths in the config are in epochs and are converted to steps when needed. With
+    ``warmup_epochs`` > 0 the learning rate first rises linearly (``lr * t / W`` for t = 1..W) and the
+    main schedule then runs over the remaining length.
+    """
+    unit = steps_per_epoch if cfg.interval == "step" else 1
+    total = max(1, epochs * unit)
+    warm = min(total - 1, max(0, math.ceil(cfg.warmup_epochs * unit))) if cfg.warmup_epochs > 0 else 0
+    length = total - warm
+    if cfg.name == "constant":
+        main: lr_scheduler.LRScheduler = lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    elif cfg.name == "cosine":
+        t_max = cfg.t_max * unit if cfg.t_max is not None else length
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, t_max), eta_min=cfg.eta_min)
+    elif cfg.name == "step":
+        main = lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.step_size * unit), gamma=cfg.gamma)
+    elif cfg.name == "cosine_restarts":
+        main = lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=max(1, cfg.t_0 * unit), T_mult=cfg.t_mult, eta_min=cfg.eta_min
+        )
+    elif cfg.name == "onecycle":
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        main = lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=length, pct_start=cfg.pct_start,
+            cycle_momentum=_has_momentum(optimizer),
+        )
+    else:
+        raise ValueError(f"unknown schedule {cfg.name!r}; known: constant, cosine, step, cosine_restarts, onecycle")
+    if not warm:
+        return main
+    warmup = lr_scheduler.LambdaLR(optimizer, lambda t: min(1.0, (t + 1) / warm))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SequentialLR calls step(0) on the main schedule: deprecation noise
+        return _QuietSequentialLR(optimizer, [warmup, main], milestones=[warm])
+
+
+class _QuietSequentialLR(lr_scheduler.SequentialLR):
+    """SequentialLR without the ``step(epoch)`` deprecation warning it triggers itself at the milestone."""
+
+    def step(self) -> None:  # type: ignore[override]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            super().step()
+
+
+def _has_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    g = optimizer.param_groups[0]
+    return ("momentum" in g and g["momentum"] > 0) or "betas" in g
+
+
+class Lookahead:
+    """Lookahead (Zhang et al. 2019) around any optimizer: k fast steps, then slow += alpha * (fast - slow).
+
+    After each ``k``-th step of the inner optimizer, the slow weights move towards the fast ones and
+    the fast weights are reset to them. Slow weights start at the parameters' values at construction.
+    It exposes ``param_groups`` (the inner optimizer's), so ``GradScaler`` and gradient clipping work on
+    it; attach LR schedulers to ``lookahead.optimizer``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+        if k < 1 or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"Lookahead needs k >= 1 and 0 <= alpha <= 1, got k={k}, alpha={alpha}")
+        self.optimizer = optimizer
+        self.k, self.alpha = int(k), float(alpha)
+        self.steps = 0
+        self.slow = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+
+    @classmethod
+    def from_config(cls, optimizer: torch.optim.Optimizer, cfg: LookaheadConfig) -> "Lookahead":
+        """Wrap ``optimizer`` with ``cfg.k`` and ``cfg.alpha``."""
+        return cls(optimizer, cfg.k, cfg.alpha)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The inner optimizer's parameter groups."""
+        return self.optimizer.param_groups
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One fast step; every ``k``-th one also updates the slow weights and resets the fast ones."""
+        loss = self.optimizer.step(closure)
+        self.steps += 1
+        if self.steps % self.k == 0:
+            fast = self._params()
+            torch._foreach_lerp_(self.slow, [p.detach() for p in fast], self.alpha)
+            torch._foreach_copy_([p.detach() for p in fast], self.slow)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the inner optimizer's gradients."""
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Inner optimizer state, slow weights and the step counter."""
+        return {"optimizer": self.optimizer.state_dict(), "slow": [s.clone() for s in self.slow], "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        for s, saved in zip(self.slow, state["slow"], strict=True):
+            s.copy_(saved)
+        self.steps = int(state["steps"])
+
+
+def build_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """EMA of ``model``'s weights and buffers (BN statistics): ``ema = decay * ema + (1 - decay) * w``.
+
+    Call ``ema.update_parameters(model)`` after each optimizer step; evaluate ``ema.module``.
+    """
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

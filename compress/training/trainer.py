@@ -1,0 +1,506 @@
+"""The trainer: :func:`train` runs one :class:`TrainConfig` on an :class:`~compress.data.ImageData`.
+
+Design (after airbench): the whole dataset sits on the device as uint8; each step gathers a batch by
+index, augments it there (:mod:`compress.training.augment`), normalises to float, and runs forward and
+backward under bf16 autocast on CUDA. Everything a recipe asks for maps onto torch objects built in
+:mod:`compress.training.optim`. Each epoch ends with evaluation and an atomic checkpoint, so a killed
+run resumes to the same result. Under ``torchrun`` the model is wrapped in DistributedDataParallel and
+each rank takes its slice of every global batch (see :mod:`compress.training.distributed`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import ImageData
+from . import distributed
+from .augment import build_augment, mixup, mixup_loss, normalize
+from .config import TrainConfig
+from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
+
+__all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "compress.checkpoint/1"
+_CHECK_EVERY = 20  # steps between progress updates (and, in one process, non-finite loss checks)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the last good checkpoint (if any) is left in place."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``test_acc`` is in 0..1.
+
+    ``test_acc`` is the last epoch's test accuracy, or, with a validation split, the test accuracy of
+    the epoch with the best validation accuracy (``selected_epoch``, 1-based); ``model`` holds that
+    epoch's weights (the EMA weights when ``config.ema`` is set), on the CPU in eval mode.
+    ``train_time_s`` is the wall time of all epochs (training and evaluation, summed over resumes);
+    ``images_per_s`` counts training images over the time of the training steps only.
+    """
+
+    model: nn.Module
+    test_acc: float
+    selected_epoch: int
+    epochs_run: int
+    history: list[dict[str, Any]]
+    train_time_s: float
+    images_per_s: float
+    stopped_early: bool
+    device: str
+    test_loss: float | None = None
+    val_acc: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields but the model, as plain JSON-friendly values."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        d["history"] = [dict(row) for row in self.history]
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+def train(
+    model: nn.Module,
+    data: ImageData,
+    config: TrainConfig | dict[str, Any],
+    *,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    epochs: int | None = None,
+    max_steps_per_epoch: int | None = None,
+) -> TrainResult:
+    """Train a copy of ``model`` on ``data`` as ``config`` says; the caller's model is not modified.
+
+    ``device=None`` uses CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else the CPU.
+    ``epochs`` overrides ``config.epochs`` (the schedule is laid out over it); ``max_steps_per_epoch``
+    cuts each epoch short (smoke runs, tests). With ``out_dir`` each epoch writes ``checkpoint.pt``
+    (atomically) and ``history.json``, and the end writes ``model.pt`` (:func:`compress.save`).
+    ``resume=True`` continues from ``out_dir/checkpoint.pt`` if present (a finished run returns its stored
+    result at once). A NaN/inf loss raises :class:`NonFiniteLossError`. Returns a :class:`TrainResult`.
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    n_epochs = int(epochs if epochs is not None else config.epochs)
+    if n_epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {n_epochs}")
+    info = distributed.setup(device)
+    dev = info.device
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+
+    if config.val_split is not None and data.val_x is None:
+        data = data.with_val_split(config.val_split.size, config.val_split.seed)
+    has_val = data.val_x is not None
+    if config.early_stopping is not None and config.early_stopping.metric.startswith("val") and not has_val:
+        raise ValueError(f"early_stopping on {config.early_stopping.metric} needs a validation split (val_split)")
+    if config.batch_size % info.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {info.world_size} processes")
+
+    saved = _load_checkpoint(ckpt_path) if resume and ckpt_path is not None and ckpt_path.is_file() else None
+    if saved is not None:
+        _check_same_run(saved, config, n_epochs, ckpt_path)
+        if saved["finished"]:
+            return _result(model, saved, str(dev))
+
+    _seed_everything(config.seed + info.rank)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    # model, optimizer and friends ---------------------------------------------------------------
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    net = copy.deepcopy(model).to(dev).to(memory_format=memory_format)
+    net.train()
+    forward: nn.Module = net
+    if info.enabled:
+        forward = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if config.compile:
+        forward = torch.compile(forward)  # type: ignore[assignment]
+
+    n_train = data.train_x.shape[0]
+    steps = n_train // config.batch_size if info.enabled else math.ceil(n_train / config.batch_size)
+    if max_steps_per_epoch is not None:
+        steps = min(steps, int(max_steps_per_epoch))
+    if steps < 1:
+        raise ValueError(f"{n_train} training images give no full batch of {config.batch_size}")
+
+    inner = build_optimizer(net.parameters(), config.optimizer)
+    scheduler = build_scheduler(inner, config.schedule, n_epochs, steps)
+    optimizer: Any = Lookahead.from_config(inner, config.lookahead) if config.lookahead else inner
+    ema = build_ema(net, config.ema) if config.ema is not None else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp) if dev.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    augment = build_augment(config.augment, config.normalize.mean)
+
+    # run state --------------------------------------------------------------------------------
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    stopper = {"best": None, "bad": 0}
+    totals = {"wall": 0.0, "step_time": 0.0, "images": 0}
+    start_epoch = 0
+    if saved is not None:
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        history, best, stopper, totals = saved["history"], saved["best"], saved["stopper"], saved["totals"]
+        start_epoch = int(saved["epoch"])
+        rngs = saved["rng"]
+        _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], dev)
+
+    to_dev = dict(non_blocking=True)
+    train_x, train_y = data.train_x.to(dev, **to_dev), data.train_y.to(dev, **to_dev)
+    shard = slice(info.rank, None, info.world_size)
+    evals = {"test": (data.test_x[shard].to(dev, **to_dev), data.test_y[shard].to(dev, **to_dev))}
+    if has_val:
+        evals = {"val": (data.val_x[shard].to(dev, **to_dev), data.val_y[shard].to(dev, **to_dev)), **evals}
+
+    bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps)
+    stopped_early = False
+    try:
+        for epoch in range(start_epoch, n_epochs):
+            t_epoch = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            # One global permutation per epoch, the same on every rank (its own generator, so resuming
+            # needs no extra state); rank r takes the r-th slice of each global batch.
+            perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+            perm = perm.to(dev)
+            net.train()
+            loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+            correct = torch.zeros((), device=dev, dtype=torch.int64)
+            seen = 0
+            t_steps = time.perf_counter()
+            for step in range(steps):
+                idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
+                idx = idx.tensor_split(info.world_size)[info.rank]
+                x = augment(train_x[idx])
+                y = train_y[idx]
+                x = normalize(x, config.normalize.mean, config.normalize.std).contiguous(memory_format=memory_format)
+                lam = 1.0
+                y_b = y
+                if config.mixup is not None:
+                    x, y, y_b, lam = mixup(x, y, config.mixup.alpha)
+                with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+                    logits = forward(x)
+                    loss = mixup_loss(criterion, logits, y, y_b, lam) if config.mixup is not None else criterion(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                if config.clip is not None:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    if config.clip.value is not None:
+                        nn.utils.clip_grad_value_(net.parameters(), config.clip.value)
+                    if config.clip.norm is not None:
+                        nn.utils.clip_grad_norm_(net.parameters(), config.clip.norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(net)
+                if config.schedule.interval == "step":
+                    scheduler.step()
+                loss_sum += loss.detach().double() * y.shape[0]
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.shape[0]
+                if (step + 1) % _CHECK_EVERY == 0 or step + 1 == steps:
+                    if not info.enabled:  # in DDP all ranks must agree; checked after the all-reduce below
+                        _check_finite(float(loss_sum), epoch, step, ckpt_path)
+                    bar.update(epoch, n_epochs, step + 1, float(loss_sum) / seen, int(correct) / seen,
+                               seen * info.world_size / (time.perf_counter() - t_steps))
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            step_time = time.perf_counter() - t_steps
+            if config.schedule.interval == "epoch":
+                scheduler.step()
+
+            counts = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=dev, dtype=torch.float64)])
+            distributed.all_reduce_sum(counts, info)
+            train_loss, train_acc, n_seen = float(counts[0] / counts[2]), float(counts[1] / counts[2]), int(counts[2])
+            _check_finite(train_loss, epoch, steps - 1, ckpt_path)
+
+            eval_net = ema.module if ema is not None else net
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
+            for name, (ex, ey) in evals.items():
+                row[f"{name}_loss"], row[f"{name}_acc"] = _evaluate(eval_net, ex, ey, config, amp_dtype, memory_format, info)
+            row["lr"] = lr
+            row["epoch_time_s"] = time.perf_counter() - t_epoch
+            row["images_per_s"] = n_seen / step_time
+            history.append(row)
+            totals = {
+                "wall": totals["wall"] + row["epoch_time_s"],
+                "step_time": totals["step_time"] + step_time,
+                "images": totals["images"] + n_seen,
+            }
+            if has_val and (best is None or row["val_acc"] > best["val_acc"]):
+                best = {
+                    "epoch": epoch + 1, "val_acc": row["val_acc"], "test_acc": row["test_acc"],
+                    "test_loss": row["test_loss"], "state": _cpu_state(eval_net),
+                }
+            stop = _early_stop(config, row, stopper)
+            finished = stop or epoch + 1 == n_epochs
+            stopped_early = stop and epoch + 1 < n_epochs
+            bar.log(row)
+
+            rngs = _gather_rng(info, dev)
+            if info.is_main and out is not None:
+                state = {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": epoch + 1,
+                    "epochs": n_epochs,
+                    "config": config.to_dict(),
+                    "max_steps_per_epoch": max_steps_per_epoch,
+                    "finished": finished,
+                    "stopped_early": stopped_early,
+                    "model": _cpu_state(net),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng": rngs,
+                    "history": history,
+                    "best": best,
+                    "stopper": stopper,
+                    "totals": totals,
+                }
+                _write_json(out / "history.json", history)
+                _save_checkpoint(ckpt_path, state)
+            if finished:
+                break
+    finally:
+        bar.close()
+
+    final = {
+        "history": history, "best": best, "totals": totals, "stopped_early": stopped_early,
+        "model": _cpu_state(net), "ema": ema.state_dict() if ema is not None else None,
+    }
+    result = _result(model, final, str(dev))
+    if info.is_main and out is not None:
+        from ..io import save
+
+        save(result.model, out / "model.pt", metadata={**result.to_dict(), "config": config.to_dict()})
+        _write_json(out / "result.json", result.to_dict())
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _evaluate(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+    amp_dtype: torch.dtype | None, memory_format: torch.memory_format, info: distributed.DistInfo,
+) -> tuple[float, float]:
+    """Mean cross-entropy (no smoothing) and accuracy over all ranks' shards; with ``tta_flip`` the
+    logits of each image and its mirror image are averaged."""
+    was_training = net.training
+    net.eval()
+    dev = x.device
+    sums = torch.zeros(3, device=dev, dtype=torch.float64)
+    for xb, yb in zip(x.split(config.eval_batch_size), y.split(config.eval_batch_size)):
+        xb = normalize(xb, config.normalize.mean, config.normalize.std).contiguous(memory_format=memory_format)
+        with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+            out = net(xb)
+            if config.tta_flip:
+                out = (out + net(xb.flip(3))) / 2
+        out = out.float()
+        sums[0] += F.cross_entropy(out, yb, reduction="sum").double()
+        sums[1] += (out.argmax(1) == yb).sum()
+        sums[2] += yb.shape[0]
+    distributed.all_reduce_sum(sums, info)
+    net.train(was_training)
+    n = max(float(sums[2]), 1.0)
+    return float(sums[0]) / n, float(sums[1]) / n
+
+
+def _early_stop(config: TrainConfig, row: dict[str, Any], stopper: dict[str, Any]) -> bool:
+    """Update ``stopper`` with this epoch's metric; True when patience has run out."""
+    es = config.early_stopping
+    if es is None:
+        return False
+    value = row[es.metric]
+    sign = 1.0 if es.metric == "val_acc" else -1.0  # larger is better after the sign
+    if stopper["best"] is None or sign * (value - stopper["best"]) > es.min_delta:
+        stopper["best"], stopper["bad"] = value, 0
+    else:
+        stopper["bad"] += 1
+    return stopper["bad"] >= es.patience
+
+
+def _check_finite(value: float, epoch: int, step: int, ckpt_path: Path | None) -> None:
+    if math.isfinite(value):
+        return
+    where = (
+        f"the last good checkpoint is kept at {ckpt_path}"
+        if ckpt_path is not None and ckpt_path.is_file()
+        else "no checkpoint was written before it"
+    )
+    raise NonFiniteLossError(
+        f"training loss became {value} in epoch {epoch + 1} (by step {step + 1}); stopping. {where}. "
+        "Lower the learning rate, add gradient clipping, or use amp: none to rule out overflow."
+    )
+
+
+def _result(template: nn.Module, state: dict[str, Any], device: str) -> TrainResult:
+    """The TrainResult of a run whose final state (or checkpoint) is ``state``."""
+    history, best = state["history"], state["best"]
+    if best is not None:
+        weights, acc, loss, epoch, val = best["state"], best["test_acc"], best["test_loss"], best["epoch"], best["val_acc"]
+    else:
+        last = history[-1]
+        weights = _ema_module_state(state["ema"]) if state.get("ema") is not None else state["model"]
+        acc, loss, epoch, val = last["test_acc"], last["test_loss"], last["epoch"], None
+    model = copy.deepcopy(template).cpu()
+    model.load_state_dict(weights)
+    model.eval()
+    totals = state["totals"]
+    return TrainResult(
+        model=model, test_acc=float(acc), selected_epoch=int(epoch), epochs_run=len(history),
+        history=list(history), train_time_s=float(totals["wall"]),
+        images_per_s=float(totals["images"] / totals["step_time"]) if totals["step_time"] > 0 else 0.0,
+        stopped_early=bool(state["stopped_early"]), device=device, test_loss=float(loss),
+        val_acc=None if val is None else float(val),
+    )
+
+
+def _ema_module_state(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
+
+
+def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
+
+
+# checkpoints and RNG ----------------------------------------------------------------------------
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, then ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure
+        raise ValueError(f"{path} is not a readable compress checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a compress checkpoint (format {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def _check_same_run(saved: dict[str, Any], config: TrainConfig, n_epochs: int, path: Path) -> None:
+    if saved["config"] != config.to_dict() or saved["epochs"] != n_epochs:
+        raise ValueError(
+            f"{path} was written by a run with a different config or epoch count ({saved['epochs']} epochs); "
+            "resume needs the same config, or use a fresh out_dir"
+        )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(dev: torch.device) -> dict[str, Any]:
+    """All RNG states as tensors and plain values (so the checkpoint loads with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def _set_rng_state(state: dict[str, Any], dev: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if dev.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], dev)
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _gather_rng(info: distributed.DistInfo, dev: torch.device) -> list[dict[str, Any]]:
+    """Every rank's RNG state (rank order), so each rank resumes its own augmentation stream."""
+    mine = _rng_state(dev)
+    if not info.enabled:
+        return [mine]
+    gathered: list[Any] = [None] * info.world_size
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+# progress ---------------------------------------------------------------------------------------
+class _Progress:
+    """A rich progress bar over the whole run (loss, accuracy, images/s, ETA); silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, completed: int) -> None:
+        self.p = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
+
+        self.p = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[ips]:,.0f} img/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        )
+        self.task = self.p.add_task("train", total=total, completed=completed, loss=float("nan"), acc=0.0, ips=0.0)
+        self.p.start()
+
+    def update(self, epoch: int, n_epochs: int, step: int, loss: float, acc: float, ips: float) -> None:
+        if self.p is None:
+            return
+        per = self.p.tasks[0].total // n_epochs
+        self.p.update(self.task, completed=epoch * per + step, description=f"epoch {epoch + 1}/{n_epochs}",
+                      loss=loss, acc=acc, ips=ips)
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.p is None:
+            return
+        parts = [f"epoch {row['epoch']:>3}", f"train {row['train_loss']:.4f}/{row['train_acc']:.4f}"]
+        if "val_acc" in row:
+            parts.append(f"val {row['val_loss']:.4f}/{row['val_acc']:.4f}")
+        parts += [f"test {row['test_loss']:.4f}/{row['test_acc']:.4f}", f"lr {row['lr']:.4g}",
+                  f"{row['epoch_time_s']:.1f}s", f"{row['images_per_s']:,.0f} img/s"]
+        self.p.console.print("  ".join(parts))
+
+    def close(self) -> None:
+        if self.p is not None:
+            self.p.stop()

@@ -1,0 +1,230 @@
+"""The trainer on the CPU with tiny models and synthetic data: learning, config mapping, resume, NaN, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import compress
+from compress.data import synthetic
+from compress.training import (
+    Lookahead, NonFiniteLossError, TrainConfig, TrainResult, build_optimizer, build_scheduler, train,
+)
+from compress.training import trainer as trainer_module
+from compress.training.config import OptimizerConfig, ScheduleConfig
+
+
+def tiny_net(num_classes: int = 10, bn: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8) if bn else nn.Identity(), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+    )
+
+
+def cfg(**kw) -> TrainConfig:
+    base = {"epochs": 3, "batch_size": 32, "optimizer": {"lr": 0.2}, "eval_batch_size": 128,
+            "augment": [{"name": "random_crop", "params": {"padding": 1}}, {"name": "hflip"}]}
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(256, 128, size=8, seed=0)
+
+
+def test_learns_toy_task_and_leaves_caller_model_alone(data, tmp_path):
+    model = tiny_net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = train(model, data, cfg(epochs=5), out_dir=tmp_path, progress=False)
+    assert isinstance(r, TrainResult)
+    assert r.history[-1]["train_loss"] < 0.5 * r.history[0]["train_loss"]
+    assert r.test_acc > 0.8 and r.test_acc == r.history[-1]["test_acc"] and r.selected_epoch == 5
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert r.epochs_run == 5 and not r.stopped_early and r.device == "cpu" and r.images_per_s > 0
+    rows = json.loads((tmp_path / "history.json").read_text())
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4, 5]
+    assert set(rows[0]) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s", "images_per_s"}
+    loaded, meta = compress.load(tmp_path / "model.pt", model=tiny_net(), with_metadata=True)
+    assert meta["test_acc"] == r.test_acc
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), r.model.state_dict().values()))
+    assert "model" not in r.to_dict() and json.dumps(r.to_dict())
+
+
+def test_val_split_selects_epoch_by_val_acc(data):
+    r = train(tiny_net(), data, cfg(epochs=4, val_split={"size": 64, "seed": 0}), progress=False)
+    vals = [row["val_acc"] for row in r.history]
+    best = vals.index(max(vals))
+    assert r.selected_epoch == best + 1 and r.test_acc == r.history[best]["test_acc"] and r.val_acc == max(vals)
+
+
+_FULL = dict(
+    epochs=3,
+    augment=[{"name": "random_crop", "params": {"padding": 2}}, {"name": "hflip", "params": {"p": 0.5}},
+             {"name": "cutout", "params": {"size": 3}}],
+    optimizer={"name": "sgd", "lr": 0.05, "nesterov": True},
+    schedule={"name": "cosine", "warmup_epochs": 0.5, "interval": "step"},
+    mixup={"alpha": 0.3}, label_smoothing=0.1, clip={"norm": 2.0}, lookahead={"k": 3, "alpha": 0.5},
+    ema=0.9, val_split={"size": 32, "seed": 1}, tta_flip=True,
+)
+
+
+def test_resume_after_kill_reproduces_uninterrupted_run(data, tmp_path, monkeypatch):
+    full = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "a", progress=False, max_steps_per_epoch=4)
+
+    real_save = trainer_module._save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # the process is killed right after epoch 2's checkpoint
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", progress=False, max_steps_per_epoch=4)
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", real_save)
+    torch.manual_seed(1234)  # disturb global RNG: resume must restore it
+    resumed = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", resume=True, progress=False,
+                    max_steps_per_epoch=4)
+
+    strip = lambda h: [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")} for row in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert resumed.test_acc == full.test_acc and resumed.selected_epoch == full.selected_epoch
+    ck_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    ck_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(v, ck_b["model"][k]) for k, v in ck_a["model"].items())
+
+    # A finished run returns its stored result without training.
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", lambda *a: pytest.fail("a finished run trained again"))
+    again = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", resume=True, progress=False,
+                  max_steps_per_epoch=4)
+    assert again.test_acc == full.test_acc and strip(again.history) == strip(full.history)
+    with pytest.raises(ValueError, match="different config"):
+        train(tiny_net(), data, cfg(**{**_FULL, "seed": 5}), out_dir=tmp_path / "b", resume=True, progress=False)
+
+
+class _BlowsUp(nn.Module):
+    """A tiny net whose output becomes NaN from its ``after``-th training forward on."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.after:
+                out = out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
+    steps = 4  # per epoch; NaN appears in epoch 3
+    with pytest.raises(NonFiniteLossError, match="epoch 3") as e:
+        train(_BlowsUp(2 * steps + 2), data, cfg(epochs=5), out_dir=tmp_path, progress=False, max_steps_per_epoch=steps)
+    assert "last good checkpoint" in str(e.value)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 2 and all(torch.isfinite(v.float()).all() for v in ck["model"].values())
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+
+
+def test_early_stopping_on_train_loss(data):
+    # lr 0: the loss never improves, so the run stops after `patience` epochs without improvement.
+    r = train(tiny_net(), data, cfg(epochs=10, optimizer={"lr": 0.0, "weight_decay": 0.0},
+                                    early_stopping={"metric": "train_loss", "patience": 2, "min_delta": 0.01}),
+              progress=False, max_steps_per_epoch=2)
+    assert r.stopped_early and r.epochs_run == 3
+    with pytest.raises(ValueError, match="validation split"):
+        train(tiny_net(), data, cfg(early_stopping={"metric": "val_acc"}), progress=False)
+
+
+def test_clip_by_value_bounds_each_update(data):
+    def max_change(clip):
+        model = tiny_net()
+        c = cfg(epochs=1, optimizer={"lr": 1.0, "momentum": 0.0, "weight_decay": 0.0}, augment=[],
+                schedule={"name": "constant"}, clip=clip)
+        r = train(model, data, c, progress=False, max_steps_per_epoch=1)
+        return max((a - b).abs().max().item() for (n, a), b in zip(model.named_parameters(), r.model.parameters()))
+
+    assert max_change({"value": 1e-3}) <= 1e-3 + 1e-7
+    assert max_change(None) > 1e-2
+
+
+def test_lookahead_matches_its_definition():
+    w0 = torch.tensor([1.0, -2.0])
+    p = nn.Parameter(w0.clone())
+    la = Lookahead(torch.optim.SGD([p], lr=0.1), k=2, alpha=0.5)
+    grads = [torch.tensor([1.0, 0.5]), torch.tensor([-2.0, 1.0]), torch.tensor([0.5, 0.5])]
+    for g in grads:
+        p.grad = g.clone()
+        la.step()
+    fast = w0 - 0.1 * grads[0] - 0.1 * grads[1]  # two fast steps
+    slow = w0 + 0.5 * (fast - w0)  # k=2: slow moves half way, fast is reset to it
+    expected = slow - 0.1 * grads[2]  # one more fast step from the slow weights
+    assert torch.allclose(p.detach(), expected) and torch.allclose(la.slow[0], slow)
+    state = la.state_dict()
+    q = nn.Parameter(torch.zeros(2))
+    la2 = Lookahead(torch.optim.SGD([q], lr=0.1), k=2, alpha=0.5)
+    la2.load_state_dict(state)
+    assert la2.steps == 3 and torch.equal(la2.slow[0], la.slow[0])
+
+
+def _lrs(sched_cfg: dict, epochs: int, steps: int = 1, lr: float = 1.0) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
+    sched = build_scheduler(opt, ScheduleConfig(**sched_cfg), epochs, steps)
+    out = []
+    for _ in range(epochs * (steps if sched_cfg.get("interval") == "step" else 1)):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules():
+    assert _lrs({"name": "cosine"}, 4) == pytest.approx([0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)])
+    assert _lrs({"name": "step", "step_size": 2, "gamma": 0.1}, 5) == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    assert _lrs({"name": "cosine_restarts", "t_0": 2, "eta_min": 0.0}, 4) == pytest.approx([1, 0.5, 1, 0.5])
+    warm = _lrs({"name": "cosine", "warmup_epochs": 1, "interval": "step"}, 3, steps=4)
+    assert warm[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert warm[4:] == pytest.approx([0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
+    one = _lrs({"name": "onecycle", "pct_start": 0.25, "interval": "step"}, 2, steps=10)  # runs to the end
+    assert max(one) == pytest.approx(1.0) and one[0] == pytest.approx(1 / 25) and one[-1] < 1e-3
+    assert _lrs({"name": "constant"}, 3) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "opt,cls,check",
+    [
+        ({"name": "sgd", "lr": 0.1, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-4}, torch.optim.SGD,
+         {"momentum": 0.8, "nesterov": True, "weight_decay": 1e-4}),
+        ({"name": "adam", "lr": 1e-3, "betas": (0.8, 0.9), "eps": 1e-6}, torch.optim.Adam, {"betas": (0.8, 0.9), "eps": 1e-6}),
+        ({"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}, torch.optim.AdamW, {"weight_decay": 0.05}),
+        ({"name": "rmsprop", "lr": 1e-2, "alpha": 0.9, "momentum": 0.5}, torch.optim.RMSprop, {"alpha": 0.9, "momentum": 0.5}),
+    ],
+)
+def test_optimizers_get_all_their_args(opt, cls, check):
+    o = build_optimizer([nn.Parameter(torch.zeros(1))], OptimizerConfig(**opt))
+    assert type(o) is cls and o.param_groups[0]["lr"] == opt["lr"]
+    for k, v in check.items():
+        assert o.param_groups[0][k] == v
+
+
+def test_resnet_with_every_augmentation_runs(tmp_path):
+    d = synthetic(64, 32, size=16, seed=1)
+    model = compress.models.ResNet(compress.models.ResNetConfig.uniform((8, 16), (1, 1), (1, 2)))
+    c = cfg(epochs=1, batch_size=16, augment=[
+        {"name": "random_crop"}, {"name": "hflip"}, {"name": "vflip", "params": {"p": 0.1}},
+        {"name": "grayscale", "params": {"p": 0.2}}, {"name": "autoaugment", "params": {"group": 4}},
+        {"name": "cutout", "params": {"size": 4}}])
+    r = train(model, d, c, out_dir=tmp_path, progress=True, max_steps_per_epoch=2)
+    assert math.isfinite(r.history[0]["train_loss"])
+    assert compress.load(tmp_path / "model.pt").config == model.config
