@@ -75,9 +75,17 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *, pri
     cfg = model.config
     names = ["conv1", "bn1", "se", *[f"layer{i + 1}" for i in range(len(cfg.stages))], "linear", ""]
     flops = flops_by_module(model, input_size, names)
-    table = Table(title=f"{type(model).__name__}: {cfg.describe()}", title_justify="left")
-    for col in ("part", "width", "blocks", "stride", "mid widths", "kernels", "SE", "params", "FLOPs"):
-        table.add_column(col, justify="right" if col in ("params", "FLOPs", "width", "blocks", "stride") else "left")
+    table = Table(title=f"{type(model).__name__}, {len(cfg.stages)} stages", title_justify="left")
+    for col in ("part", "width", "blocks", "stride", "mids", "k", "SE", "params", "MFLOPs"):
+        table.add_column(
+            col,
+            justify="right" if col in ("params", "MFLOPs", "width", "blocks", "stride") else "left",
+            min_width=10 if col == "params" else None,
+            no_wrap=col in ("params", "MFLOPs", "mids"),
+        )
+
+    def mflops(n: int) -> str:
+        return f"{n / 1e6:.2f}"
 
     def params_of(*mods: nn.Module | None) -> int:
         return sum(count_params(m) for m in mods if m is not None)
@@ -85,7 +93,7 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *, pri
     stem_flops = flops["conv1"] + flops["bn1"] + flops["se"]
     table.add_row(
         "stem", str(cfg.stem_width), "", "1", "", f"{cfg.stem_kernel}x{cfg.stem_kernel}",
-        str(cfg.stem_se or ""), f"{params_of(model.conv1, model.bn1, model.se):,}", f"{stem_flops:,}",
+        str(cfg.stem_se or ""), f"{params_of(model.conv1, model.bn1, model.se):,}", mflops(stem_flops),
     )
     for i, (stage_cfg, stage) in enumerate(zip(cfg.stages, model.stages)):
         kernels = sorted({f"{a}x{b}" for a, b in (blk.kernels for blk in stage_cfg.blocks)})
@@ -94,11 +102,11 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *, pri
             f"layer{i + 1}", str(stage_cfg.width), str(len(stage_cfg.blocks)), str(stage_cfg.stride),
             "/".join(str(b.mid) for b in stage_cfg.blocks), ",".join(kernels),
             "/".join(map(str, sorted(ses))) if ses != {0} else "",
-            f"{params_of(stage):,}", f"{flops[f'layer{i + 1}']:,}",
+            f"{params_of(stage):,}", mflops(flops[f"layer{i + 1}"]),
         )
-    table.add_row("head", f"{cfg.num_classes}", "", "", "", "", "", f"{params_of(model.linear):,}", f"{flops['linear']:,}")
+    table.add_row("head", f"{cfg.num_classes}", "", "", "", "", "", f"{params_of(model.linear):,}", mflops(flops["linear"]))
     table.add_section()
-    table.add_row("total", "", str(sum(cfg.depths)), "", "", "", "", f"{count_params(model):,}", f"{flops['']:,}")
+    table.add_row("total", "", str(sum(cfg.depths)), "", "", "", "", f"{count_params(model):,}", mflops(flops[""]))
     if print_table:
         Console().print(table)
     return table
