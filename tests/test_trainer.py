@@ -228,3 +228,13 @@ def test_resnet_with_every_augmentation_runs(tmp_path):
     r = train(model, d, c, out_dir=tmp_path, progress=True, max_steps_per_epoch=2)
     assert math.isfinite(r.history[0]["train_loss"])
     assert compress.load(tmp_path / "model.pt").config == model.config
+
+
+def test_amp_code_paths_run_on_cpu(data, monkeypatch):
+    # On CUDA config.amp turns on autocast (and a GradScaler for fp16); run that same path on the CPU.
+    monkeypatch.setattr(trainer_module, "_AMP_ON_CPU", True)
+    for amp in ("fp16", "bf16"):
+        r = train(tiny_net(), data, cfg(epochs=3, amp=amp, lookahead={"k": 2}, clip={"value": 1.0, "norm": 5.0}),
+                  progress=False, max_steps_per_epoch=4)
+        assert all(math.isfinite(row["train_loss"]) for row in r.history)
+        assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]

@@ -36,6 +36,7 @@ __all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "compress.checkpoint/1"
 _CHECK_EVERY = 20  # steps between progress updates (and, in one process, non-finite loss checks)
+_AMP_ON_CPU = False  # tests set this to run the autocast/GradScaler code path on the CPU
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -143,8 +144,10 @@ def train(
     scheduler = build_scheduler(inner, config.schedule, n_epochs, steps)
     optimizer: Any = Lookahead.from_config(inner, config.lookahead) if config.lookahead else inner
     ema = build_ema(net, config.ema) if config.ema is not None else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp) if dev.type == "cuda" else None
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+    if dev.type != "cuda" and not _AMP_ON_CPU:
+        amp_dtype = None  # autocast on the CPU is slow and changes results; only CUDA uses config.amp
+    scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     augment = build_augment(config.augment, config.normalize.mean)
 
