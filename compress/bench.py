@@ -1,0 +1,236 @@
+"""Benchmark orchestration: build recipes, count them, train them into a run folder, collect result rows.
+
+A run folder (``runs/NAME``) holds::
+
+    manifest.json          the recipe set (name -> fingerprint) and the budget; a different set is refused
+    <recipe>/checkpoint.pt the trainer's resumable checkpoint
+    <recipe>/history.json  per-epoch metrics (the trainer's)
+    <recipe>/model.pt      final model, loadable with compress.load
+    <recipe>/row.json      this recipe's result row; its presence means "finished, skip on re-run"
+    results.json           every row, plus report.md and the plots (see compress.report)
+
+Rows are plain dicts (JSON-friendly). Accuracies in rows are in percent. Keys that start with
+``claimed_`` come from the reports; ``measured_*`` and the timing keys come from our own training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .metrics import count_flops, count_params
+from .recipes import BUDGET_PARAMS, Budget, Recipe
+
+__all__ = [
+    "RunFolderError",
+    "spec_row",
+    "dry_run",
+    "resolve_data",
+    "find_dataset",
+    "run",
+    "collect",
+    "MANIFEST",
+    "RESULTS",
+]
+
+MANIFEST = "manifest.json"
+RESULTS = "results.json"
+RESULT = "row.json"  # the trainer writes its own result.json next to it
+RUN_FORMAT = "compress.run/1"
+RESULTS_FORMAT = "compress.results/1"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder belongs to a different recipe set or budget (it is never silently mixed)."""
+
+
+def spec_row(recipe: Recipe, model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """The dry-run row of ``recipe``: built params and FLOPs next to the report's claims."""
+    if model is None:
+        torch.manual_seed(recipe.train.seed)
+        model = recipe.build()
+    params = count_params(model)
+    claims = recipe.claims
+    return {
+        "recipe": recipe.name,
+        "title": recipe.title,
+        "transforms": recipe.transforms_summary(),
+        "architecture": model.config.describe() if hasattr(model, "config") else type(model).__name__,
+        "params": params,
+        "flops": count_flops(model),
+        "under_budget": params <= BUDGET_PARAMS,
+        "claimed_params": claims.params,
+        "params_match": params == claims.params,
+        "claimed_accuracy": claims.accuracy,
+        "claim_basis": claims.accuracy_basis,
+    }
+
+
+def dry_run(recipes: Sequence[Recipe]) -> list[dict[str, Any]]:
+    """Build every recipe and return its :func:`spec_row` (nothing is trained)."""
+    return [spec_row(r) for r in recipes]
+
+
+def find_dataset() -> Path | None:
+    """Where CIFAR-10 might be: ``$COMPRESS_DATA`` if set, else ``./data`` if it exists (else ``None``)."""
+    env = os.environ.get("COMPRESS_DATA")
+    if env:
+        return Path(env)
+    local = Path("data")
+    return local if local.exists() else None
+
+
+def resolve_data(spec: str | None, *, download: bool = False):
+    """Load the dataset named by ``--data``: a path (npz / folder), ``synthetic[:N_TRAIN[:N_TEST]]``, or
+    ``None`` for :func:`find_dataset`. Raises ``compress.data.DatasetError`` when nothing is found."""
+    from .data import DatasetError, cifar10, synthetic
+
+    if spec is not None and spec.startswith("synthetic"):
+        parts = spec.split(":")[1:]
+        try:
+            n_train = int(parts[0]) if parts else 512
+            n_test = int(parts[1]) if len(parts) > 1 else max(n_train // 4, 1)
+        except ValueError as e:
+            raise DatasetError(f"--data {spec!r}: expected synthetic[:N_TRAIN[:N_TEST]]") from e
+        return synthetic(n_train, n_test)
+    root = Path(spec) if spec is not None else find_dataset()
+    if root is None:
+        if download:
+            root = Path("data")
+        else:
+            raise DatasetError("no dataset: nothing in ./data and $COMPRESS_DATA is not set")
+    return cifar10(root, download=download)
+
+
+def _manifest(recipes: Sequence[Recipe], budget: Budget, epochs: int | None, max_steps: int | None) -> dict[str, Any]:
+    return {
+        "format": RUN_FORMAT,
+        "recipes": {r.name: r.fingerprint() for r in recipes},
+        "budget": budget,
+        "epochs": epochs,
+        "max_steps_per_epoch": max_steps,
+    }
+
+
+def _check_manifest(out: Path, want: dict[str, Any]) -> None:
+    path = out / MANIFEST
+    if not path.is_file():
+        if out.exists() and any(out.iterdir()):
+            raise RunFolderError(f"{out} is not empty and has no {MANIFEST}: not a compress-bench run folder; use a new --out")
+        return
+    have = json.loads(path.read_text())
+    problems = []
+    if sorted(have.get("recipes", {})) != sorted(want["recipes"]):
+        problems.append(f"it holds recipes [{', '.join(sorted(have.get('recipes', {})))}], "
+                        f"this command asks for [{', '.join(sorted(want['recipes']))}]")
+    else:
+        changed = [n for n, fp in want["recipes"].items() if have["recipes"].get(n) != fp]
+        if changed:
+            problems.append(f"recipe(s) {', '.join(changed)} changed since the run started")
+    for key in ("budget", "epochs", "max_steps_per_epoch"):
+        if have.get(key) != want[key]:
+            problems.append(f"it was run with {key}={have.get(key)!r}, this command asks for {want[key]!r}")
+    if problems:
+        raise RunFolderError(
+            f"{out} was written by a different run: {'; '.join(problems)}. "
+            "Results are never mixed: pick a new --out folder (or re-run with the original arguments)."
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _measured_row(recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget) -> dict[str, Any]:
+    row = spec_row(recipe, model)
+    acc = 100.0 * float(result.test_acc)
+    history = list(result.history)
+    row.update(
+        {
+            "measured_accuracy": acc,
+            "difference": None if recipe.claims.accuracy is None else acc - recipe.claims.accuracy,
+            "budget": budget,
+            "epochs_run": result.epochs_run,
+            "selected_epoch": result.selected_epoch,
+            "stopped_early": bool(result.stopped_early),
+            "train_time_s": float(result.train_time_s),
+            "images_per_s": float(result.images_per_s),
+            "device": str(result.device),
+            "curve": [[h.get("epoch"), 100.0 * h["test_acc"]] for h in history if h.get("test_acc") is not None],
+        }
+    )
+    return row
+
+
+def run(
+    recipes: Sequence[Recipe],
+    out: str | os.PathLike,
+    data: Any,
+    *,
+    budget: Budget = "fast",
+    epochs: int | None = None,
+    max_steps_per_epoch: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train ``recipes`` into the run folder ``out`` and return their rows (also written to results.json).
+
+    Finished recipes (with a ``row.json``) are skipped; an interrupted one resumes from its checkpoint.
+    A folder written for a different recipe set, budget or epoch override raises :class:`RunFolderError`.
+    """
+    from .training import train
+
+    out = Path(out)
+    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch)
+    _check_manifest(out, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST).is_file():
+        _write_json(out / MANIFEST, {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    rows = []
+    for recipe in recipes:
+        rdir = out / recipe.name
+        if (rdir / RESULT).is_file():
+            log(f"{recipe.name}: already finished, skipping ({rdir / RESULT})")
+            rows.append(json.loads((rdir / RESULT).read_text()))
+            continue
+        rdir.mkdir(parents=True, exist_ok=True)
+        config = recipe.train_config(budget)
+        torch.manual_seed(config.seed)  # the same architecture on resume, even for init-dependent pruning
+        model = recipe.build()
+        resume = (rdir / "checkpoint.pt").is_file()
+        log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget) into {rdir}")
+        result = train(
+            model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
+            epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
+        )
+        row = _measured_row(recipe, result.model, result, budget)
+        _write_json(rdir / RESULT, row)
+        rows.append(row)
+    collect(out, rows)
+    return rows
+
+
+def collect(out: str | os.PathLike, rows: Sequence[dict[str, Any]] | None = None) -> Path:
+    """Write ``out/results.json`` from ``rows`` (default: every ``out/*/row.json``) and return its path."""
+    out = Path(out)
+    if rows is None:
+        rows = [json.loads(p.read_text()) for p in sorted(out.glob(f"*/{RESULT}"))]
+    manifest = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
+    results = {
+        "format": RESULTS_FORMAT,
+        "run": out.name,
+        "budget": manifest.get("budget"),
+        "epochs": manifest.get("epochs"),
+        "max_steps_per_epoch": manifest.get("max_steps_per_epoch"),
+        "rows": list(rows),
+    }
+    _write_json(out / RESULTS, results)
+    return out / RESULTS

@@ -1,0 +1,161 @@
+"""``compress-bench``: build, count, train and compare the recipes in ``recipes/``.
+
+    compress-bench --dry-run                    # every recipe: params, FLOPs, claims, 5M budget
+    compress-bench 003 004 --budget fast        # train two recipes with the short schedule
+    compress-bench --out runs/paper --budget paper
+    compress-bench report runs/paper            # re-render the report of a run folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from . import bench, report
+from .recipes import FAST_TRAIN, RecipeError, find, load, recipe_paths, recipes_dir
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the main command (``report`` is a separate sub-command)."""
+    p = argparse.ArgumentParser(
+        prog="compress-bench",
+        description=(
+            "Build the recipes (ResNet-18 + transforms), count params and FLOPs, train them, and compare "
+            "with the reports' claims. `compress-bench report RUN_DIR` re-renders a run's report. "
+            "Without a GPU (and no --device) or without a dataset, falls back to --dry-run and says why."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            f"fast budget (shared short schedule; a recipe's `fast:` section overrides fields): "
+            f"{json.dumps(FAST_TRAIN)}"
+        ),
+    )
+    p.add_argument("recipes", nargs="*", metavar="RECIPE",
+                   help="recipe names (e.g. 003, resnet18) or YAML paths; default: every recipe in the recipes folder")
+    p.add_argument("--recipes-dir", metavar="DIR", default=None,
+                   help="folder of recipes (default: $COMPRESS_RECIPES, ./recipes, or the source checkout's)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only build the models and print params, FLOPs, the paper's claims and the 5M check")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the table's rows to PATH as JSON")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="run folder (default runs/<budget>-<recipes>); re-running skips finished recipes and "
+                        "resumes an interrupted one; a folder of a different recipe set is refused")
+    p.add_argument("--budget", choices=("fast", "paper"), default="fast",
+                   help="training schedule: the shared short one (fast, default) or the report's own (paper)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="override the number of epochs")
+    p.add_argument("--max-steps-per-epoch", type=int, default=None, metavar="N",
+                   help="cap optimizer steps per epoch (smoke tests)")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="CIFAR-10 as a cifar-10-batches-py folder, an .npz or an image-folder tree; or "
+                        "synthetic[:N_TRAIN[:N_TEST]] for a tiny generated set (default: $COMPRESS_DATA, else ./data)")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 through torchvision if absent (needs internet)")
+    p.add_argument("--device", default=None, help="training device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress output from the trainer")
+    return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compress-bench report",
+                                description="Render report.md, plots and the terminal table from RUN_DIR/results.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by compress-bench --out")
+    return p
+
+
+def _select(names: Sequence[str], directory: str | None) -> list:
+    paths = [find(n, directory) for n in names] if names else recipe_paths(directory)
+    if not paths:
+        raise RecipeError(f"no recipes in {directory or recipes_dir()}")
+    return [load(p) for p in paths]
+
+
+def _default_out(recipes: list, directory: str | None, budget: str) -> Path:
+    everything = {p.stem for p in recipe_paths(directory)}
+    names = [r.name for r in recipes]
+    tag = "all" if set(names) == everything else "+".join(names)[:60]
+    return Path("runs") / f"{budget}-{tag}"
+
+
+def _dry_run(recipes: list, args: argparse.Namespace, console: Console) -> int:
+    rows = bench.dry_run(recipes)
+    console.print(report.dry_run_table(rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"mode": "dry-run", "rows": rows}, indent=2) + "\n")
+        console.print(f"rows written to {args.json}")
+    return 0
+
+
+def _why_not_train(args: argparse.Namespace) -> str | None:
+    """A one-line reason to fall back to the dry run, or None if training can go ahead."""
+    import torch
+
+    no_gpu = args.device is None and not torch.cuda.is_available()
+    no_data = args.data is None and bench.find_dataset() is None and not args.download
+    if no_gpu and no_data:
+        return "no GPU and no dataset (./data, $COMPRESS_DATA; or pass --data PATH)"
+    if no_gpu:
+        return "no GPU (pass --device cpu to train on the CPU anyway)"
+    if no_data:
+        return "no dataset in ./data or $COMPRESS_DATA (pass --data PATH, or --download)"
+    return None
+
+
+def _report_main(argv: Sequence[str], console: Console) -> int:
+    args = _report_parser().parse_args(argv)
+    try:
+        report.write_report(args.run_dir, console=console)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``compress-bench``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough that tables do not wrap every cell
+        console = Console(width=160)
+    if argv[:1] == ["report"]:
+        return _report_main(argv[1:], console)
+    args = build_parser().parse_args(argv)
+    try:
+        recipes = _select(args.recipes, args.recipes_dir)
+        if args.dry_run:
+            return _dry_run(recipes, args, console)
+        reason = _why_not_train(args)
+        if reason:
+            console.print(f"compress-bench: {reason}; showing the dry run instead.", highlight=False, markup=False)
+            return _dry_run(recipes, args, console)
+        data = bench.resolve_data(args.data, download=args.download)
+        out = Path(args.out) if args.out else _default_out(recipes, args.recipes_dir, args.budget)
+        rows = bench.run(
+            recipes, out, data, budget=args.budget, epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch,
+            device=args.device, progress=not args.no_progress, log=lambda s: console.print(s, highlight=False, markup=False),
+        )
+        report.write_report(out, console=console)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"mode": "train", "rows": rows}, indent=2, default=str) + "\n")
+        return 0
+    except (RecipeError, bench.RunFolderError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        return 2
+    except Exception as e:  # noqa: BLE001 - dataset errors are user errors: one line, no traceback
+        from .data import DatasetError
+
+        if isinstance(e, DatasetError):
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Run folders and the comparison report, on CPU with tiny models and synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+import compress
+from compress import bench, report
+from compress.cli import main
+
+TINY = """\
+name: {name}
+source: a tiny recipe for tests
+model:
+  - remove_stage: {{index: 3}}
+  - scale_width: {{factor: {width}}}
+  - redistribute_blocks: {{blocks: [1, 1, 1]}}
+train: {{epochs: 3, batch_size: 16, amp: none, channels_last: false}}
+fast: {{epochs: 2, batch_size: 16, amp: none, channels_last: false, schedule: {{name: cosine}}}}
+claims: {{params: 1, accuracy: {claim}, accuracy_basis: made up for the test}}
+"""
+RUN_FILES = ["manifest.json", "results.json", "report.md", *report.PLOTS.values()]
+RECIPE_FILES = ["history.json", "checkpoint.pt", "model.pt", "row.json"]
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    d = tmp_path / "recipes"
+    d.mkdir()
+    (d / "tiny-a.yaml").write_text(TINY.format(name="tiny-a", width=0.125, claim=60.0))
+    (d / "tiny-b.yaml").write_text(TINY.format(name="tiny-b", width=0.0625, claim="null"))
+    return d
+
+
+def _args(recipes_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["--recipes-dir", str(recipes_dir), "--out", str(out), "--data", "synthetic:64:32", "--device", "cpu",
+            "--max-steps-per-epoch", "2", "--no-progress", *extra]
+
+
+def _check_png(path: Path) -> None:
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] >= 400 and img.shape[1] >= 600
+
+
+def test_two_recipe_run_writes_everything_and_skips_on_rerun(tiny, tmp_path, capsys):
+    out = tmp_path / "runs" / "smoke"
+    assert main(_args(tiny, out)) == 0
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    for recipe in ("tiny-a", "tiny-b"):
+        for name in RECIPE_FILES:
+            assert (out / recipe / name).is_file(), f"{recipe}/{name}"
+        model = compress.load(out / recipe / "model.pt")
+        row = json.loads((out / recipe / "row.json").read_text())
+        assert compress.count_params(model) == row["params"]
+        assert row["epochs_run"] == 2 and len(row["curve"]) == 2 and row["device"] == "cpu"
+        assert 0.0 <= row["measured_accuracy"] <= 100.0
+    results = report.load_results(out)
+    assert [r["recipe"] for r in results["rows"]] == ["tiny-a", "tiny-b"] and results["budget"] == "fast"
+    a, b = results["rows"]
+    assert a["difference"] == pytest.approx(a["measured_accuracy"] - 60.0) and b["difference"] is None
+    md = (out / "report.md").read_text()
+    assert "measured acc (ours)" in md and "claimed acc (paper)" in md and "made up for the test" in md
+    for png in report.PLOTS.values():
+        assert f"]({png})" in md
+        _check_png(out / png)
+    assert "measured vs claimed" in capsys.readouterr().out
+
+    # the same command again: both recipes are skipped, nothing is retrained
+    mtime = (out / "tiny-a" / "model.pt").stat().st_mtime_ns
+    assert main(_args(tiny, out)) == 0
+    assert capsys.readouterr().out.count("already finished, skipping") == 2
+    assert (out / "tiny-a" / "model.pt").stat().st_mtime_ns == mtime
+
+    # `compress-bench report` re-renders from results.json
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").is_file()
+
+
+def test_interrupted_run_resumes(tiny, tmp_path, monkeypatch, capsys):
+    import compress.training as training
+    import compress.training.trainer as trainer
+
+    out = tmp_path / "run"
+    real_save, real_train = trainer._save_checkpoint, training.train
+    saves = []
+
+    def save_then_die(path, state):  # the process "dies" right after the first epoch's checkpoint
+        real_save(path, state)
+        saves.append(state["epoch"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        main(_args(tiny, out, "tiny-a"))
+    assert saves == [1] and (out / "tiny-a" / "checkpoint.pt").is_file()
+    assert not (out / "tiny-a" / "row.json").exists()
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", real_save)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["resume"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    capsys.readouterr()
+    assert main(_args(tiny, out, "tiny-a")) == 0
+    assert calls == [True] and "resuming" in capsys.readouterr().out
+    history = json.loads((out / "tiny-a" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert json.loads((out / "tiny-a" / "row.json").read_text())["epochs_run"] == 2
+
+
+def test_run_folder_of_another_recipe_set_is_refused(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(tiny, out, "tiny-a", "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert main(_args(tiny, out, "tiny-a", "tiny-b", "--epochs", "1")) == 2
+    msg = capsys.readouterr().out
+    assert "written by a different run" in msg and "tiny-a, tiny-b" in msg and "new --out" in msg
+    assert not (out / "tiny-b").exists()
+    # a different budget in the same folder is refused as well
+    assert main(_args(tiny, out, "tiny-a", "--epochs", "1", "--budget", "paper")) == 2
+    assert "budget='fast'" in capsys.readouterr().out
+
+
+def test_edited_recipe_is_refused(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(tiny, out, "tiny-a", "--epochs", "1")) == 0
+    text = (tiny / "tiny-a.yaml").read_text().replace("factor: 0.125", "factor: 0.25")
+    (tiny / "tiny-a.yaml").write_text(text)
+    capsys.readouterr()
+    assert main(_args(tiny, out, "tiny-a", "--epochs", "1")) == 2
+    assert "tiny-a changed since the run started" in capsys.readouterr().out
+
+
+def _hand_made_rows() -> list[dict]:
+    rows = []
+    for i, (name, params, flops, meas, claim) in enumerate([
+        ("000", 4_903_210, 367_100_000, 94.6, 94.0),
+        ("003", 4_697_742, 800_800_000, 95.1, 96.04),
+        ("004", 1_050_202, 155_400_000, None, 90.14),
+        ("resnet18", 11_173_962, 556_700_000, 95.3, None),
+    ]):
+        row = {"recipe": name, "params": params, "flops": flops, "claimed_accuracy": claim,
+               "claim_basis": "hand-made", "measured_accuracy": meas}
+        if meas is not None:
+            row.update(difference=None if claim is None else meas - claim, epochs_run=20, selected_epoch=20,
+                       train_time_s=95.0 + i, images_per_s=10_000.0, device="cuda:0",
+                       curve=[[e, meas * (1 - 0.5 / e)] for e in range(1, 21)])
+        rows.append(row)
+    return rows
+
+
+def test_report_from_hand_made_results(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"run": "hand", "budget": "fast", "rows": _hand_made_rows()}))
+    assert main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| 003 | 4,697,742 | 800.80 M | 95.10% | 96.04% | hand-made | -0.94 pp | 20 | 96 s (cuda:0) | 10,000 |" in md
+    assert "| 004 | 1,050,202 | 155.40 M | - | 90.14% |" in md  # not measured: no number is invented
+    assert "3 of 4 recipes trained" in md
+    for png in report.PLOTS.values():
+        _check_png(tmp_path / png)
+    out = capsys.readouterr().out
+    assert "95.10%" in out and "-0.94 pp" in out
+
+
+def test_report_without_results_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results" in capsys.readouterr().out
+
+
+def test_collect_rebuilds_results_from_rows(tmp_path):
+    for row in _hand_made_rows()[:2]:
+        (tmp_path / row["recipe"]).mkdir()
+        (tmp_path / row["recipe"] / bench.RESULT).write_text(json.dumps(row))
+    path = bench.collect(tmp_path)
+    assert [r["recipe"] for r in json.loads(path.read_text())["rows"]] == ["000", "003"]
