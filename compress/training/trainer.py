@@ -115,7 +115,7 @@ def train(
 
     saved = _load_checkpoint(ckpt_path) if resume and ckpt_path is not None and ckpt_path.is_file() else None
     if saved is not None:
-        _check_same_run(saved, config, n_epochs, ckpt_path)
+        _check_same_run(saved, config, n_epochs, max_steps_per_epoch, ckpt_path)
         if saved["finished"]:
             return _result(model, saved, str(dev))
 
@@ -414,11 +414,13 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def _check_same_run(saved: dict[str, Any], config: TrainConfig, n_epochs: int, path: Path) -> None:
-    if saved["config"] != config.to_dict() or saved["epochs"] != n_epochs:
+def _check_same_run(
+    saved: dict[str, Any], config: TrainConfig, n_epochs: int, max_steps: int | None, path: Path
+) -> None:
+    if saved["config"] != config.to_dict() or saved["epochs"] != n_epochs or saved["max_steps_per_epoch"] != max_steps:
         raise ValueError(
-            f"{path} was written by a run with a different config or epoch count ({saved['epochs']} epochs); "
-            "resume needs the same config, or use a fresh out_dir"
+            f"{path} was written by a run with a different config, epoch count ({saved['epochs']} epochs) or "
+            f"max_steps_per_epoch ({saved['max_steps_per_epoch']}); resume needs the same ones, or use a fresh out_dir"
         )
 
 

@@ -1,0 +1,198 @@
+"""Training speed: compress's trainer against the plain PyTorch loop the reports used.
+
+Both train the same model with SGD (0.1, momentum 0.9, wd 5e-4) on random-crop + flip CIFAR-style
+data for ``--steps`` optimizer steps at ``--batch-size``, after a warm-up, and report images/s:
+
+(a) ``compress.training.train``: data resident on the device as uint8, batched augmentation there,
+    channels_last, bf16 autocast on CUDA (``--amp``), optional ``--compile``;
+(b) the reports' loop: a torchvision ``DataLoader`` over a Dataset of PIL images with
+    RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize, fp32, ``--workers`` loader processes.
+
+Examples::
+
+    python benchmarks/train_speed.py --data /tmp/cifar10.npz --steps 200 --device cuda
+    python benchmarks/train_speed.py --steps 4 --batch-size 32 --device cpu   # synthetic data, smoke run
+
+Results go to ``benchmarks/results/train_speed-<device>-<date>.json`` with the command, git commit,
+device name, torch version and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import compress
+from compress.data import ImageData, cifar10, synthetic
+from compress.models import ResNet, ResNetConfig
+from compress.training import TrainConfig, train
+from compress.training.config import CIFAR10_MEAN, CIFAR10_STD
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def model_003() -> ResNet:
+    """Report 003's net: stem 64 + SE(64->4->64), stages 64/128/256 with [4, 4, 3] blocks, strides 1/2/2."""
+    model = ResNet(ResNetConfig.uniform((64, 128, 256), (4, 4, 3), (1, 2, 2), stem_se=4))
+    assert compress.count_params(model) == 4_697_742, compress.count_params(model)
+    return model
+
+
+MODELS = {"resnet18": compress.resnet18, "003": model_003}
+
+
+class PILArrays(torch.utils.data.Dataset):
+    """uint8 NHWC arrays served as (PIL image, label), like torchvision.datasets.CIFAR10."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform) -> None:
+        self.x = x.permute(0, 2, 3, 1).contiguous().numpy()
+        self.y = y.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.x[i])), self.y[i]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(model: nn.Module, data: ImageData, steps: int, warmup: int, batch_size: int, workers: int,
+               device: torch.device) -> float:
+    """The reports' training loop; images/s over ``steps`` steps after ``warmup`` steps."""
+    import torchvision.transforms as T
+
+    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+    loader = torch.utils.data.DataLoader(
+        PILArrays(data.train_x, data.train_y, tf), batch_size=batch_size, shuffle=True, num_workers=workers,
+        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+    )
+    model = model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    criterion = nn.CrossEntropyLoss()
+    done, t0 = 0, None
+    while done < warmup + steps:
+        for x, y in loader:
+            if done == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == warmup + steps:
+                break
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def compress_trainer(model: nn.Module, data: ImageData, steps: int, batch_size: int, device: torch.device,
+                     amp: str, compile_: bool) -> float:
+    """compress's trainer: epoch 1 (``steps`` steps) warms up, epoch 2's training images/s is returned."""
+    config = TrainConfig(epochs=2, batch_size=batch_size, amp=amp, compile=compile_, eval_batch_size=batch_size)
+    small_test = data.subset(n_test=batch_size)  # evaluation is not what we time
+    result = train(model, small_test, config, device=device, progress=False, max_steps_per_epoch=steps)
+    return float(result.history[-1]["images_per_s"])
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; print images/s of both loops and their ratio; write the JSON result."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="synthetic", help="CIFAR-10 path (.npz, cifar-10-batches-py, folders) or 'synthetic'")
+    p.add_argument("--steps", type=int, default=100, help="timed optimizer steps per loop")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--models", default="resnet18,003", help=f"comma-separated, from {sorted(MODELS)}")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers of the plain loop")
+    p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"], help="trainer autocast (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile in the trainer")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        p.error(f"unknown models {unknown}; known: {sorted(MODELS)}")
+    if args.data == "synthetic":
+        n = max(4096, (args.steps + 5) * args.batch_size)
+        data = synthetic(n, args.batch_size)
+    else:
+        data = cifar10(args.data)
+    warmup = max(2, min(10, args.steps // 5))
+
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        trainer_ips = compress_trainer(MODELS[name](), data, args.steps, args.batch_size, device, args.amp, args.compile)
+        torch.manual_seed(0)
+        plain_ips = plain_loop(MODELS[name](), data, args.steps, warmup, args.batch_size, args.workers, device)
+        row = {
+            "model": name, "params": compress.count_params(MODELS[name]()),
+            "trainer_images_per_s": round(trainer_ips, 1), "plain_images_per_s": round(plain_ips, 1),
+            "speedup": round(trainer_ips / plain_ips, 2),
+        }
+        rows.append(row)
+        print(f"{name:>9}: trainer {trainer_ips:,.0f} img/s  plain loop {plain_ips:,.0f} img/s  ratio {row['speedup']:.2f}x")
+
+    now = dt.datetime.now(dt.timezone.utc)
+    device_name = _device_name(device)
+    out = {
+        "benchmark": "train_speed",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(["train_speed.py", *argv]),
+        "git_commit": _git_commit(),
+        "device": str(device),
+        "device_name": device_name,
+        "torch": torch.__version__,
+        "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": args.data,
+        "steps": args.steps, "warmup_steps": warmup, "batch_size": args.batch_size, "workers": args.workers,
+        "trainer": {"amp": args.amp if device.type == "cuda" else "none (CPU)", "compile": args.compile, "channels_last": True},
+        "plain": {"precision": "fp32", "pipeline": "DataLoader + PIL RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize"},
+        "results": rows,
+    }
+    if device.type == "cpu":
+        out["note"] = "CPU measurement (smoke run); not the GPU speed target."
+    slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+    path = Path(args.out) / f"train_speed-{slug}-{now:%Y-%m-%d}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
