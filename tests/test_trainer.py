@@ -238,3 +238,40 @@ def test_amp_code_paths_run_on_cpu(data, monkeypatch):
                   progress=False, max_steps_per_epoch=4)
         assert all(math.isfinite(row["train_loss"]) for row in r.history)
         assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+
+
+class _LeftVsRight(nn.Module):
+    """Fixed 'model': class 0 scores the left half's brightness, class 1 the right half's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        w = x.shape[-1] // 2
+        return torch.stack([x[..., :w].mean((1, 2, 3)), x[..., w:].mean((1, 2, 3))], 1) + 0 * self.unused
+
+
+def test_tta_flip_averages_logits_with_the_mirror_image():
+    x = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
+    y = torch.arange(8) % 2
+    x[y == 0, :, :, :2] = 200  # class 0: bright left half; class 1: bright right half
+    x[y == 1, :, :, 2:] = 200
+    d = compress.data.ImageData(x, y, x.clone(), y.clone(), ("left", "right"))
+    c = dict(epochs=1, batch_size=4, augment=[], optimizer={"lr": 0.0, "weight_decay": 0.0}, channels_last=False)
+    assert train(_LeftVsRight(), d, cfg(**c), progress=False).test_acc == 1.0
+    # With the mirror image averaged in, both classes score the same: argmax picks class 0 for all.
+    assert train(_LeftVsRight(), d, cfg(**c, tta_flip=True), progress=False).test_acc == 0.5
+
+
+def test_label_smoothing_reaches_the_training_loss(data):
+    from compress.training.augment import normalize
+
+    model = tiny_net(bn=False)
+    c = cfg(epochs=1, augment=[], label_smoothing=0.2, optimizer={"lr": 0.0, "weight_decay": 0.0}, channels_last=False)
+    r = train(model, data, c, progress=False)
+    with torch.no_grad():
+        x = normalize(data.train_x, c.normalize.mean, c.normalize.std)
+        expected = torch.nn.functional.cross_entropy(model(x), data.train_y, label_smoothing=0.2).item()
+        plain = torch.nn.functional.cross_entropy(model(x), data.train_y).item()
+    assert r.history[0]["train_loss"] == pytest.approx(expected, rel=1e-5) and abs(expected - plain) > 1e-3
