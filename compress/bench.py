@@ -28,6 +28,7 @@ from .recipes import BUDGET_PARAMS, Budget, Recipe
 
 __all__ = [
     "RunFolderError",
+    "TrainingError",
     "spec_row",
     "dry_run",
     "resolve_data",
@@ -47,6 +48,10 @@ RESULTS_FORMAT = "compress.results/1"
 
 class RunFolderError(RuntimeError):
     """A run folder belongs to a different recipe set or budget (it is never silently mixed)."""
+
+
+class TrainingError(RuntimeError):
+    """Training a recipe was refused by the trainer (e.g. its validation split does not fit the data)."""
 
 
 def spec_row(recipe: Recipe, model: torch.nn.Module | None = None) -> dict[str, Any]:
@@ -207,10 +212,13 @@ def run(
         model = recipe.build()
         resume = (rdir / "checkpoint.pt").is_file()
         log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget) into {rdir}")
-        result = train(
-            model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
-            epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
-        )
+        try:
+            result = train(
+                model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
+                epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
+            )
+        except ValueError as e:  # the trainer's argument checks: config vs data, resume mismatch
+            raise TrainingError(f"{recipe.name}: {e}") from e
         row = _measured_row(recipe, result.model, result, budget)
         _write_json(rdir / RESULT, row)
         rows.append(row)

@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps({"mode": "train", "rows": rows}, indent=2, default=str) + "\n")
         return 0
-    except (RecipeError, bench.RunFolderError) as e:
+    except (RecipeError, bench.RunFolderError, bench.TrainingError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         return 2
     except Exception as e:  # noqa: BLE001 - dataset errors are user errors: one line, no traceback
