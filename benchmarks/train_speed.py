@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"], help="trainer autocast (CUDA only)")
     p.add_argument("--compile", action="store_true", help="torch.compile in the trainer")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--note", default="", help="free text stored with the result (e.g. the machine's state)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -184,8 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
         "plain": {"precision": "fp32", "pipeline": "DataLoader + PIL RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize"},
         "results": rows,
     }
-    if device.type == "cpu":
-        out["note"] = "CPU measurement (smoke run); not the GPU speed target."
+    notes = ["CPU measurement (smoke run); not the GPU speed target."] if device.type == "cpu" else []
+    if args.note:
+        notes.append(args.note)
+    if notes:
+        out["note"] = " ".join(notes)
     slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     path = Path(args.out) / f"train_speed-{slug}-{now:%Y-%m-%d}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

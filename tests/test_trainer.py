@@ -275,3 +275,23 @@ def test_label_smoothing_reaches_the_training_loss(data):
         expected = torch.nn.functional.cross_entropy(model(x), data.train_y, label_smoothing=0.2).item()
         plain = torch.nn.functional.cross_entropy(model(x), data.train_y).item()
     assert r.history[0]["train_loss"] == pytest.approx(expected, rel=1e-5) and abs(expected - plain) > 1e-3
+
+
+def test_ema_matches_its_definition():
+    from compress.training import EMA
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model(torch.randn(4, 2))  # moves BN running statistics and the integer batch counter
+    ema.update_parameters(model)
+    for k, v in model.state_dict().items():
+        got = ema.module.state_dict()[k]
+        if v.is_floating_point():
+            assert torch.allclose(got, 0.9 * start[k] + 0.1 * v), k
+        else:
+            assert torch.equal(got, v), k
+    assert not any(p.requires_grad for p in ema.module.parameters())

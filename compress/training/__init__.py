@@ -7,7 +7,7 @@ helpers) live in :mod:`.augment`, :mod:`.optim` and :mod:`.distributed`.
 
 from .config import *  # noqa: F401,F403
 from .config import __all__ as _config_all
-from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
+from .optim import EMA, Lookahead, build_ema, build_optimizer, build_scheduler
 from .trainer import NonFiniteLossError, TrainResult, train
 
 __all__ = list(_config_all) + [
@@ -15,6 +15,7 @@ __all__ = list(_config_all) + [
     "TrainResult",
     "NonFiniteLossError",
     "Lookahead",
+    "EMA",
     "build_optimizer",
     "build_scheduler",
     "build_ema",

@@ -81,9 +81,11 @@ def cutout(x: torch.Tensor, size: int = 16, fill: Sequence[int] | int = 0) -> to
     xs = torch.arange(w, device=x.device)[None, None, :]
     lo = size // 2
     hole = (ys >= cy - lo) & (ys < cy - lo + size) & (xs >= cx - lo) & (xs < cx - lo + size)
-    fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1)
-    fill_t = fill_t.expand(c) if fill_t.numel() == 1 else fill_t
-    return torch.where(hole[:, None], fill_t[None, :, None, None], x)
+    fills = [int(fill)] * c if isinstance(fill, (int, float)) else [int(v) for v in fill]
+    out = x.clone()
+    for ch, value in enumerate(fills):  # Python scalars: no host-to-device copy, no sync
+        out[:, ch].masked_fill_(hole, value)
+    return out
 
 
 def autoaugment(x: torch.Tensor, group: int = 1) -> torch.Tensor:
@@ -120,11 +122,16 @@ def mixup_loss(
 
 
 def normalize(
-    x: torch.Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32
+    x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """uint8 images -> ``(x / 255 - mean) / std`` in ``dtype`` (keeps the memory format)."""
-    m = torch.tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+    """uint8 images -> ``(x / 255 - mean) / std`` in ``dtype`` (keeps the memory format).
+
+    Pass ``mean``/``std`` as tensors already on ``x``'s device in a loop: building them from Python
+    lists copies host to device, which makes CUDA wait for all queued work.
+    """
+    m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
     return (x.to(dtype) / 255.0 - m) / s
 
 

@@ -1,12 +1,13 @@
 """Optimizers, learning-rate schedules, Lookahead and weight EMA built from a :class:`TrainConfig`.
 
 Everything maps onto torch: ``torch.optim`` optimizers, ``torch.optim.lr_scheduler`` schedules (a
-linear warm-up in front through ``SequentialLR``), ``torch.optim.swa_utils.AveragedModel`` for the EMA.
-Only :class:`Lookahead`, which torch lacks, is written here.
+linear warm-up in front through ``SequentialLR``). :class:`Lookahead`, which torch lacks, and a small
+:class:`EMA` (torch's ``AveragedModel`` syncs host and GPU on every update) are written here.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Any, Iterable
@@ -17,7 +18,7 @@ from torch.optim import lr_scheduler
 
 from .config import LookaheadConfig, OptimizerConfig, ScheduleConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "Lookahead", "build_ema"]
+__all__ = ["build_optimizer", "build_scheduler", "Lookahead", "EMA", "build_ema"]
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -150,11 +151,40 @@ class Lookahead:
         self.steps = int(state["steps"])
 
 
-def build_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    """EMA of ``model``'s weights and buffers (BN statistics): ``ema = decay * ema + (1 - decay) * w``.
+class EMA(nn.Module):
+    """Exponential moving average of a model's weights and buffers: ``ema = decay * ema + (1 - decay) * w``.
 
-    Call ``ema.update_parameters(model)`` after each optimizer step; evaluate ``ema.module``.
+    Floating-point parameters and buffers (BN statistics) are averaged with one ``torch._foreach_lerp_``;
+    integer buffers (BN's batch counter) are copied. Unlike ``torch.optim.swa_utils.AveragedModel``,
+    whose update reads a step counter from the device, an update never makes the host wait for CUDA.
+    Call :meth:`update_parameters` after each optimizer step and evaluate ``ema.module``; the state
+    dict holds ``module.*`` keys.
     """
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        self.module = copy.deepcopy(model)
+        self.module.requires_grad_(False)
+        self.decay = float(decay)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        """Move the averages one step towards ``model``'s current weights and buffers."""
+        mine = list(self.module.parameters()) + list(self.module.buffers())
+        theirs = list(model.parameters()) + list(model.buffers())
+        floats = [(a, b.detach()) for a, b in zip(mine, theirs, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - self.decay)
+        for a, b in zip(mine, theirs):
+            if not a.is_floating_point():
+                a.copy_(b)
+
+
+def build_ema(model: nn.Module, decay: float) -> EMA:
+    """:class:`EMA` of ``model`` with ``decay`` (``TrainConfig.ema``)."""
+    return EMA(model, decay)

@@ -177,6 +177,8 @@ def train(
     if has_val:
         evals = {"val": (data.val_x[shard].to(dev, **to_dev), data.val_y[shard].to(dev, **to_dev)), **evals}
 
+    mean = torch.tensor(config.normalize.mean, device=dev)  # once: a copy per step would sync with CUDA
+    std = torch.tensor(config.normalize.std, device=dev)
     bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps)
     stopped_early = False
     try:
@@ -197,7 +199,7 @@ def train(
                 idx = idx.tensor_split(info.world_size)[info.rank]
                 x = augment(train_x[idx])
                 y = train_y[idx]
-                x = normalize(x, config.normalize.mean, config.normalize.std).contiguous(memory_format=memory_format)
+                x = normalize(x, mean, std).contiguous(memory_format=memory_format)
                 lam = 1.0
                 y_b = y
                 if config.mixup is not None:
@@ -248,7 +250,9 @@ def train(
             eval_net = ema.module if ema is not None else net
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
             for name, (ex, ey) in evals.items():
-                row[f"{name}_loss"], row[f"{name}_acc"] = _evaluate(eval_net, ex, ey, config, amp_dtype, memory_format, info)
+                row[f"{name}_loss"], row[f"{name}_acc"] = _evaluate(
+                    eval_net, ex, ey, (mean, std), config, amp_dtype, memory_format, info
+                )
             row["lr"] = lr
             row["epoch_time_s"] = time.perf_counter() - t_epoch
             row["images_per_s"] = n_seen / step_time
@@ -312,7 +316,7 @@ def train(
 # ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _evaluate(
-    net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
     amp_dtype: torch.dtype | None, memory_format: torch.memory_format, info: distributed.DistInfo,
 ) -> tuple[float, float]:
     """Mean cross-entropy (no smoothing) and accuracy over all ranks' shards; with ``tta_flip`` the
@@ -322,7 +326,7 @@ def _evaluate(
     dev = x.device
     sums = torch.zeros(3, device=dev, dtype=torch.float64)
     for xb, yb in zip(x.split(config.eval_batch_size), y.split(config.eval_batch_size)):
-        xb = normalize(xb, config.normalize.mean, config.normalize.std).contiguous(memory_format=memory_format)
+        xb = normalize(xb, *stats).contiguous(memory_format=memory_format)
         with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
             out = net(xb)
             if config.tta_flip:
