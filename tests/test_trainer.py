@@ -101,11 +101,14 @@ def test_resume_after_kill_reproduces_uninterrupted_run(data, tmp_path, monkeypa
     ck_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(v, ck_b["model"][k]) for k, v in ck_a["model"].items())
 
-    # A finished run returns its stored result without training.
+    # A finished run returns its stored result without training (and writes model.pt if it is missing).
+    (tmp_path / "b" / "model.pt").unlink()
     monkeypatch.setattr(trainer_module, "_save_checkpoint", lambda *a: pytest.fail("a finished run trained again"))
     again = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", resume=True, progress=False,
                   max_steps_per_epoch=4)
     assert again.test_acc == full.test_acc and strip(again.history) == strip(full.history)
+    assert torch.equal(compress.load(tmp_path / "b" / "model.pt", model=tiny_net()).state_dict()["5.weight"],
+                       full.model.state_dict()["5.weight"])
     with pytest.raises(ValueError, match="different config"):
         train(tiny_net(), data, cfg(**{**_FULL, "seed": 5}), out_dir=tmp_path / "b", resume=True, progress=False)
 

@@ -117,7 +117,10 @@ def train(
     if saved is not None:
         _check_same_run(saved, config, n_epochs, max_steps_per_epoch, ckpt_path)
         if saved["finished"]:
-            return _result(model, saved, str(dev))
+            result = _result(model, saved, str(dev))
+            if info.is_main and not (out / "model.pt").is_file():  # killed between checkpoint and model.pt
+                _write_outputs(out, result, config)
+            return result
 
     _seed_everything(config.seed + info.rank)
     if dev.type == "cuda":
@@ -306,11 +309,16 @@ def train(
     }
     result = _result(model, final, str(dev))
     if info.is_main and out is not None:
-        from ..io import save
-
-        save(result.model, out / "model.pt", metadata={**result.to_dict(), "config": config.to_dict()})
-        _write_json(out / "result.json", result.to_dict())
+        _write_outputs(out, result, config)
     return result
+
+
+def _write_outputs(out: Path, result: TrainResult, config: TrainConfig) -> None:
+    """``model.pt`` (compress.save, result and config as metadata) and ``result.json``."""
+    from ..io import save
+
+    save(result.model, out / "model.pt", metadata={**result.to_dict(), "config": config.to_dict()})
+    _write_json(out / "result.json", result.to_dict())
 
 
 # ----------------------------------------------------------------------------------------------
