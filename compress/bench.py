@@ -115,7 +115,7 @@ def resolve_data(spec: str | None, *, download: bool = False):
 def _manifest(recipes: Sequence[Recipe], budget: Budget, epochs: int | None, max_steps: int | None) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
-        "recipes": {r.name: r.fingerprint() for r in recipes},
+        "recipes": {r.name: r.fingerprint(budget) for r in recipes},
         "budget": budget,
         "epochs": epochs,
         "max_steps_per_epoch": max_steps,

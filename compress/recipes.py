@@ -134,13 +134,13 @@ class Recipe:
             return self.fast
         raise ValueError(f"budget must be 'paper' or 'fast', got {budget!r}")
 
-    def fingerprint(self) -> str:
-        """A short hash of the model steps and both training setups (to detect edited recipes)."""
-        blob = json.dumps(
-            {"model": [[n, a] for n, a in self.model], "train": self.train.to_dict(), "fast": self.fast.to_dict()},
-            sort_keys=True,
-            default=str,
-        )
+    def fingerprint(self, budget: Budget | None = None) -> str:
+        """A short hash of the model steps and the training setup of ``budget`` (both when ``None``).
+
+        A run folder stores it to notice a recipe edited between two runs.
+        """
+        train = {b: self.train_config(b).to_dict() for b in (("paper", "fast") if budget is None else (budget,))}
+        blob = json.dumps({"model": [[n, a] for n, a in self.model], "train": train}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def transforms_summary(self) -> str:
