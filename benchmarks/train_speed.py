@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     device_name = _device_name(device)
     out = {
         "benchmark": "train_speed",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else " ".join(["train_speed.py", *argv]),
+        "command": shlex.join(["python", *sys.argv] if argv is None else ["train_speed.py", *argv]),
         "git_commit": _git_commit(),
         "device": str(device),
         "device_name": device_name,
