@@ -5,7 +5,7 @@ a dataset here is just five tensors and a list of class names (:class:`ImageData
 
     from compress.data import cifar10, synthetic
     data = cifar10("~/data")                         # cifar-10-batches-py, its parent, an .npz or a folder tree
-    data = cifar10("~/data", download=True)          # through torchvision.datasets.CIFAR10
+    data = cifar10("~/data", download=True)          # if not there: torchvision.datasets.CIFAR10 downloads it
     train, val = data.split_val(5000, seed=0)        # deterministic validation split
     toy = synthetic(512, 256)                        # learnable, no files needed
 
@@ -120,19 +120,31 @@ class ImageData:
 
 # ---------------------------------------------------------------------------------------------
 def cifar10(root: str | os.PathLike, download: bool = False) -> ImageData:
-    """Load CIFAR-10 from ``root`` (any accepted local form), or through torchvision with ``download=True``.
+    """Load CIFAR-10 from ``root`` (any accepted local form); if none is there and ``download=True``,
+    download it into ``root`` through ``torchvision.datasets.CIFAR10``.
 
     Raises :class:`DatasetError` if nothing usable is found or the files are corrupt.
     """
     root = Path(root).expanduser()
-    if download:
-        return _from_torchvision(root)
+    try:
+        return _local(root)
+    except _NotFound:
+        if not download:
+            raise
+    return _from_torchvision(root)
+
+
+class _NotFound(DatasetError):
+    """No dataset in any accepted form (as opposed to a corrupt one)."""
+
+
+def _local(root: Path) -> ImageData:
     if root.is_file():
         if root.suffix == ".npz":
             return _from_npz(root)
         raise DatasetError(f"{root} is a file but not an .npz; CIFAR-10 is accepted as {_ACCEPTED}")
     if not root.exists():
-        raise DatasetError(f"no dataset at {root} (path does not exist); CIFAR-10 is accepted as {_ACCEPTED}")
+        raise _NotFound(f"no dataset at {root} (path does not exist); CIFAR-10 is accepted as {_ACCEPTED}")
     looked = []
     for batches in (root, root / "cifar-10-batches-py"):
         looked.append(str(batches / "data_batch_1"))
@@ -145,9 +157,7 @@ def cifar10(root: str | os.PathLike, download: bool = False) -> ImageData:
     looked.append(str(root / "*.npz"))
     if len(npz) == 1:
         return _from_npz(npz[0])
-    raise DatasetError(
-        f"no CIFAR-10 found under {root} (looked for {', '.join(looked)}); accepted: {_ACCEPTED}"
-    )
+    raise _NotFound(f"no CIFAR-10 found under {root} (looked for {', '.join(looked)}); accepted: {_ACCEPTED}")
 
 
 def _from_torchvision(root: Path) -> ImageData:

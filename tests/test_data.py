@@ -135,3 +135,11 @@ def test_synthetic_is_learnable_and_deterministic():
     centroids = torch.stack([mean(data.train_x[data.train_y == c]).mean(0) for c in range(10)])
     pred = torch.cdist(mean(data.test_x), centroids).argmin(1)
     assert (pred == data.test_y).float().mean() > 0.95
+
+
+def test_download_flag_prefers_local_data(tmp_path):
+    # With the data already at root, download=True must not touch the network.
+    arrays = _arrays()
+    np.savez(tmp_path / "c.npz", train_x=arrays[0], train_y=arrays[1], test_x=arrays[2], test_y=arrays[3])
+    _check(cifar10(tmp_path / "c.npz", download=True), arrays)
+    _check(cifar10(tmp_path, download=True), arrays)
