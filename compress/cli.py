@@ -28,14 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="compress-bench",
         description=(
-            "Build the recipes (ResNet-18 + transforms), count params and FLOPs, train them, and compare "
-            "with the reports' claims. `compress-bench report RUN_DIR` re-renders a run's report. "
-            "Without a GPU (and no --device) or without a dataset, falls back to --dry-run and says why."
+            "Build the recipes (ResNet-18 + transforms), count params and FLOPs, train them into a run\n"
+            "folder and compare with the reports' claims. Without a GPU (and no --device) or without a\n"
+            "dataset it says why in one line and shows the dry run instead.\n\n"
+            "sub-command:\n"
+            "  compress-bench report RUN_DIR   re-render report.md, plots and the table from RUN_DIR/results.json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            f"fast budget (shared short schedule; a recipe's `fast:` section overrides fields): "
-            f"{json.dumps(FAST_TRAIN)}"
+            "fast budget (the shared short schedule; a recipe's `fast:` section overrides fields):\n  "
+            + "\n  ".join(f"{k}: {json.dumps(v)}" for k, v in FAST_TRAIN.items())
+            + "\nsee docs/recipes.md and docs/report.md"
         ),
     )
     p.add_argument("recipes", nargs="*", metavar="RECIPE",
