@@ -121,9 +121,10 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         f"`{results.get('budget')}`"
         + (f", epochs overridden to {results['epochs']}" if results.get("epochs") else "")
         + (f", at most {results['max_steps_per_epoch']} steps per epoch" if results.get("max_steps_per_epoch") else "")
-        + f"; device: {', '.join(devices) or 'n/a'}). *Claimed* columns are copied from the reports and were "
-        "not reproduced here; params and FLOPs are counted on the models we built (fvcore multiply-adds per "
-        "32x32 image, BN included).",
+        + f"; device: {', '.join(devices) or 'n/a'}). The measured accuracy is the test accuracy of the final "
+        "epoch, or of the best-validation epoch for recipes with a validation split. *Claimed* columns are "
+        "copied from the reports and were not reproduced here; params and FLOPs are counted on the models we "
+        "built (fvcore multiply-adds per 32x32 image, BN included).",
         "",
     ]
     cols = _columns(rows[0]) if rows else []
@@ -256,6 +257,8 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, titl
 def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
     """Render ``run_dir/results.json`` into ``report.md`` and the PNG plots; print the table. Returns report.md."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():  # a results.json given directly
+        run_dir = run_dir.parent
     results = load_results(run_dir)
     rows = results["rows"]
     budget = results.get("budget") or "?"
