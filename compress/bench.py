@@ -3,6 +3,7 @@
 A run folder (``runs/NAME``) holds::
 
     manifest.json          the recipe set (name -> fingerprint) and the budget; a different set is refused
+    <recipe>/recipe.yaml   a copy of the recipe file that was run
     <recipe>/checkpoint.pt the trainer's resumable checkpoint
     <recipe>/history.json  per-epoch metrics (the trainer's)
     <recipe>/model.pt      final model, loadable with compress.load
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -207,6 +209,8 @@ def run(
             rows.append(json.loads((rdir / RESULT).read_text()))
             continue
         rdir.mkdir(parents=True, exist_ok=True)
+        if recipe.path is not None and not (rdir / "recipe.yaml").exists():
+            shutil.copyfile(recipe.path, rdir / "recipe.yaml")  # provenance: the exact file that was run
         config = recipe.train_config(budget)
         torch.manual_seed(config.seed)  # the same architecture on resume, even for init-dependent pruning
         model = recipe.build()

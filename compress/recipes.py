@@ -30,7 +30,7 @@ import inspect
 import json
 import os
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,7 +111,6 @@ class Recipe:
     fast: TrainConfig
     claims: Claims
     path: Path | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def build(self) -> nn.Module:
         """A fresh ResNet-18 with the recipe's transforms applied in order (new random init each call)."""
@@ -231,7 +230,7 @@ def from_mapping(data: Any, where: str = "recipe", path: Path | None = None) -> 
     if path is not None and spec.name != path.stem:
         raise RecipeError(f"{where}: name {spec.name!r} must match the file name {path.stem!r}")
     steps = _check_steps(where, spec.model)
-    return Recipe(spec.name, spec.title or spec.name, spec.source, steps, spec.train, fast, spec.claims, path, dict(data))
+    return Recipe(spec.name, spec.title or spec.name, spec.source, steps, spec.train, fast, spec.claims, path)
 
 
 def load(path: str | os.PathLike) -> Recipe:

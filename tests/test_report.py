@@ -24,7 +24,7 @@ fast: {{epochs: 2, batch_size: 16, amp: none, channels_last: false, schedule: {{
 claims: {{params: 1, accuracy: {claim}, accuracy_basis: made up for the test}}
 """
 RUN_FILES = ["manifest.json", "results.json", "report.md", *report.PLOTS.values()]
-RECIPE_FILES = ["history.json", "checkpoint.pt", "model.pt", "row.json"]
+RECIPE_FILES = ["recipe.yaml", "history.json", "checkpoint.pt", "model.pt", "row.json"]
 
 
 @pytest.fixture
