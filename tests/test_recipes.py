@@ -176,3 +176,31 @@ def test_build_error_names_file_and_step(tmp_path):
     r = recipes.load(_write(tmp_path, d))
     with pytest.raises(RecipeError, match=r"004\.yaml: model\[0\] remove_stage\(index=7\) failed"):
         r.build()
+
+
+# every bundled training setup runs in the trainer --------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_data():
+    from compress.data import synthetic
+
+    return synthetic(96, 32)
+
+
+@pytest.mark.parametrize("budget", ["paper", "fast"])
+def test_every_training_setup_runs(budget, loaded, tiny_data):
+    """Each recipe's optimizer, schedule, augmentations, mixup, clipping, Lookahead, early stopping and
+    validation split go through the trainer (on a tiny model, small batches, 3 steps)."""
+    import dataclasses
+
+    from compress.models import ResNetConfig, resnet_from_config
+    from compress.training import ValSplitConfig, train
+
+    model = resnet_from_config(ResNetConfig.uniform((8, 16), (1, 1), (1, 2)))
+    for name, r in sorted(loaded.items()):
+        cfg = r.train_config(budget)
+        cfg = dataclasses.replace(
+            cfg, batch_size=8, eval_batch_size=64, amp="none", channels_last=False,
+            val_split=ValSplitConfig(16, cfg.val_split.seed) if cfg.val_split else None,
+        )
+        result = train(model, tiny_data, cfg, epochs=1, max_steps_per_epoch=3, progress=False, device="cpu")
+        assert result.epochs_run == 1, name
