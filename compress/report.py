@@ -226,27 +226,41 @@ def _place_labels(ax: Any, labels: list[tuple[str, float, float, Any]], points: 
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path | None:
-    """Test accuracy per epoch of every recipe that has a ``curve``, on one figure (``None`` if none)."""
-    curves = [(r["recipe"], r["curve"]) for r in rows if r.get("curve")]
+    """Test accuracy per epoch of every recipe that has a ``curve``, on one figure (``None`` if none).
+
+    Left: all epochs. Right: the second half of training, zoomed in, where the recipes differ.
+    """
+    curves = [(i, r) for i, r in enumerate(rows) if r.get("curve")]
     if not curves:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    cmap = plt.get_cmap("tab10")
-    for i, r in enumerate(rows):
-        if not r.get("curve"):
-            continue
-        epochs = [e for e, _ in r["curve"]]
-        accs = [a for _, a in r["curve"]]
-        ax.plot(epochs, accs, marker="o" if len(epochs) < 30 else None, ms=3, color=cmap(i % 10), label=r["recipe"])
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%), measured")
-    ax.set_title(title or "Training curves (measured)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    last = max(e for _, r in curves for e, _ in r["curve"])
+    late: list[float] = []
+    for i, r in curves:
+        epochs = [e for e, _ in r["curve"]]
+        accs = [a for _, a in r["curve"]]
+        style = dict(marker="o" if len(epochs) < 30 else None, ms=3, color=cmap(i % 10), label=r["recipe"])
+        full.plot(epochs, accs, **style)
+        tail = [(e, a) for e, a in zip(epochs, accs) if e >= last / 2]
+        if tail:
+            zoom.plot([e for e, _ in tail], [a for _, a in tail], **style)
+            late += [a for _, a in tail]
+    if late:
+        lo, hi = min(late), max(late)
+        pad = max(0.5, 0.08 * (hi - lo))
+        zoom.set_ylim(lo - pad, hi + pad)
+    for ax, sub in ((full, "all epochs"), (zoom, f"epochs {max(1, int(last / 2))}-{last}, zoomed")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%), measured")
+        ax.set_title(sub, fontsize=10)
+        ax.grid(alpha=0.3)
+    zoom.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.suptitle(title or "Training curves (measured)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
