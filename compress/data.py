@@ -128,14 +128,17 @@ def cifar10(root: str | os.PathLike, download: bool = False) -> ImageData:
     root = Path(root).expanduser()
     try:
         return _local(root)
-    except _NotFound:
-        if not download:
+    except DatasetError as e:
+        if not (download and getattr(e, "missing", False)):
             raise
     return _from_torchvision(root)
 
 
-class _NotFound(DatasetError):
-    """No dataset in any accepted form (as opposed to a corrupt one)."""
+def _not_found(message: str) -> DatasetError:
+    """A DatasetError marked as 'nothing there' (as opposed to a corrupt dataset)."""
+    e = DatasetError(message)
+    e.missing = True  # type: ignore[attr-defined]
+    return e
 
 
 def _local(root: Path) -> ImageData:
@@ -144,7 +147,7 @@ def _local(root: Path) -> ImageData:
             return _from_npz(root)
         raise DatasetError(f"{root} is a file but not an .npz; CIFAR-10 is accepted as {_ACCEPTED}")
     if not root.exists():
-        raise _NotFound(f"no dataset at {root} (path does not exist); CIFAR-10 is accepted as {_ACCEPTED}")
+        raise _not_found(f"no dataset at {root} (path does not exist); CIFAR-10 is accepted as {_ACCEPTED}")
     looked = []
     for batches in (root, root / "cifar-10-batches-py"):
         looked.append(str(batches / "data_batch_1"))
@@ -157,7 +160,7 @@ def _local(root: Path) -> ImageData:
     looked.append(str(root / "*.npz"))
     if len(npz) == 1:
         return _from_npz(npz[0])
-    raise _NotFound(f"no CIFAR-10 found under {root} (looked for {', '.join(looked)}); accepted: {_ACCEPTED}")
+    raise _not_found(f"no CIFAR-10 found under {root} (looked for {', '.join(looked)}); accepted: {_ACCEPTED}")
 
 
 def _from_torchvision(root: Path) -> ImageData:
