@@ -47,6 +47,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "find",
+    "from_mapping",
     "load",
     "load_all",
     "recipe_paths",
