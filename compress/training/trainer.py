@@ -275,7 +275,7 @@ def train(
             stopped_early = stop and epoch + 1 < n_epochs
             bar.log(row)
 
-            rngs = _gather_rng(info, dev)
+            rngs = _gather_rng(info, dev) if out is not None else []  # same `out` on every rank
             if info.is_main and out is not None:
                 state = {
                     "format": CHECKPOINT_FORMAT,
