@@ -10,7 +10,7 @@ input), metrics, and save/load::
     compress.save(small, "small.pt"); same = compress.load("small.pt")
 """
 
-from . import models, transforms
+from . import data, models, training, transforms
 from .io import load, save
 from .metrics import count_flops, count_params, flops_by_module, summary
 from .models import ResNet, ResNetConfig, resnet18
@@ -30,7 +30,9 @@ from .transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
     "models",
+    "training",
     "transforms",
     "prune",
     "remove_stage",

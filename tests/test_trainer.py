@@ -201,6 +201,8 @@ def test_schedules():
     assert warm[4:] == pytest.approx([0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
     one = _lrs({"name": "onecycle", "pct_start": 0.25, "interval": "step"}, 2, steps=10)  # runs to the end
     assert max(one) == pytest.approx(1.0) and one[0] == pytest.approx(1 / 25) and one[-1] < 1e-3
+    short = _lrs({"name": "onecycle", "pct_start": 0.25, "interval": "step"}, 2, steps=2)  # 1-step warm-up in torch
+    assert len(short) == 4 and max(short) == pytest.approx(1.0)
     assert _lrs({"name": "constant"}, 3) == [1.0, 1.0, 1.0]
 
 

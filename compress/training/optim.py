@@ -66,8 +66,12 @@ def build_scheduler(
         )
     elif cfg.name == "onecycle":
         max_lr = [g["lr"] for g in optimizer.param_groups]
+        pct_start = cfg.pct_start
+        if length > 1 and abs(pct_start * length - 1) < 1e-9:
+            # torch's OneCycleLR divides by zero when the warm-up phase is exactly one step: make it two
+            pct_start = 2 / length
         main = lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr, total_steps=length, pct_start=cfg.pct_start,
+            optimizer, max_lr=max_lr, total_steps=length, pct_start=pct_start,
             cycle_momentum=_has_momentum(optimizer),
         )
     else:
