@@ -3,6 +3,19 @@ import torch
 
 import compress
 
+# Trainable parameters of every bundled recipe (paper-specs.md for the reports). Hard-coded on purpose:
+# a drifting transform must fail the tests, not silently change a recipe.
+EXPECTED_PARAMS = {
+    "000": 4_903_210,
+    "001": 4_662_346,
+    "002a": 4_493_525,
+    "002b": 2_777_674,
+    "003": 4_697_742,
+    "004": 1_050_202,
+    "resnet18": 11_173_962,
+    "ours-l1-prune": 4_835_218,
+}
+
 
 @pytest.fixture(scope="session")
 def r18():

@@ -11,20 +11,11 @@ import yaml
 from compress import count_params, recipes
 from compress.recipes import RecipeError
 
+from conftest import EXPECTED_PARAMS
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 
-# Hard-coded on purpose: a drifting transform must fail here, not silently change a recipe.
-EXPECTED_PARAMS = {
-    "000": 4_903_210,
-    "001": 4_662_346,
-    "002a": 4_493_525,
-    "002b": 2_777_674,
-    "003": 4_697_742,
-    "004": 1_050_202,
-    "resnet18": 11_173_962,
-    "ours-l1-prune": 4_835_218,
-}
 OURS = {"ours-l1-prune"}
 
 
