@@ -20,13 +20,9 @@ device name, torch version and date.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import re
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +33,7 @@ from torch import nn
 import compress
 from compress.data import ImageData, cifar10, synthetic
 from compress.models import ResNet, ResNetConfig
+from compress.provenance import provenance
 from compress.training import TrainConfig, train
 from compress.training.config import CIFAR10_MEAN, CIFAR10_STD
 
@@ -116,19 +113,6 @@ def compress_trainer(model: nn.Module, data: ImageData, steps: int, batch_size: 
     return float(result.history[-1]["images_per_s"])
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; print images/s of both loops and their ratio; write the JSON result."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -170,16 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
         print(f"{name:>9}: trainer {trainer_ips:,.0f} img/s  plain loop {plain_ips:,.0f} img/s  ratio {row['speedup']:.2f}x")
 
-    now = dt.datetime.now(dt.timezone.utc)
-    device_name = _device_name(device)
     out = {
         "benchmark": "train_speed",
-        "command": shlex.join(["python", *sys.argv] if argv is None else ["train_speed.py", *argv]),
-        "git_commit": _git_commit(),
-        "device": str(device),
-        "device_name": device_name,
-        "torch": torch.__version__,
-        "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **provenance(device, ["python", *sys.argv] if argv is None else ["train_speed.py", *argv]),
         "data": args.data,
         "steps": args.steps, "warmup_steps": warmup, "batch_size": args.batch_size, "workers": args.workers,
         "trainer": {"amp": args.amp if device.type == "cuda" else "none (CPU)", "compile": args.compile, "channels_last": True},
@@ -191,8 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
         notes.append(args.note)
     if notes:
         out["note"] = " ".join(notes)
-    slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
-    path = Path(args.out) / f"train_speed-{slug}-{now:%Y-%m-%d}.json"
+    slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", out["device_name"].lower()).strip("-")
+    path = Path(args.out) / f"train_speed-{slug}-{out['date'][:10]}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")

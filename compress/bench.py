@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .metrics import count_flops, count_params
+from .provenance import provenance
 from .recipes import BUDGET_PARAMS, Budget, Recipe
 
 __all__ = [
@@ -155,7 +156,9 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _measured_row(recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget) -> dict[str, Any]:
+def _measured_row(
+    recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget, command: Sequence[str] | None
+) -> dict[str, Any]:
     row = spec_row(recipe, model)
     acc = 100.0 * float(result.test_acc)
     history = list(result.history)
@@ -169,7 +172,7 @@ def _measured_row(recipe: Recipe, model: torch.nn.Module, result: Any, budget: B
             "stopped_early": bool(result.stopped_early),
             "train_time_s": float(result.train_time_s),
             "images_per_s": float(result.images_per_s),
-            "device": str(result.device),
+            **provenance(result.device, command),
             "curve": [[h.get("epoch"), 100.0 * h["test_acc"]] for h in history if h.get("test_acc") is not None],
         }
     )
@@ -187,11 +190,13 @@ def run(
     device: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    command: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``recipes`` into the run folder ``out`` and return their rows (also written to results.json).
 
     Finished recipes (with a ``row.json``) are skipped; an interrupted one resumes from its checkpoint.
     A folder written for a different recipe set, budget or epoch override raises :class:`RunFolderError`.
+    ``command`` is the command line recorded with each result (default: this process's).
     """
     from .training import train
 
@@ -223,14 +228,16 @@ def run(
             )
         except ValueError as e:  # the trainer's argument checks: config vs data, resume mismatch
             raise TrainingError(f"{recipe.name}: {e}") from e
-        row = _measured_row(recipe, result.model, result, budget)
+        row = _measured_row(recipe, result.model, result, budget, command)
         _write_json(rdir / RESULT, row)
         rows.append(row)
-    collect(out, rows)
+    collect(out, rows, command)
     return rows
 
 
-def collect(out: str | os.PathLike, rows: Sequence[dict[str, Any]] | None = None) -> Path:
+def collect(
+    out: str | os.PathLike, rows: Sequence[dict[str, Any]] | None = None, command: Sequence[str] | None = None
+) -> Path:
     """Write ``out/results.json`` from ``rows`` (default: every ``out/*/row.json``) and return its path."""
     out = Path(out)
     if rows is None:
@@ -242,6 +249,7 @@ def collect(out: str | os.PathLike, rows: Sequence[dict[str, Any]] | None = None
         "budget": manifest.get("budget"),
         "epochs": manifest.get("epochs"),
         "max_steps_per_epoch": manifest.get("max_steps_per_epoch"),
+        "written": provenance(argv=command),
         "rows": list(rows),
     }
     _write_json(out / RESULTS, results)

@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = bench.run(
             recipes, out, data, budget=args.budget, epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch,
             device=args.device, progress=not args.no_progress, log=lambda s: console.print(s, highlight=False, markup=False),
+            command=["compress-bench", *argv],
         )
         report.write_report(out, console=console)
         if args.json:

@@ -111,7 +111,10 @@ def dry_run_table(rows: Sequence[dict[str, Any]]) -> Table:
 def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     """``report.md``: provenance note, the comparison table, and the plots (relative links)."""
     rows = results["rows"]
-    devices = sorted({str(r["device"]) for r in rows if r.get("device")})
+    devices = sorted({str(r.get("device_name") or r["device"]) for r in rows if r.get("device")})
+    commits = sorted({str(r["git_commit"])[:10] for r in rows if r.get("git_commit")})
+    dates = sorted(str(r["date"])[:10] for r in rows if r.get("date"))
+    torches = sorted({str(r["torch"]) for r in rows if r.get("torch")})
     measured = [r for r in rows if r.get("measured_accuracy") is not None]
     lines = [
         f"# compress-bench report: {results.get('run', '')}",
@@ -121,7 +124,11 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         f"`{results.get('budget')}`"
         + (f", epochs overridden to {results['epochs']}" if results.get("epochs") else "")
         + (f", at most {results['max_steps_per_epoch']} steps per epoch" if results.get("max_steps_per_epoch") else "")
-        + f"; device: {', '.join(devices) or 'n/a'}). The measured accuracy is the test accuracy of the final "
+        + f"; device: {', '.join(devices) or 'n/a'}"
+        + (f"; commit {', '.join(commits)}" if commits else "")
+        + (f"; torch {', '.join(torches)}" if torches else "")
+        + (f"; {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") if dates else "")
+        + "). The measured accuracy is the test accuracy of the final "
         "epoch, or of the best-validation epoch for recipes with a validation split. *Claimed* columns are "
         "copied from the reports and were not reproduced here; params and FLOPs are counted on the models we "
         "built (fvcore multiply-adds per 32x32 image, BN included).",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 
 import compress
 from compress import bench, report
@@ -59,11 +60,16 @@ def test_two_recipe_run_writes_everything_and_skips_on_rerun(tiny, tmp_path, cap
         assert compress.count_params(model) == row["params"]
         assert row["epochs_run"] == 2 and len(row["curve"]) == 2 and row["device"] == "cpu"
         assert 0.0 <= row["measured_accuracy"] <= 100.0
+        # provenance of every measurement: commit, device name, torch, date, command
+        assert len(row["git_commit"]) == 40 or row["git_commit"] == "unknown"
+        assert row["device_name"].startswith("CPU") and row["torch"] == torch.__version__
+        assert row["date"].startswith("20") and "--max-steps-per-epoch" in row["command"]
     results = report.load_results(out)
     assert [r["recipe"] for r in results["rows"]] == ["tiny-a", "tiny-b"] and results["budget"] == "fast"
     a, b = results["rows"]
     assert a["difference"] == pytest.approx(a["measured_accuracy"] - 60.0) and b["difference"] is None
     md = (out / "report.md").read_text()
+    assert f"commit {a['git_commit'][:10]}" in md and f"torch {torch.__version__}" in md
     assert "measured acc (ours)" in md and "claimed acc (paper)" in md and "made up for the test" in md
     for png in report.PLOTS.values():
         assert f"]({png})" in md

@@ -1,0 +1,53 @@
+"""Where a measurement came from: command, commit, device, torch version and date (stored with results)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["provenance", "git_commit", "device_name"]
+
+
+def git_commit() -> str:
+    """The checkout's commit (``$COMPRESS_GIT_COMMIT`` wins, for copies of the tree without ``.git``)."""
+    if os.environ.get("COMPRESS_GIT_COMMIT"):
+        return os.environ["COMPRESS_GIT_COMMIT"]
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: str | torch.device) -> str:
+    """A readable name for ``device``: the GPU model, or the CPU and its core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def provenance(device: str | torch.device | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line, git commit, device and its name, torch version and UTC date, as a plain dict."""
+    if argv is None:
+        prog = Path(sys.argv[0]).name
+        argv = ["python -m compress" if prog == "__main__.py" else prog, *sys.argv[1:]]
+    out: dict[str, Any] = {
+        "command": shlex.join(argv[1:]) and f"{argv[0]} {shlex.join(argv[1:])}" or argv[0],
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if device is not None:
+        out["device"] = str(device)
+        out["device_name"] = device_name(device)
+    return out
