@@ -14,7 +14,7 @@ Module names follow the CIFAR ResNet of kuangliu/pytorch-cifar: ``conv1``/``bn1`
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch

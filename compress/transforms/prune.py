@@ -193,6 +193,22 @@ def _n_prune(n: int, ratio: float, round_to: int | None) -> int:
     return n - keep
 
 
+def build_graph(net: nn.Module, input_size: Sequence[int]) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of ``net``, traced on a zero input of ``input_size``."""
+    device = next(net.parameters()).device
+    try:
+        return tp.DependencyGraph().build_dependency(net, example_inputs=torch.zeros(*input_size, device=device))
+    except Exception as e:  # noqa: BLE001 - torch-pruning raises many kinds on untraceable models
+        raise TypeError(f"prune() cannot trace {type(net).__name__} into a dependency graph: {e}") from e
+
+
+def prune_weakest(graph: tp.DependencyGraph, group, importance: tp.importance.Importance, n: int) -> None:
+    """Remove the ``n`` channels of ``group`` that ``importance`` scores lowest, in every coupled layer."""
+    idxs = torch.argsort(importance(group))[:n].tolist()
+    root = group[0].dep
+    graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
+
+
 def _accumulate_gradients(net: nn.Module, data: Any, device: torch.device) -> None:
     batches = [data] if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]) else data
     net.zero_grad()
@@ -224,21 +240,12 @@ def _prune(
     layers = {n: m for n, m in net.named_modules() if n in layers}
     ignored = [m for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in layers]
     device = next(net.parameters()).device
-    try:
-        graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.randn(*input_size, device=device))
-    except Exception as e:  # noqa: BLE001 - torch-pruning raises many kinds on untraceable models
-        raise TypeError(f"prune() cannot trace {type(model).__name__} into a dependency graph: {e}") from e
+    graph = build_graph(net, input_size)
     if isinstance(importance, tp.importance.GroupTaylorImportance):
         _accumulate_gradients(net, data, device)
 
     def out_members(group) -> list[nn.Module]:
         return [d.target.module for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)]
-
-    def prune_group(group, n_prune: int) -> None:
-        scores = importance(group)
-        idxs = torch.argsort(scores)[:n_prune].tolist()
-        root = group[0].dep
-        graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
 
     if mode == "one-shot":
         handled: set[str] = set()
@@ -257,7 +264,7 @@ def _prune(
             n = graph.get_out_channels(group[0].dep.target.module)
             k = _n_prune(n, found.pop(), round_to)
             if k:
-                prune_group(group, k)
+                prune_weakest(graph, group, importance, k)
         blocked = [n for n in resolved if n not in handled and isinstance(ratios, Mapping) and n in ratios]
         if blocked:  # named explicitly (patterns and plain floats simply skip coupled-to-ignored layers)
             raise ValueError(f"{', '.join(blocked)} cannot be pruned: coupled with an ignored layer or the classifier")
@@ -272,7 +279,7 @@ def _prune(
                 raise ValueError(f"{name} cannot be pruned: it shares channels with ignored layer(s) {', '.join(blocked)}")
             k = _n_prune(n, ratio, round_to)
             if k:
-                prune_group(group, k)
+                prune_weakest(graph, group, importance, k)
 
     net.zero_grad(set_to_none=True)
     if isinstance(net, ResNet):
@@ -296,10 +303,11 @@ def _prune_to_budget(model: nn.Module, target_params: int | None, target_flops: 
     if measure(model) <= budget:
         return copy.deepcopy(model)
     smallest = _prune(model, _MAX_SEARCH_RATIO, **kwargs)
-    if measure(smallest) > budget:
+    floor = measure(smallest)
+    if floor > budget:
         raise ValueError(
             f"no ratio reaches {budget:,} {what}: pruning {_MAX_SEARCH_RATIO:.0%} of every prunable layer "
-            f"still leaves {measure(smallest):,}"
+            f"still leaves {floor:,}"
         )
     lo, hi, best = 0.0, _MAX_SEARCH_RATIO, smallest
     while hi - lo > 1e-3:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Sequence, Union
 
-import torch
 import torch_pruning as tp
 from torch import nn
 
 from ..models.resnet import BlockConfig, ResNet, ResNetConfig, StageConfig
 from ._common import rebuild, require_resnet, reset_projection, stage_index
+from .prune import build_graph, prune_weakest
 
 __all__ = ["remove_stage", "insert_stage", "scale_width", "redistribute_blocks", "set_kernels", "add_se"]
 
@@ -197,8 +197,7 @@ def _shrink_to(model: ResNet, cfg: ResNetConfig) -> ResNet:
         return net
     was_training = net.training
     net.eval()
-    device = next(net.parameters()).device
-    graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.zeros(1, cfg.in_channels, 32, 32, device=device))
+    graph = build_graph(net, (1, cfg.in_channels, 32, 32))
     importance = tp.importance.GroupMagnitudeImportance(p=1)
     for group in graph.get_all_groups(ignored_layers=[net.linear], root_module_types=(nn.Conv2d,)):
         wanted = [want[d.target.module] for d, _ in group if d.target.module in want and graph.is_out_channel_pruning_fn(d.handler)]
@@ -207,9 +206,7 @@ def _shrink_to(model: ResNet, cfg: ResNetConfig) -> ResNet:
         keep = max(wanted)
         current = graph.get_out_channels(group[0].dep.target.module)
         if keep < current:
-            idxs = torch.argsort(importance(group))[: current - keep].tolist()
-            root = group[0].dep
-            graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
+            prune_weakest(graph, group, importance, current - keep)
     net.config = net.config_from_modules()
     net.train(was_training)
     return net
