@@ -35,6 +35,7 @@ __all__ = [
     "spec_row",
     "dry_run",
     "resolve_data",
+    "describe_data",
     "find_dataset",
     "run",
     "collect",
@@ -115,13 +116,26 @@ def resolve_data(spec: str | None, *, download: bool = False):
     return cifar10(root, download=download)
 
 
-def _manifest(recipes: Sequence[Recipe], budget: Budget, epochs: int | None, max_steps: int | None) -> dict[str, Any]:
+def describe_data(data: Any) -> dict[str, Any]:
+    """What a run trained on: the dataset's name, where it was read from, and its split sizes."""
+    return {
+        "name": str(getattr(data, "name", type(data).__name__)),
+        "source": str(getattr(data, "source", "")),
+        "train": int(data.train_x.shape[0]) if hasattr(data, "train_x") else None,
+        "test": int(data.test_x.shape[0]) if hasattr(data, "test_x") else None,
+    }
+
+
+def _manifest(
+    recipes: Sequence[Recipe], budget: Budget, epochs: int | None, max_steps: int | None, data: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
         "recipes": {r.name: r.fingerprint(budget) for r in recipes},
         "budget": budget,
         "epochs": epochs,
         "max_steps_per_epoch": max_steps,
+        "data": data,
     }
 
 
@@ -143,6 +157,11 @@ def _check_manifest(out: Path, want: dict[str, Any]) -> None:
     for key in ("budget", "epochs", "max_steps_per_epoch"):
         if have.get(key) != want[key]:
             problems.append(f"it was run with {key}={have.get(key)!r}, this command asks for {want[key]!r}")
+    same_data = ("name", "train", "test")  # not the path: the same dataset may be read from another place
+    if "data" in have and any(have["data"].get(k) != want["data"][k] for k in same_data):
+        h, w = have["data"], want["data"]
+        problems.append(f"it trained on {h.get('name')} ({h.get('train')} train / {h.get('test')} test images), "
+                        f"this command gives {w['name']} ({w['train']} / {w['test']})")
     if problems:
         raise RunFolderError(
             f"{out} was written by a different run: {'; '.join(problems)}. "
@@ -201,7 +220,7 @@ def run(
     from .training import train
 
     out = Path(out)
-    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch)
+    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, describe_data(data))
     _check_manifest(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST).is_file():
@@ -249,6 +268,7 @@ def collect(
         "budget": manifest.get("budget"),
         "epochs": manifest.get("epochs"),
         "max_steps_per_epoch": manifest.get("max_steps_per_epoch"),
+        "data": manifest.get("data"),
         "written": provenance(argv=command),
         "rows": list(rows),
     }

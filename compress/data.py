@@ -53,6 +53,8 @@ class ImageData:
     """A classification dataset as tensors: uint8 NCHW images and int64 labels.
 
     ``val_x``/``val_y`` are ``None`` unless a validation split was carved with :meth:`with_val_split`.
+    ``name`` says what the data is (``"CIFAR-10"``, ``"synthetic"``) and ``source`` where it was read from;
+    run folders and reports record both.
     """
 
     train_x: torch.Tensor
@@ -62,6 +64,8 @@ class ImageData:
     classes: tuple[str, ...]
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    name: str = "unnamed"
+    source: str = ""
 
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
@@ -113,7 +117,7 @@ class ImageData:
     def __repr__(self) -> str:
         val = f", val {tuple(self.val_x.shape)}" if self.val_x is not None else ""
         return (
-            f"ImageData(train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}{val}, "
+            f"ImageData({self.name}: train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}{val}, "
             f"{self.num_classes} classes)"
         )
 
@@ -174,7 +178,7 @@ def _from_torchvision(root: Path) -> ImageData:
     return ImageData(
         _images(train.data, "torchvision train"), _labels(train.targets, "torchvision train"),
         _images(test.data, "torchvision test"), _labels(test.targets, "torchvision test"),
-        tuple(train.classes),
+        tuple(train.classes), name="CIFAR-10", source=f"torchvision download into {root}",
     )
 
 
@@ -206,7 +210,7 @@ def _from_batches(folder: Path) -> ImageData:
     classes = CIFAR10_CLASSES
     if (folder / "batches.meta").is_file():
         classes = tuple(_unpickle(folder / "batches.meta").get("label_names", CIFAR10_CLASSES))
-    return ImageData(train_x, train_y, test_x, test_y, classes)
+    return ImageData(train_x, train_y, test_x, test_y, classes, name="CIFAR-10", source=str(folder))
 
 
 def _from_npz(path: Path) -> ImageData:
@@ -223,7 +227,10 @@ def _from_npz(path: Path) -> ImageData:
     classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else (
         CIFAR10_CLASSES if n <= 10 and n > 0 else tuple(str(i) for i in range(n))
     )
-    return ImageData(_images(arrays["train_x"], str(path)), train_y, _images(arrays["test_x"], str(path)), test_y, classes)
+    return ImageData(
+        _images(arrays["train_x"], str(path)), train_y, _images(arrays["test_x"], str(path)), test_y, classes,
+        name="CIFAR-10" if classes == CIFAR10_CLASSES else path.stem, source=str(path),
+    )
 
 
 def _from_folders(root: Path) -> ImageData:
@@ -256,7 +263,8 @@ def _from_folders(root: Path) -> ImageData:
         raise DatasetError(f"{root / 'test'} has classes {extra} that {root / 'train'} lacks")
     train_x, train_y = load("train")
     test_x, test_y = load("test")
-    return ImageData(train_x, train_y, test_x, test_y, tuple(classes))
+    name = "CIFAR-10" if tuple(classes) == tuple(sorted(CIFAR10_CLASSES)) else root.name
+    return ImageData(train_x, train_y, test_x, test_y, tuple(classes), name=name, source=str(root))
 
 
 def _images(x: np.ndarray, where: str) -> torch.Tensor:
@@ -301,4 +309,4 @@ def synthetic(n_train: int, n_test: int, num_classes: int = 10, size: int = 32, 
     train_x, train_y = make(n_train)
     test_x, test_y = make(n_test)
     classes = tuple(f"class{i}" for i in range(num_classes))
-    return ImageData(train_x, train_y, test_x, test_y, classes)
+    return ImageData(train_x, train_y, test_x, test_y, classes, name="synthetic", source=f"compress.data.synthetic(seed={seed})")

@@ -116,6 +116,11 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
     dates = sorted(str(r["date"])[:10] for r in rows if r.get("date"))
     torches = sorted({str(r["torch"]) for r in rows if r.get("torch")})
     measured = [r for r in rows if r.get("measured_accuracy") is not None]
+    data = results.get("data") or {}
+    data_note = ""
+    if data:
+        sizes = f"{data['train']:,} train / {data['test']:,} test images" if data.get("train") else ""
+        data_note = f"; data: {data.get('name')}" + (f" ({sizes}" + (f", from `{data['source']}`" if data.get("source") else "") + ")" if sizes else "")
     lines = [
         f"# compress-bench report: {results.get('run', '')}",
         "",
@@ -124,6 +129,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         f"`{results.get('budget')}`"
         + (f", epochs overridden to {results['epochs']}" if results.get("epochs") else "")
         + (f", at most {results['max_steps_per_epoch']} steps per epoch" if results.get("max_steps_per_epoch") else "")
+        + data_note
         + f"; device: {', '.join(devices) or 'n/a'}"
         + (f"; commit {', '.join(commits)}" if commits else "")
         + (f"; torch {', '.join(torches)}" if torches else "")
@@ -158,8 +164,11 @@ def _plt():
     return plt
 
 
-def plot_accuracy(rows: Sequence[dict[str, Any]], x: str, path: str | os.PathLike, *, title: str = "") -> Path:
-    """Accuracy vs ``x`` (``params`` or ``flops``): filled = measured, hollow = the paper's claim.
+def plot_accuracy(
+    rows: Sequence[dict[str, Any]], x: str, path: str | os.PathLike, *, title: str = "", dataset: str = "CIFAR-10"
+) -> Path:
+    """Accuracy vs ``x`` (``params`` or ``flops``): filled = measured on ``dataset``, hollow = the paper's
+    claim (on CIFAR-10).
 
     On the params plot the 5M budget is a vertical line. Each recipe has its own colour and label.
     """
@@ -192,7 +201,8 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], x: str, path: str | os.PathLik
     ax.scatter([], [], s=90, facecolors="none", edgecolors="gray", linewidths=1.8, label="claimed (paper)")
     ax.legend(loc="best", fontsize=9)
     ax.set_xlabel("parameters (M)" if x == "params" else "FLOPs per 32x32 image (M multiply-adds)")
-    ax.set_ylabel("CIFAR-10 test accuracy (%)")
+    ax.set_ylabel(f"{dataset} test accuracy (%)" if dataset == "CIFAR-10"
+                  else f"test accuracy (%): measured on {dataset}, claims on CIFAR-10")
     ax.set_title(title or f"Accuracy vs {'parameters' if x == 'params' else 'FLOPs'}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -283,12 +293,14 @@ def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
     results = load_results(run_dir)
     rows = results["rows"]
     budget = results.get("budget") or "?"
+    dataset = (results.get("data") or {}).get("name") or "CIFAR-10"
+    where = f"budget: {budget}" + ("" if dataset == "CIFAR-10" else f", data: {dataset}")
     plots: dict[str, str] = {}
-    plot_accuracy(rows, "params", run_dir / PLOTS["params"], title=f"Accuracy vs parameters (budget: {budget})")
+    plot_accuracy(rows, "params", run_dir / PLOTS["params"], title=f"Accuracy vs parameters ({where})", dataset=dataset)
     plots["params"] = PLOTS["params"]
-    plot_accuracy(rows, "flops", run_dir / PLOTS["flops"], title=f"Accuracy vs FLOPs (budget: {budget})")
+    plot_accuracy(rows, "flops", run_dir / PLOTS["flops"], title=f"Accuracy vs FLOPs ({where})", dataset=dataset)
     plots["flops"] = PLOTS["flops"]
-    if plot_curves(rows, run_dir / PLOTS["curves"], title=f"Test accuracy per epoch (measured, budget: {budget})"):
+    if plot_curves(rows, run_dir / PLOTS["curves"], title=f"Test accuracy per epoch (measured, {where})"):
         plots["curves"] = PLOTS["curves"]
     report = run_dir / "report.md"
     report.write_text(markdown(results, plots))
@@ -296,6 +308,6 @@ def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
         from rich.console import Console
 
         console = Console()
-    console.print(table(rows, title=f"compress-bench {results.get('run', '')} (budget {budget}): measured vs claimed"))
+    console.print(table(rows, title=f"compress-bench {results.get('run', '')} ({where}): measured vs claimed"))
     console.print(f"report: {report}")
     return report

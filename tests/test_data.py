@@ -32,7 +32,9 @@ def _check(data: ImageData, arrays) -> None:
 def test_npz_nhwc_and_nchw(tmp_path):
     arrays = _arrays()
     np.savez(tmp_path / "c.npz", train_x=arrays[0], train_y=arrays[1], test_x=arrays[2], test_y=arrays[3])
-    _check(cifar10(tmp_path / "c.npz"), arrays)
+    data = cifar10(tmp_path / "c.npz")
+    _check(data, arrays)
+    assert (data.name, data.source) == ("CIFAR-10", str(tmp_path / "c.npz"))  # recorded by run folders
     _check(cifar10(tmp_path), arrays)  # a folder holding exactly one .npz
     nchw = tmp_path / "nchw"
     nchw.mkdir()
@@ -61,6 +63,7 @@ def test_cifar_batches_folder_and_parent(tmp_path):
         data = cifar10(root)
         _check(data, arrays)
         assert data.classes == tuple(f"c{i}" for i in range(10))
+        assert data.name == "CIFAR-10" and data.source == str(tmp_path / "cifar-10-batches-py")
 
 
 def test_image_folder_tree(tmp_path):

@@ -134,6 +134,12 @@ def test_run_folder_of_another_recipe_set_is_refused(tiny, tmp_path, capsys):
     # a different budget in the same folder is refused as well
     assert main(_args(tiny, out, "tiny-a", "--epochs", "1", "--budget", "paper")) == 2
     assert "budget='fast'" in capsys.readouterr().out
+    # ... and so is other data: accuracies on two datasets are never mixed in one report
+    other = [a if a != "synthetic:64:32" else "synthetic:96:32" for a in _args(tiny, out, "tiny-a", "--epochs", "1")]
+    assert main(other) == 2
+    msg = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "trained on synthetic (64 train / 32 test images), this command gives synthetic (96 / 32)" in msg
+    assert "data: synthetic (64 train / 32 test images" in (out / "report.md").read_text()
 
 
 def test_edited_recipe_is_refused(tiny, tmp_path, capsys):
