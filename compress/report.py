@@ -17,7 +17,9 @@ from rich.table import Table
 
 from .recipes import BUDGET_PARAMS
 
-__all__ = ["load_results", "table", "dry_run_table", "markdown", "plot_accuracy", "plot_curves", "write_report"]
+__all__ = [
+    "load_results", "table", "dry_run_table", "markdown", "plot_accuracy", "plot_curves", "curves_figure", "write_report",
+]
 
 PLOTS = {"params": "accuracy_vs_params.png", "flops": "accuracy_vs_flops.png", "curves": "training_curves.png"}
 
@@ -242,20 +244,37 @@ def _place_labels(ax: Any, labels: list[tuple[str, float, float, Any]], points: 
                     ha="right" if dx < 0 else "left", va="bottom")
 
 
+_ZOOM_FROM = 6  # epochs; shorter runs get one panel, a zoom of 1-3 epochs shows nothing
+
+
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path | None:
     """Test accuracy per epoch of every recipe that has a ``curve``, on one figure (``None`` if none).
 
-    Left: all epochs. Right: the second half of training, zoomed in, where the recipes differ.
+    Left: all epochs. Right (runs of at least ``_ZOOM_FROM`` epochs): the second half of training,
+    zoomed in, where the recipes differ. Epoch axes have whole-number ticks.
     """
+    fig = curves_figure(rows, title=title)
+    if fig is None:
+        return None
+    path = Path(path)
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
+def curves_figure(rows: Sequence[dict[str, Any]], *, title: str = "") -> Any:
+    """The matplotlib figure that :func:`plot_curves` saves (``None`` if no row has a ``curve``)."""
     curves = [(i, r) for i, r in enumerate(rows) if r.get("curve")]
     if not curves:
         return None
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
-    fig, (full, zoom) = plt.subplots(1, 2, figsize=(14, 5.5), dpi=120)
-    cmap = plt.get_cmap("tab10")
     last = max(e for _, r in curves for e, _ in r["curve"])
+    zoomed = last >= _ZOOM_FROM
+    fig, axes = plt.subplots(1, 2 if zoomed else 1, figsize=(14 if zoomed else 8, 5.5), dpi=120, squeeze=False)
+    full, zoom = axes[0][0], axes[0][-1] if zoomed else None
+    cmap = plt.get_cmap("tab10")
     late: list[float] = []
     for i, r in curves:
         epochs = [e for e, _ in r["curve"]]
@@ -263,26 +282,28 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, titl
         style = dict(marker="o" if len(epochs) < 30 else None, ms=3, color=cmap(i % 10), label=r["recipe"])
         full.plot(epochs, accs, **style)
         tail = [(e, a) for e, a in zip(epochs, accs) if e >= last / 2]
-        if tail:
+        if zoom is not None and tail:
             zoom.plot([e for e, _ in tail], [a for _, a in tail], **style)
             late += [a for _, a in tail]
-    if late:
-        lo, hi = min(late), max(late)
-        pad = max(0.5, 0.08 * (hi - lo))
-        zoom.set_ylim(lo - pad, hi + pad)
-    for ax, sub in ((full, "all epochs"), (zoom, f"epochs {max(1, int(last / 2))}-{last}, zoomed")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    panels = [(full, (0.5, last + 0.5), "all epochs")]
+    if zoom is not None:
+        first = max(1, int(last / 2))
+        panels.append((zoom, (first - 0.5, last + 0.5), f"epochs {first}-{last}, zoomed"))
+        if late:
+            lo, hi = min(late), max(late)
+            pad = max(0.5, 0.08 * (hi - lo))
+            zoom.set_ylim(lo - pad, hi + pad)
+    for ax, xlim, sub in panels:
+        ax.set_xlim(*xlim)  # a short run would otherwise get fractional epoch ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%), measured")
         ax.set_title(sub, fontsize=10)
         ax.grid(alpha=0.3)
-    zoom.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    panels[-1][0].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle(title or "Training curves (measured)")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:

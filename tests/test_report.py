@@ -194,3 +194,18 @@ def test_collect_rebuilds_results_from_rows(tmp_path):
         (tmp_path / row["recipe"] / bench.RESULT).write_text(json.dumps(row))
     path = bench.collect(tmp_path)
     assert [r["recipe"] for r in json.loads(path.read_text())["rows"]] == ["000", "003"]
+
+
+@pytest.mark.parametrize("epochs, panels", [(1, 1), (3, 1), (20, 2)])
+def test_curves_have_whole_epoch_ticks_and_zoom_only_long_runs(epochs, panels):
+    rows = [{"recipe": name, "curve": [[e, 50 + e + k] for e in range(1, epochs + 1)]} for k, name in enumerate("ab")]
+    fig = report.curves_figure(rows)
+    try:
+        assert len(fig.axes) == panels
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert fig.axes[0].get_xlim() == (0.5, epochs + 0.5)
+    finally:
+        report._plt().close(fig)
+    assert report.curves_figure([{"recipe": "a"}]) is None
