@@ -175,7 +175,7 @@ def test_bad_input_raises_and_leaves_model(call, error, match, r18):
 def test_stage_transforms_reject_non_resnets(call):
     import torchvision
 
-    with pytest.raises(TypeError, match="compress ResNets"):
+    with pytest.raises(TypeError, match=r"compress ResNets \(compress.models.ResNet\), got torchvision.models.resnet.ResNet;"):
         call(torchvision.models.resnet18(num_classes=10))
 
 

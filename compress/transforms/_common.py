@@ -14,7 +14,8 @@ def require_resnet(model: nn.Module, transform: str) -> ResNet:
     """Return ``model`` if it is a compress ResNet, else raise a TypeError naming the transform."""
     if not isinstance(model, ResNet):
         raise TypeError(
-            f"{transform}() works on compress ResNets (compress.models.ResNet), got {type(model).__name__}; "
+            f"{transform}() works on compress ResNets (compress.models.ResNet), got "
+            f"{type(model).__module__}.{type(model).__qualname__}; "
             "build one with compress.resnet18() or compress.models.ResNet(config). "
             "compress.prune() works on any model."
         )
