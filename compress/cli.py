@@ -140,11 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dry_run(recipes, args, console)
         data = bench.resolve_data(args.data, download=args.download)
         out = Path(args.out) if args.out else _default_out(recipes, args.recipes_dir, args.budget)
-        rows = bench.run(
-            recipes, out, data, budget=args.budget, epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch,
-            device=args.device, progress=not args.no_progress, log=lambda s: console.print(s, highlight=False, markup=False),
-            command=["compress-bench", *argv],
-        )
+        try:
+            rows = bench.run(
+                recipes, out, data, budget=args.budget, epochs=args.epochs,
+                max_steps_per_epoch=args.max_steps_per_epoch, device=args.device, progress=not args.no_progress,
+                log=lambda s: console.print(s, highlight=False, markup=False), command=["compress-bench", *argv],
+            )
+        except KeyboardInterrupt:
+            console.print(f"compress-bench: interrupted; finished recipes and the last epoch checkpoint are kept "
+                          f"in {out}: run the same command again to resume.", highlight=False, markup=False)
+            return 130
         report.write_report(out, console=console)
         if args.json:
             Path(args.json).write_text(json.dumps({"mode": "train", "rows": rows}, indent=2, default=str) + "\n")

@@ -16,16 +16,24 @@ import torch
 __all__ = ["provenance", "git_commit", "device_name"]
 
 
-def git_commit() -> str:
-    """The checkout's commit (``$COMPRESS_GIT_COMMIT`` wins, for copies of the tree without ``.git``)."""
+def git_commit(root: str | os.PathLike | None = None) -> str:
+    """The checkout's commit, with ``-dirty`` appended when tracked files have uncommitted changes
+    (``$COMPRESS_GIT_COMMIT`` wins, for copies of the tree without ``.git``; ``"unknown"`` without git).
+
+    ``root`` is the checkout (default: the one this package is imported from)."""
     if os.environ.get("COMPRESS_GIT_COMMIT"):
         return os.environ["COMPRESS_GIT_COMMIT"]
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{sha}-dirty" if dirty else sha
 
 
 def device_name(device: str | torch.device) -> str:

@@ -38,6 +38,12 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # formatting ---------------------------------------------------------------------------------------
+def _short_commit(commit: str) -> str:
+    """The first 10 hex digits of a commit, keeping a ``-dirty`` mark."""
+    sha, dirty, _ = commit.partition("-dirty")
+    return sha[:10] + dirty
+
+
 def _m(n: float | None) -> str:
     return "-" if n is None else f"{n / 1e6:.2f} M"
 
@@ -114,7 +120,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
     """``report.md``: provenance note, the comparison table, and the plots (relative links)."""
     rows = results["rows"]
     devices = sorted({str(r.get("device_name") or r["device"]) for r in rows if r.get("device")})
-    commits = sorted({str(r["git_commit"])[:10] for r in rows if r.get("git_commit")})
+    commits = sorted({_short_commit(str(r["git_commit"])) for r in rows if r.get("git_commit")})
     dates = sorted(str(r["date"])[:10] for r in rows if r.get("date"))
     torches = sorted({str(r["torch"]) for r in rows if r.get("torch")})
     measured = [r for r in rows if r.get("measured_accuracy") is not None]

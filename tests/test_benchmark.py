@@ -34,3 +34,63 @@ def test_train_speed_writes_json(tmp_path):
     ratio = row["trainer_images_per_s"] / row["plain_images_per_s"]  # of the rounded rates: close, not equal
     assert row["speedup"] == pytest.approx(ratio, rel=0.02, abs=0.01)
     assert "CPU" in written["note"]
+
+
+def test_measure_gpu_script_runs_on_cpu_and_copies_every_result(tmp_path):
+    """benchmarks/measure_gpu.sh, the one command of a GPU session, on the CPU with tiny data and steps."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, train_x=rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), train_y=rng.integers(0, 10, 48),
+             test_x=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), test_y=rng.integers(0, 10, 16))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # python3 = this one
+        "DEVICE": "cpu", "RESULTS_DIR": str(tmp_path / "results"), "RUNS_DIR": str(tmp_path / "runs"),
+        "RESULTS_OUT": str(tmp_path / "back"), "COMPRESS_GIT_COMMIT": "abc123",
+        "SPEED_ARGS": "--steps 1 --batch-size 4 --workers 0 --models 003",
+        "BENCH_ARGS": "--epochs 1 --max-steps-per-epoch 1",
+    }
+    cmd = ["bash", str(ROOT / "benchmarks" / "measure_gpu.sh"), str(npz), "fast", "004"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    back = sorted(p.name for p in (tmp_path / "back").iterdir())
+    speed = [n for n in back if n.startswith("train_speed-cpu-")]
+    assert len(speed) == 1 and sorted(set(back) - set(speed)) == sorted(
+        ["results.json", "report.md", "accuracy_vs_params.png", "accuracy_vs_flops.png", "training_curves.png"])
+    results = json.loads((tmp_path / "back" / "results.json").read_text())
+    (row,) = results["rows"]
+    assert row["recipe"] == "004" and row["params"] == 1_050_202 and row["epochs_run"] == 1
+    assert row["device"] == "cpu" and row["git_commit"] == "abc123"
+    assert json.loads((tmp_path / "back" / speed[0]).read_text())["git_commit"] == "abc123"
+    # a second call the same day skips the speed benchmark and the finished recipe
+    (speed_file,) = (tmp_path / "results").glob("train_speed-cpu-*.json")
+    stamp = speed_file.stat().st_mtime_ns
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "004: already finished, skipping" in again.stdout
+    assert speed_file.stat().st_mtime_ns == stamp and len(list((tmp_path / "results").glob("train_speed-*"))) == 1
+
+
+def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
+    import subprocess
+
+    from compress.provenance import git_commit
+
+    monkeypatch.delenv("COMPRESS_GIT_COMMIT", raising=False)
+    assert git_commit(tmp_path) == "unknown"  # not a git checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "new.py").write_text("")  # untracked files do not count
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{sha}-dirty"
+    monkeypatch.setenv("COMPRESS_GIT_COMMIT", "given")
+    assert git_commit(tmp_path) == "given"
