@@ -5,7 +5,8 @@
 #
 # 1. the training-speed benchmark (this trainer vs the reports' DataLoader loop), once per day and device
 #    (FORCE_SPEED=1 runs it again, SKIP_SPEED=1 skips it);
-# 2. compress-bench over the recipes (default: all) into runs/<budget>-<recipes>; re-running resumes, so
+# 2. compress-bench over the recipes (default: all) into runs/<budget>-<recipes>, a line per epoch (the
+#    progress bar is drawn only on a terminal); re-running resumes, so
 #    a long run can be split over several calls;
 # 3. the run's results.json, report.md and plots copied to benchmarks/results/<budget>-<recipes>-<date>/.
 #
@@ -38,7 +39,7 @@ run="${RUNS_DIR:-runs}/$budget-$tag"
 status=0
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
 timeout --signal=INT --kill-after=30 "${TIME_LIMIT:-0}" \
-  python3 -m compress "$@" --data "$data" --budget "$budget" --out "$run" --device "$device" --no-progress ${BENCH_ARGS:-} \
+  python3 -m compress "$@" --data "$data" --budget "$budget" --out "$run" --device "$device" ${BENCH_ARGS:-} \
   || status=$?
 if [ "$status" = 124 ]; then  # TIME_LIMIT reached: report the recipes finished so far; the next call resumes
   echo "TIME_LIMIT of ${TIME_LIMIT}s reached: partial results; run the same command again to resume"

@@ -57,6 +57,7 @@ def test_measure_gpu_script_runs_on_cpu_and_copies_every_result(tmp_path):
     cmd = ["bash", str(ROOT / "benchmarks" / "measure_gpu.sh"), str(npz), "fast", "004"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "epoch   1  train" in done.stdout  # a line per epoch in the log, the only progress a remote call shows
     back = sorted(p.name for p in (tmp_path / "back").iterdir())
     speed = [n for n in back if n.startswith("train_speed-cpu-")]
     assert len(speed) == 1 and sorted(set(back) - set(speed)) == sorted(
