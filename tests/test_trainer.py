@@ -300,3 +300,22 @@ def test_ema_matches_its_definition():
         else:
             assert torch.equal(got, v), k
     assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_compile_matches_eager(tmp_path):
+    # config.compile wraps the forward in torch.compile (inductor, here on the CPU); the run must match the
+    # eager one and save the plain module (loadable with compress.load), not the compiled wrapper.
+    data = synthetic(40, 16, seed=1)  # 40 = 2 full batches of 16 + a ragged one: the compiled graph sees two shapes
+    model = compress.models.ResNet(compress.models.ResNetConfig.uniform((8,), (1,), (1,)))
+    setup = dict(epochs=2, batch_size=16, amp="none", channels_last=False, augment=[])
+    eager = train(model, data, cfg(**setup), progress=False, device="cpu")
+    compiled = train(model, data, cfg(**setup, compile=True), progress=False, device="cpu", out_dir=tmp_path)
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+    ea, co = eager.model.state_dict(), compiled.model.state_dict()
+    assert list(ea) == list(co)
+    assert all(torch.allclose(ea[k].float(), co[k].float(), rtol=1e-3, atol=1e-3) for k in ea)  # float reordering only
+    saved = compress.load(tmp_path / "model.pt")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(saved(x), compiled.model(x), atol=1e-6)
