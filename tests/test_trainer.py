@@ -311,8 +311,8 @@ def test_compile_matches_eager(tmp_path):
     eager = train(model, data, cfg(**setup), progress=False, device="cpu")
     compiled = train(model, data, cfg(**setup, compile=True), progress=False, device="cpu", out_dir=tmp_path)
     for a, b in zip(eager.history, compiled.history, strict=True):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
-        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)  # float reordering only
+        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-3)
     ea, co = eager.model.state_dict(), compiled.model.state_dict()
     assert list(ea) == list(co)
     assert all(torch.allclose(ea[k].float(), co[k].float(), rtol=1e-3, atol=1e-3) for k in ea)  # float reordering only
