@@ -126,9 +126,11 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
     measured = [r for r in rows if r.get("measured_accuracy") is not None]
     data = results.get("data") or {}
     data_note = ""
-    if data:
-        sizes = f"{data['train']:,} train / {data['test']:,} test images" if data.get("train") else ""
-        data_note = f"; data: {data.get('name')}" + (f" ({sizes}" + (f", from `{data['source']}`" if data.get("source") else "") + ")" if sizes else "")
+    if data:  # "; data: CIFAR-10 (50,000 train / 10,000 test images, from `path`)"
+        details = [f"{data['train']:,} train / {data['test']:,} test images"] if data.get("train") else []
+        if details and data.get("source"):
+            details.append(f"from `{data['source']}`")
+        data_note = f"; data: {data.get('name')}" + (f" ({', '.join(details)})" if details else "")
     lines = [
         f"# compress-bench report: {results.get('run', '')}",
         "",
