@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .data import ImageData
 from .metrics import count_flops, count_params
 from .provenance import provenance
 from .recipes import BUDGET_PARAMS, Budget, Recipe
@@ -116,14 +117,9 @@ def resolve_data(spec: str | None, *, download: bool = False):
     return cifar10(root, download=download)
 
 
-def describe_data(data: Any) -> dict[str, Any]:
+def describe_data(data: ImageData) -> dict[str, Any]:
     """What a run trained on: the dataset's name, where it was read from, and its split sizes."""
-    return {
-        "name": str(getattr(data, "name", type(data).__name__)),
-        "source": str(getattr(data, "source", "")),
-        "train": int(data.train_x.shape[0]) if hasattr(data, "train_x") else None,
-        "test": int(data.test_x.shape[0]) if hasattr(data, "test_x") else None,
-    }
+    return {"name": data.name, "source": data.source, "train": len(data.train_y), "test": len(data.test_y)}
 
 
 def _manifest(
