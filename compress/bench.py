@@ -4,6 +4,7 @@ A run folder (``runs/NAME``) holds::
 
     manifest.json          the recipe set (name -> fingerprint) and the budget; a different set is refused
     <recipe>/recipe.yaml   a copy of the recipe file that was run
+    <recipe>/plan.json     with a time budget: the probe's speeds and the epochs it fixed (reused on resume)
     <recipe>/checkpoint.pt the trainer's resumable checkpoint
     <recipe>/history.json  per-epoch metrics (the trainer's)
     <recipe>/model.pt      final model, loadable with compress.load
@@ -28,7 +29,7 @@ import torch
 from .data import ImageData
 from .metrics import count_flops, count_params
 from .provenance import provenance
-from .recipes import BUDGET_PARAMS, Budget, Recipe
+from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, _merge
 
 __all__ = [
     "RunFolderError",
@@ -47,6 +48,7 @@ __all__ = [
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 RESULT = "row.json"  # the trainer writes its own result.json next to it
+PLAN = "plan.json"
 RUN_FORMAT = "compress.run/1"
 RESULTS_FORMAT = "compress.results/1"
 
@@ -123,7 +125,8 @@ def describe_data(data: ImageData) -> dict[str, Any]:
 
 
 def _manifest(
-    recipes: Sequence[Recipe], budget: Budget, epochs: int | None, max_steps: int | None, data: dict[str, Any]
+    recipes: Sequence[Recipe], budget: Budget, epochs: int | None, max_steps: int | None, data: dict[str, Any],
+    time_budget: float | None = None,
 ) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
@@ -131,6 +134,7 @@ def _manifest(
         "budget": budget,
         "epochs": epochs,
         "max_steps_per_epoch": max_steps,
+        "time_budget_min": time_budget,
         "data": data,
     }
 
@@ -150,7 +154,7 @@ def _check_manifest(out: Path, want: dict[str, Any]) -> None:
         changed = [n for n, fp in want["recipes"].items() if have["recipes"].get(n) != fp]
         if changed:
             problems.append(f"recipe(s) {', '.join(changed)} changed since the run started")
-    for key in ("budget", "epochs", "max_steps_per_epoch"):
+    for key in ("budget", "epochs", "max_steps_per_epoch", "time_budget_min"):
         if have.get(key) != want[key]:
             problems.append(f"it was run with {key}={have.get(key)!r}, this command asks for {want[key]!r}")
     same_data = ("name", "train", "test")  # not the path: the same dataset may be read from another place
@@ -171,6 +175,40 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def train_config(recipe: Recipe, budget: Budget, time_budget: float | None = None):
+    """The TrainConfig ``recipe`` is trained with under ``budget`` (with a time budget: the fast schedule
+    with :data:`compress.recipes.TIME_BUDGET_TRAIN` on top; its length is fixed by the probe)."""
+    from .training import TrainConfig
+
+    config = recipe.train_config(budget)
+    if time_budget is None:
+        return config
+    if budget != "fast":
+        raise ValueError(f"a time budget lays the fast schedule over the time it allows; it needs budget 'fast', got {budget!r}")
+    return TrainConfig.from_dict(_merge(config.to_dict(), TIME_BUDGET_TRAIN), "time budget")
+
+
+def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, device: str | None,
+          log: Callable[[str], None]):
+    """The recipe's stored time-budget plan, or a new one from a probe (written to ``plan.json``)."""
+    from .training.budget import BudgetPlan, plan
+
+    path = rdir / PLAN
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("minutes") != minutes:
+            raise RunFolderError(f"{path} was planned for {stored.get('minutes')} min, this command asks for {minutes}")
+        return BudgetPlan.from_dict({k: stored[k] for k in BudgetPlan.__dataclass_fields__})
+    torch.manual_seed(config.seed)
+    p = plan(recipe.build(), data, config, minutes, device=device)
+    rdir.mkdir(parents=True, exist_ok=True)
+    _write_json(path, {**p.to_dict(), **provenance(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
+    length = f"{p.epochs} epochs" if p.max_steps_per_epoch is None else f"{p.max_steps_per_epoch} of {p.steps_per_epoch} steps of 1 epoch"
+    log(f"{recipe.name}: {minutes:g} min fit {length} ({p.train_images_per_s:,.0f} train img/s, "
+        f"{p.eval_images_per_s:,.0f} eval img/s measured; estimated {p.estimated_s / 60:.1f} min)")
+    return p
+
+
 def _measured_row(
     recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget, command: Sequence[str] | None
 ) -> dict[str, Any]:
@@ -187,6 +225,7 @@ def _measured_row(
             "stopped_early": bool(result.stopped_early),
             "train_time_s": float(result.train_time_s),
             "images_per_s": float(result.images_per_s),
+            "precision": result.precision,
             **provenance(result.device, command),
             "curve": [[h.get("epoch"), 100.0 * h["test_acc"]] for h in history if h.get("test_acc") is not None],
         }
@@ -206,21 +245,36 @@ def run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     command: Sequence[str] | None = None,
+    time_budget: float | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``recipes`` into the run folder ``out`` and return their rows (also written to results.json).
 
     Finished recipes (with a ``row.json``) are skipped; an interrupted one resumes from its checkpoint.
     A folder written for a different recipe set, budget or epoch override raises :class:`RunFolderError`.
+    ``time_budget`` (minutes per recipe) first probes every unfinished recipe on ``device`` and fixes
+    its length (``plan.json``, reused on resume; see :mod:`compress.training.budget`), then trains;
+    it excludes ``epochs`` and ``max_steps_per_epoch``.
     ``command`` is the command line recorded with each result (default: this process's).
     """
     from .training import train
 
     out = Path(out)
-    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, describe_data(data))
+    if time_budget is not None and (epochs is not None or max_steps_per_epoch is not None):
+        raise ValueError("a time budget fixes the epochs itself: give either it or epochs/max_steps_per_epoch")
+    if time_budget is not None:
+        for r in recipes:
+            train_config(r, budget, time_budget)  # refuses a budget other than fast before anything is written
+    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, describe_data(data), time_budget)
     _check_manifest(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST).is_file():
         _write_json(out / MANIFEST, {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    plans = {}
+    if time_budget is not None:  # probe all first, on a machine as quiet as the start of the run
+        for recipe in recipes:
+            if not (out / recipe.name / RESULT).is_file():
+                plans[recipe.name] = _plan(recipe, out / recipe.name, data, train_config(recipe, budget, time_budget),
+                                           time_budget, device, log)
     rows = []
     for recipe in recipes:
         rdir = out / recipe.name
@@ -231,19 +285,25 @@ def run(
         rdir.mkdir(parents=True, exist_ok=True)
         if recipe.path is not None and not (rdir / "recipe.yaml").exists():
             shutil.copyfile(recipe.path, rdir / "recipe.yaml")  # provenance: the exact file that was run
-        config = recipe.train_config(budget)
+        config = train_config(recipe, budget, time_budget)
         torch.manual_seed(config.seed)  # the same architecture on resume, even for init-dependent pruning
         model = recipe.build()
         resume = (rdir / "checkpoint.pt").is_file()
-        log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget) into {rdir}")
+        plan = plans.get(recipe.name)
+        r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (epochs, max_steps_per_epoch)
+        log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget"
+            + (f", {time_budget:g} min" if plan else "") + f") into {rdir}")
         try:
             result = train(
                 model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
-                epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
+                epochs=r_epochs, max_steps_per_epoch=r_steps,
             )
         except ValueError as e:  # the trainer's argument checks: config vs data, resume mismatch
             raise TrainingError(f"{recipe.name}: {e}") from e
         row = _measured_row(recipe, result.model, result, budget, command)
+        if plan is not None:
+            row["time_budget_min"] = time_budget
+            row["plan"] = plan.to_dict()
         _write_json(rdir / RESULT, row)
         rows.append(row)
     collect(out, rows, command)
@@ -264,6 +324,7 @@ def collect(
         "budget": manifest.get("budget"),
         "epochs": manifest.get("epochs"),
         "max_steps_per_epoch": manifest.get("max_steps_per_epoch"),
+        "time_budget_min": manifest.get("time_budget_min"),
         "data": manifest.get("data"),
         "written": provenance(argv=command),
         "rows": list(rows),

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=("fast", "paper"), default="fast",
                    help="training schedule: the shared short one (fast, default) or the report's own (paper)")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="override the number of epochs")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="minutes of wall time per recipe: a short probe measures images/s on this machine and fixes "
+                        "the epochs that fit (stored in the run folder, reused on resume); the fast schedule, with "
+                        "batch 128 and flip test-time augmentation, is laid over them")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, metavar="N",
                    help="cap optimizer steps per epoch (smoke tests)")
     p.add_argument("--data", metavar="PATH", default=None,
@@ -129,7 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(width=160)
     if argv[:1] == ["report"]:
         return _report_main(argv[1:], console)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.time_budget is not None:
+        if not args.time_budget > 0:
+            parser.error(f"--time-budget must be a positive number of minutes, got {args.time_budget:g}")
+        if args.epochs is not None or args.max_steps_per_epoch is not None:
+            parser.error("--time-budget fixes the epochs itself: drop --epochs / --max-steps-per-epoch")
+        if args.budget != "fast":
+            parser.error("--time-budget lays the fast schedule over the time it allows: use it with --budget fast")
     try:
         recipes = _select(args.recipes, args.recipes_dir)
         if args.dry_run:
@@ -139,12 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"compress-bench: {reason}; showing the dry run instead.", highlight=False, markup=False)
             return _dry_run(recipes, args, console)
         data = bench.resolve_data(args.data, download=args.download)
-        out = Path(args.out) if args.out else _default_out(recipes, args.recipes_dir, args.budget)
+        tag = args.budget if args.time_budget is None else f"{args.budget}-{args.time_budget:g}min"
+        out = Path(args.out) if args.out else _default_out(recipes, args.recipes_dir, tag)
         try:
             rows = bench.run(
                 recipes, out, data, budget=args.budget, epochs=args.epochs,
                 max_steps_per_epoch=args.max_steps_per_epoch, device=args.device, progress=not args.no_progress,
                 log=lambda s: console.print(s, highlight=False, markup=False), command=["compress-bench", *argv],
+                time_budget=args.time_budget,
             )
         except KeyboardInterrupt:
             console.print(f"compress-bench: interrupted; finished recipes and the last epoch checkpoint are kept "

@@ -43,6 +43,7 @@ from .training.config import TrainConfig
 __all__ = [
     "BUDGET_PARAMS",
     "FAST_TRAIN",
+    "TIME_BUDGET_TRAIN",
     "Claims",
     "Recipe",
     "RecipeError",
@@ -69,6 +70,17 @@ FAST_TRAIN: dict[str, Any] = {
     "augment": [{"name": "random_crop", "params": {"padding": 4}}, {"name": "hflip", "params": {"p": 0.5}}],
     "label_smoothing": 0.1,
     "eval_batch_size": 1000,
+}
+
+#: With a time budget (``compress-bench --time-budget MIN``) the fast schedule gets these on top, and a
+#: probe fixes its length (:mod:`compress.training.budget`). Smaller batches give a short run on slow
+#: hardware (a CPU) four times as many optimizer steps; the one-cycle schedule (warm-up, then annealing
+#: to zero) is laid over the steps that fit; test-time flip averaging costs one more forward pass per
+#: test image. Our choice for short runs; which of these help has not been measured separately yet.
+TIME_BUDGET_TRAIN: dict[str, Any] = {
+    "batch_size": 128,
+    "optimizer": {"lr": 0.1},
+    "tta_flip": True,
 }
 
 Budget = Literal["paper", "fast"]

@@ -27,7 +27,8 @@ def tiny_net(num_classes: int = 10, bn: bool = True) -> nn.Module:
 
 
 def cfg(**kw) -> TrainConfig:
-    base = {"epochs": 3, "batch_size": 32, "optimizer": {"lr": 0.2}, "eval_batch_size": 128,
+    # fp32 unless a test asks for amp: most tests here check exact maths (bf16 has its own tests below)
+    base = {"epochs": 3, "batch_size": 32, "optimizer": {"lr": 0.2}, "eval_batch_size": 128, "amp": "none",
             "augment": [{"name": "random_crop", "params": {"padding": 1}}, {"name": "hflip"}]}
     base.update(kw)
     return TrainConfig.from_dict(base)
@@ -319,3 +320,27 @@ def test_compile_matches_eager(tmp_path):
     saved = compress.load(tmp_path / "model.pt")
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(saved(x), compiled.model(x), atol=1e-6)
+
+
+def test_autocast_dtype_per_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert trainer_module.autocast_dtype("bf16", cuda) is torch.bfloat16
+    assert trainer_module.autocast_dtype("fp16", cuda) is torch.float16
+    assert trainer_module.autocast_dtype("none", cuda) is None and trainer_module.autocast_dtype("none", cpu) is None
+    assert trainer_module.autocast_dtype("fp16", cpu) is None  # fp16 autocast on the CPU is slow: fp32 instead
+    native = trainer_module._cpu_has_bf16()
+    assert trainer_module.autocast_dtype("bf16", cpu) is (torch.bfloat16 if native else None)
+
+
+def test_cpu_bf16_fast_path_trains_like_fp32(data):
+    # The CPU fast path (bf16 autocast + channels_last) learns the toy task as well as plain fp32.
+    fast = train(tiny_net(), data, cfg(epochs=6, amp="bf16", channels_last=True), progress=False)
+    plain = train(tiny_net(), data, cfg(epochs=6, amp="none", channels_last=False), progress=False)
+    native = trainer_module._cpu_has_bf16()
+    assert fast.precision == {"autocast": "bf16" if native else "none", "channels_last": True, "compile": False,
+                              "threads": torch.get_num_threads()}
+    assert plain.precision["autocast"] == "none" and plain.precision["channels_last"] is False
+    if native:  # bf16 really ran: the weights differ from the fp32 run's
+        assert any(not torch.equal(a, b) for a, b in zip(fast.model.state_dict().values(), plain.model.state_dict().values()))
+    assert fast.history[-1]["train_loss"] == pytest.approx(plain.history[-1]["train_loss"], rel=0.15)
+    assert abs(fast.test_acc - plain.test_acc) <= 0.05 and fast.test_acc > 0.8

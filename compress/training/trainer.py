@@ -2,7 +2,8 @@
 
 Design (after airbench): the whole dataset sits on the device as uint8; each step gathers a batch by
 index, augments it there (:mod:`compress.training.augment`), normalises to float, and runs forward and
-backward under bf16 autocast on CUDA. Everything a recipe asks for maps onto torch objects built in
+backward under bf16 autocast (on CUDA, and on CPUs that compute bf16 natively: :func:`autocast_dtype`).
+Everything a recipe asks for maps onto torch objects built in
 :mod:`compress.training.optim`. Each epoch ends with evaluation and an atomic checkpoint, so a killed
 run resumes to the same result. Under ``torchrun`` the model is wrapped in DistributedDataParallel and
 each rank takes its slice of every global batch (see :mod:`compress.training.distributed`).
@@ -32,11 +33,11 @@ from .augment import build_augment, mixup, mixup_loss, normalize
 from .config import TrainConfig
 from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT"]
+__all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT", "autocast_dtype"]
 
 CHECKPOINT_FORMAT = "compress.checkpoint/1"
 _CHECK_EVERY = 20  # steps between progress updates (and, in one process, non-finite loss checks)
-_AMP_ON_CPU = False  # tests set this to run the autocast/GradScaler code path on the CPU
+_AMP_ON_CPU = False  # tests set this to run the fp16 autocast/GradScaler code path on the CPU
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,7 +52,8 @@ class TrainResult:
     the epoch with the best validation accuracy (``selected_epoch``, 1-based); ``model`` holds that
     epoch's weights (the EMA weights when ``config.ema`` is set), on the CPU in eval mode.
     ``train_time_s`` is the wall time of all epochs (training and evaluation, summed over resumes);
-    ``images_per_s`` counts training images over the time of the training steps only.
+    ``images_per_s`` counts training images over the time of the training steps only. ``precision``
+    says how the steps ran: autocast dtype (``bf16``/``fp16``/``none``), channels_last, compile, threads.
     """
 
     model: nn.Module
@@ -65,6 +67,7 @@ class TrainResult:
     device: str
     test_loss: float | None = None
     val_acc: float | None = None
+    precision: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """All fields but the model, as plain JSON-friendly values."""
@@ -117,7 +120,7 @@ def train(
     if saved is not None:
         _check_same_run(saved, config, n_epochs, max_steps_per_epoch, ckpt_path)
         if saved["finished"]:
-            result = _result(model, saved, str(dev))
+            result = _result(model, saved, str(dev), _precision(config, dev))
             if info.is_main and not (out / "model.pt").is_file():  # killed between checkpoint and model.pt
                 _write_outputs(out, result, config)
             return result
@@ -147,9 +150,8 @@ def train(
     scheduler = build_scheduler(inner, config.schedule, n_epochs, steps)
     optimizer: Any = Lookahead.from_config(inner, config.lookahead) if config.lookahead else inner
     ema = build_ema(net, config.ema) if config.ema is not None else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-    if dev.type != "cuda" and not _AMP_ON_CPU:
-        amp_dtype = None  # autocast on the CPU is slow and changes results; only CUDA uses config.amp
+    amp_dtype = autocast_dtype(config.amp, dev)
+    precision = _precision(config, dev)
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     augment = build_augment(config.augment, config.normalize.mean)
@@ -307,7 +309,7 @@ def train(
         "history": history, "best": best, "totals": totals, "stopped_early": stopped_early,
         "model": _cpu_state(net), "ema": ema.state_dict() if ema is not None else None,
     }
-    result = _result(model, final, str(dev))
+    result = _result(model, final, str(dev), precision)
     if info.is_main and out is not None:
         _write_outputs(out, result, config)
     return result
@@ -377,7 +379,7 @@ def _check_finite(value: float, epoch: int, step: int, ckpt_path: Path | None) -
     )
 
 
-def _result(template: nn.Module, state: dict[str, Any], device: str) -> TrainResult:
+def _result(template: nn.Module, state: dict[str, Any], device: str, precision: dict[str, Any]) -> TrainResult:
     """The TrainResult of a run whose final state (or checkpoint) is ``state``."""
     history, best = state["history"], state["best"]
     if best is not None:
@@ -395,8 +397,38 @@ def _result(template: nn.Module, state: dict[str, Any], device: str) -> TrainRes
         history=list(history), train_time_s=float(totals["wall"]),
         images_per_s=float(totals["images"] / totals["step_time"]) if totals["step_time"] > 0 else 0.0,
         stopped_early=bool(state["stopped_early"]), device=device, test_loss=float(loss),
-        val_acc=None if val is None else float(val),
+        val_acc=None if val is None else float(val), precision=precision,
     )
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a run with ``config.amp == amp`` uses on ``device`` (``None``: plain fp32).
+
+    CUDA takes ``amp`` as given. On the CPU bf16 autocast is used where the CPU computes bf16 natively
+    (AVX-512 BF16 or AMX, as oneDNN reports it): there it trains 1.6-2.5x faster than fp32. fp16 on
+    the CPU, and bf16 on CPUs without native support (where it is slower than fp32), fall back to fp32.
+    """
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None or device.type == "cuda" or _AMP_ON_CPU:
+        return dtype
+    if device.type == "cpu" and dtype == torch.bfloat16 and _cpu_has_bf16():
+        return dtype
+    return None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older torch or a build without oneDNN
+        return False
+
+
+def _precision(config: TrainConfig, device: torch.device) -> dict[str, Any]:
+    dtype = autocast_dtype(config.amp, device)
+    return {
+        "autocast": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "none"),
+        "channels_last": config.channels_last, "compile": config.compile, "threads": torch.get_num_threads(),
+    }
 
 
 def _ema_module_state(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
