@@ -4,13 +4,14 @@ Both train the same model with SGD (0.1, momentum 0.9, wd 5e-4) on random-crop +
 data for ``--steps`` optimizer steps at ``--batch-size``, after a warm-up, and report images/s:
 
 (a) ``compress.training.train``: data resident on the device as uint8, batched augmentation there,
-    channels_last, bf16 autocast on CUDA (``--amp``), optional ``--compile``;
+    channels_last, bf16 autocast (``--amp``; on the CPU where it has native bf16), optional ``--compile``;
 (b) the reports' loop: a torchvision ``DataLoader`` over a Dataset of PIL images with
     RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize, fp32, ``--workers`` loader processes.
 
 Examples::
 
     python benchmarks/train_speed.py --data /tmp/cifar10.npz --steps 200 --device cuda
+    python benchmarks/train_speed.py --data /tmp/cifar10.npz --steps 8 --device cpu --workers 2 --fp32-trainer
     python benchmarks/train_speed.py --steps 4 --batch-size 32 --device cpu   # synthetic data, smoke run
 
 Results go to ``benchmarks/results/train_speed-<device>-<date>.json`` with the command, git commit,
@@ -32,7 +33,7 @@ from torch import nn
 
 import compress
 from compress.data import ImageData, cifar10, synthetic
-from compress.models import ResNet, ResNetConfig
+from compress import recipes
 from compress.provenance import provenance
 from compress.training import TrainConfig, train
 from compress.training.config import CIFAR10_MEAN, CIFAR10_STD
@@ -40,14 +41,13 @@ from compress.training.config import CIFAR10_MEAN, CIFAR10_STD
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def model_003() -> ResNet:
-    """Report 003's net: stem 64 + SE(64->4->64), stages 64/128/256 with [4, 4, 3] blocks, strides 1/2/2."""
-    model = ResNet(ResNetConfig.uniform((64, 128, 256), (4, 4, 3), (1, 2, 2), stem_se=4))
-    assert compress.count_params(model) == 4_697_742, compress.count_params(model)
-    return model
+def build(name: str) -> nn.Module:
+    """The model of the bundled recipe ``name`` (``resnet18``, ``003``, ``004``, ...), seeded."""
+    torch.manual_seed(0)
+    return recipes.load(recipes.find(name, ROOT / "recipes")).build()
 
 
-MODELS = {"resnet18": compress.resnet18, "003": model_003}
+MODELS = sorted(p.stem for p in recipes.recipe_paths(ROOT / "recipes"))
 
 
 class PILArrays(torch.utils.data.Dataset):
@@ -105,12 +105,14 @@ def plain_loop(model: nn.Module, data: ImageData, steps: int, warmup: int, batch
 
 
 def compress_trainer(model: nn.Module, data: ImageData, steps: int, batch_size: int, device: torch.device,
-                     amp: str, compile_: bool) -> float:
-    """compress's trainer: epoch 1 (``steps`` steps) warms up, epoch 2's training images/s is returned."""
-    config = TrainConfig(epochs=2, batch_size=batch_size, amp=amp, compile=compile_, eval_batch_size=batch_size)
+                     amp: str, compile_: bool, channels_last: bool = True) -> tuple[float, dict]:
+    """compress's trainer: epoch 1 (``steps`` steps) warms up, epoch 2's training images/s is returned,
+    with the precision the trainer chose on ``device``."""
+    config = TrainConfig(epochs=2, batch_size=batch_size, amp=amp, compile=compile_, eval_batch_size=batch_size,
+                         channels_last=channels_last)
     small_test = data.subset(n_test=batch_size)  # evaluation is not what we time
     result = train(model, small_test, config, device=device, progress=False, max_steps_per_epoch=steps)
-    return float(result.history[-1]["images_per_s"])
+    return float(result.history[-1]["images_per_s"]), dict(result.precision or {})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,9 +122,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=100, help="timed optimizer steps per loop")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--models", default="resnet18,003", help=f"comma-separated, from {sorted(MODELS)}")
+    p.add_argument("--models", default="resnet18,003,004", help=f"comma-separated recipe names, from {MODELS}")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers of the plain loop")
-    p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"], help="trainer autocast (CUDA only)")
+    p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"],
+                   help="trainer autocast (on the CPU bf16 runs where the CPU has native bf16, else fp32)")
+    p.add_argument("--fp32-trainer", action="store_true",
+                   help="also time the trainer in plain fp32 without channels_last (what bf16 + channels_last buy)")
     p.add_argument("--compile", action="store_true", help="torch.compile in the trainer")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--note", default="", help="free text stored with the result (e.g. the machine's state)")
@@ -142,28 +147,34 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = []
     for name in names:
-        torch.manual_seed(0)
-        trainer_ips = compress_trainer(MODELS[name](), data, args.steps, args.batch_size, device, args.amp, args.compile)
-        torch.manual_seed(0)
-        plain_ips = plain_loop(MODELS[name](), data, args.steps, warmup, args.batch_size, args.workers, device)
+        trainer_ips, precision = compress_trainer(build(name), data, args.steps, args.batch_size, device, args.amp,
+                                                  args.compile)
+        plain_ips = plain_loop(build(name), data, args.steps, warmup, args.batch_size, args.workers, device)
         row = {
-            "model": name, "params": compress.count_params(MODELS[name]()),
+            "model": name, "params": compress.count_params(build(name)),
             "trainer_images_per_s": round(trainer_ips, 1), "plain_images_per_s": round(plain_ips, 1),
-            "speedup": round(trainer_ips / plain_ips, 2),
+            "speedup": round(trainer_ips / plain_ips, 2), "trainer_precision": precision,
         }
+        line = f"{name:>9}: trainer {trainer_ips:,.0f} img/s  plain loop {plain_ips:,.0f} img/s  ratio {row['speedup']:.2f}x"
+        if args.fp32_trainer:
+            fp32_ips, _ = compress_trainer(build(name), data, args.steps, args.batch_size, device, "none", args.compile,
+                                           channels_last=False)
+            row["trainer_fp32_images_per_s"] = round(fp32_ips, 1)
+            row["fast_path_speedup"] = round(trainer_ips / fp32_ips, 2)
+            line += f"  (trainer in fp32: {fp32_ips:,.0f} img/s)"
         rows.append(row)
-        print(f"{name:>9}: trainer {trainer_ips:,.0f} img/s  plain loop {plain_ips:,.0f} img/s  ratio {row['speedup']:.2f}x")
+        print(line, flush=True)
 
     out = {
         "benchmark": "train_speed",
         **provenance(device, ["python", *sys.argv] if argv is None else ["train_speed.py", *argv]),
         "data": args.data,
         "steps": args.steps, "warmup_steps": warmup, "batch_size": args.batch_size, "workers": args.workers,
-        "trainer": {"amp": args.amp if device.type == "cuda" else "none (CPU)", "compile": args.compile, "channels_last": True},
+        "trainer": {"amp": args.amp, "compile": args.compile, "channels_last": True},
         "plain": {"precision": "fp32", "pipeline": "DataLoader + PIL RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize"},
         "results": rows,
     }
-    notes = ["CPU measurement (smoke run); not the GPU speed target."] if device.type == "cpu" else []
+    notes = ["CPU measurement."] if device.type == "cpu" else []
     if args.note:
         notes.append(args.note)
     if notes:
