@@ -13,7 +13,7 @@ from compress.cli import main
 from compress.data import synthetic
 from compress.training import TrainConfig
 from compress.training import budget as budget_module
-from compress.training.budget import BudgetPlan, plan
+from compress.training.budget import BudgetPlan, fit_length, plan
 
 from test_cli import TINY
 
@@ -36,11 +36,23 @@ def test_plan_fits_the_budget_from_measured_speed(data):
     assert small.epochs == 1 and 1 <= small.max_steps_per_epoch < small.steps_per_epoch == 16
     assert small.train_images_per_s > 0 and small.eval_images_per_s > 0
     big = plan(tiny_net(), data, CFG, 10.0, device="cpu")
-    assert big.max_steps_per_epoch is None and big.epochs > 1
-    # the planned epochs are what the measured speeds allow, and the estimate stays inside the budget
+    assert big.epochs > 1
+    # the planned length is what the measured speeds allow: the budget is used (more than one epoch's
+    # worth of time short of it at most) and the estimate stays inside it
     epoch_s = 512 / big.train_images_per_s + 64 / big.eval_images_per_s
-    assert big.epochs == int(600 // epoch_s) and big.estimated_s <= 600
+    assert big.epochs in (int(600 // epoch_s), int(600 // epoch_s) + 1) and 600 - epoch_s < big.estimated_s <= 600
+    images = big.epochs * 32 * (big.max_steps_per_epoch or 16)
+    assert images >= int(600 // epoch_s) * 512  # never fewer training images than the whole epochs that fit
     assert BudgetPlan.from_dict(json.loads(json.dumps(big.to_dict()))) == big
+
+
+def test_fit_length_uses_the_budget():
+    # 100 steps of 1 s plus 20 s of evaluation: 120 s an epoch
+    assert fit_length(600, 100, 1.0, 20) == (5, None, 600)        # exactly 5 whole epochs
+    assert fit_length(190, 100, 1.0, 20) == (2, 75, 190)           # 1.58 epochs: 2 x 75 steps beat 1 x 100
+    assert fit_length(250, 100, 1.0, 20) == (2, None, 240)         # 2.08 epochs: 3 x 63 steps (189) lose to 2 x 100
+    assert fit_length(60, 100, 1.0, 20) == (1, 40, 60)             # not one epoch: one epoch cut to 40 steps
+    assert fit_length(5, 100, 1.0, 20) == (1, 1, 21)               # always at least one step
 
 
 @pytest.mark.parametrize("minutes", [0, -1, float("nan"), float("inf")])

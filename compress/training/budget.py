@@ -22,7 +22,7 @@ from torch import nn
 from ..data import ImageData
 from .config import TrainConfig
 
-__all__ = ["BudgetPlan", "plan"]
+__all__ = ["BudgetPlan", "plan", "fit_length"]
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,10 @@ def plan(
     The probe trains a copy of ``model`` for two short epochs of ``probe_steps`` steps on the first
     training images (the first epoch warms up: allocations, oneDNN kernels, ``torch.compile``) and
     times the second: its training steps give images/s, its evaluation of ``config.eval_batch_size``
-    test images gives the evaluation speed. Each planned epoch costs one pass over the training set
-    plus one evaluation of the test (and validation) set. At least one step is always planned.
+    test images gives the evaluation speed. Each planned epoch costs its training steps plus one
+    evaluation of the test (and validation) set. The plan is ``floor`` whole epochs or ``ceil`` epochs
+    cut to the steps that fit (``max_steps_per_epoch``), whichever trains on more images; when not even
+    one epoch fits, one cut epoch. At least one step is always planned.
     """
     from .trainer import train
 
@@ -92,19 +94,28 @@ def plan(
     eval_s = max(float(timed["epoch_time_s"]) - step_s, 1e-6)
     eval_ips = n_probe_test * (2 if config.tta_flip else 1) / eval_s  # forward passes per second
 
-    budget_s = 60.0 * float(minutes)
     eval_epoch_s = n_eval * (2 if config.tta_flip else 1) / eval_ips
-    epoch_s = n_train / train_ips + eval_epoch_s
-    if epoch_s <= budget_s:
-        epochs, max_steps = int(budget_s // epoch_s), None
-        estimated = epochs * epoch_s
-    else:  # not even one epoch fits: one shortened epoch, the schedule laid over its steps
-        epochs = 1
-        max_steps = max(1, min(steps_per_epoch, int((budget_s - eval_epoch_s) * train_ips // config.batch_size)))
-        estimated = max_steps * config.batch_size / train_ips + eval_epoch_s
-        if max_steps == steps_per_epoch:
-            max_steps = None
+    epochs, max_steps, estimated = fit_length(60.0 * float(minutes), steps_per_epoch, config.batch_size / train_ips,
+                                              eval_epoch_s)
     return BudgetPlan(
         minutes=float(minutes), epochs=epochs, max_steps_per_epoch=max_steps, steps_per_epoch=steps_per_epoch,
         train_images_per_s=train_ips, eval_images_per_s=eval_ips, estimated_s=estimated, probe_s=probe_s,
     )
+
+
+def fit_length(budget_s: float, steps_per_epoch: int, step_s: float, eval_s: float) -> tuple[int, int | None, float]:
+    """``(epochs, max_steps_per_epoch, estimated_s)`` of the longest run that fits ``budget_s`` seconds,
+    for epochs of ``steps_per_epoch`` steps of ``step_s`` seconds each plus one evaluation of ``eval_s``.
+
+    Either ``floor(fit)`` whole epochs, or ``ceil(fit)`` epochs cut to the steps that fit, whichever
+    trains on more images (a cut epoch still sees a fresh random part of the training set each time);
+    ``max_steps_per_epoch`` is ``None`` for whole epochs. At least one step is always planned.
+    """
+    fit = budget_s / (steps_per_epoch * step_s + eval_s)
+
+    def steps_that_fit(n_epochs: int) -> int:
+        return max(1, min(steps_per_epoch, int((budget_s / n_epochs - eval_s) // step_s)))
+
+    candidates = [(n, steps_that_fit(n)) for n in sorted({max(1, math.floor(fit)), max(1, math.ceil(fit))})]
+    epochs, steps = max(candidates, key=lambda c: (c[0] * c[1], -c[0]))
+    return epochs, None if steps == steps_per_epoch else steps, epochs * (steps * step_s + eval_s)
