@@ -149,9 +149,11 @@ class Recipe:
     def fingerprint(self, budget: Budget | None = None) -> str:
         """A short hash of the model steps and the training setup of ``budget`` (both when ``None``).
 
-        A run folder stores it to notice a recipe edited between two runs.
+        A run folder stores it to notice a recipe edited between two runs. Only settings that differ
+        from the ``TrainConfig`` defaults enter it, so a field added to ``TrainConfig`` later (at a
+        default that changes nothing) does not make earlier run folders unresumable.
         """
-        train = {b: self.train_config(b).to_dict() for b in (("paper", "fast") if budget is None else (budget,))}
+        train = {b: _non_default(self.train_config(b)) for b in (("paper", "fast") if budget is None else (budget,))}
         blob = json.dumps({"model": [[n, a] for n, a in self.model], "train": train}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -161,6 +163,12 @@ class Recipe:
 
     def _where(self) -> str:
         return str(self.path) if self.path else f"recipe {self.name!r}"
+
+
+def _non_default(config: TrainConfig) -> dict[str, Any]:
+    """``config.to_dict()`` without the top-level fields that equal their defaults."""
+    default = TrainConfig().to_dict()
+    return {k: v for k, v in config.to_dict().items() if default.get(k, object()) != v}
 
 
 def _fmt_args(args: dict[str, Any]) -> str:

@@ -195,3 +195,13 @@ def test_every_training_setup_runs(budget, loaded, tiny_data):
         )
         result = train(model, tiny_data, cfg, epochs=1, max_steps_per_epoch=3, progress=False, device="cpu")
         assert result.epochs_run == 1, name
+
+
+def test_fingerprint_ignores_settings_at_their_defaults():
+    from compress.recipes import from_mapping
+
+    base = {"name": "x", "source": "s", "model": [], "claims": {"params": 1}}
+    plain = from_mapping({**base, "train": {"epochs": 3}})
+    explicit = from_mapping({**base, "train": {"epochs": 3, "tta_flip": False, "compile": False}})
+    other = from_mapping({**base, "train": {"epochs": 3, "tta_flip": True}})
+    assert plain.fingerprint("paper") == explicit.fingerprint("paper") != other.fingerprint("paper")

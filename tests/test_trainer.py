@@ -344,3 +344,18 @@ def test_cpu_bf16_fast_path_trains_like_fp32(data):
         assert any(not torch.equal(a, b) for a, b in zip(fast.model.state_dict().values(), plain.model.state_dict().values()))
     assert fast.history[-1]["train_loss"] == pytest.approx(plain.history[-1]["train_loss"], rel=0.15)
     assert abs(fast.test_acc - plain.test_acc) <= 0.05 and fast.test_acc > 0.8
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(data, tmp_path):
+    # A checkpoint from an older version lacks fields added to TrainConfig since (at their defaults).
+    c = cfg(epochs=2)
+    first = train(tiny_net(), data, c, out_dir=tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["config"]["tta_flip"], state["config"]["eval_batch_size"]  # eval_batch_size differs from default
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="different config"):  # a missing non-default setting is a different run
+        train(tiny_net(), data, c, out_dir=tmp_path, resume=True, progress=False)
+    state["config"]["eval_batch_size"] = c.eval_batch_size
+    torch.save(state, tmp_path / "checkpoint.pt")
+    again = train(tiny_net(), data, c, out_dir=tmp_path, resume=True, progress=False)
+    assert again.test_acc == first.test_acc and again.history == first.history

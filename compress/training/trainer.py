@@ -461,7 +461,12 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 def _check_same_run(
     saved: dict[str, Any], config: TrainConfig, n_epochs: int, max_steps: int | None, path: Path
 ) -> None:
-    if saved["config"] != config.to_dict() or saved["epochs"] != n_epochs or saved["max_steps_per_epoch"] != max_steps:
+    # the saved config read back through from_dict: fields added to TrainConfig since take their defaults
+    try:
+        same_config = TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict()
+    except ValueError:  # a field since removed or renamed
+        same_config = False
+    if not same_config or saved["epochs"] != n_epochs or saved["max_steps_per_epoch"] != max_steps:
         raise ValueError(
             f"{path} was written by a run with a different config, epoch count ({saved['epochs']} epochs) or "
             f"max_steps_per_epoch ({saved['max_steps_per_epoch']}); resume needs the same ones, or use a fresh out_dir"
