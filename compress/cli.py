@@ -90,8 +90,26 @@ def _default_out(recipes: list, directory: str | None, budget: str) -> Path:
     return Path("runs") / f"{budget}-{tag}"
 
 
+def _building_progress(console: Console):
+    """A one-line 'building 003 (4/8)' display for :func:`bench.dry_run` (gone once the table prints)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("building {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=True)
+    task = progress.add_task("", total=None)
+
+    def on_recipe(i: int, n: int, name: str) -> None:
+        progress.update(task, total=n, completed=i, description=name)
+        if i == 0:
+            progress.start()
+        if i == n:
+            progress.stop()
+
+    return on_recipe
+
+
 def _dry_run(recipes: list, args: argparse.Namespace, console: Console) -> int:
-    rows = bench.dry_run(recipes)
+    rows = bench.dry_run(recipes, on_recipe=_building_progress(console))
     console.print(report.dry_run_table(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -81,3 +81,24 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])
     assert code == 2
     assert "error" in capsys.readouterr().out
+
+
+
+def test_dry_run_reports_progress_and_builds_on_one_thread(monkeypatch):
+    # Building is many batch-1 passes: on a busy 2-core CPU one thread is several times faster than two
+    # (the 8-recipe dry run: 45 s -> 5 s), so the dry run counts on one thread and restores the caller's count.
+    import yaml
+
+    from compress import bench
+
+    tiny = [recipes.from_mapping(yaml.safe_load(TINY.format(name=n))) for n in ("a", "b")]
+    real, seen, calls = bench.count_flops, [], []
+    monkeypatch.setattr(bench, "count_flops", lambda m: (seen.append(torch.get_num_threads()), real(m))[1])
+    with bench.torch_threads(2):
+        rows = bench.dry_run(tiny, on_recipe=lambda *a: calls.append(a))
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 1] and [r["recipe"] for r in rows] == ["a", "b"]
+    assert calls == [(0, 2, "a"), (1, 2, "b"), (2, 2, "")]
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        with bench.torch_threads(0):
+            pass
