@@ -344,3 +344,28 @@ def test_cpu_bf16_fast_path_trains_like_fp32(data):
         assert any(not torch.equal(a, b) for a, b in zip(fast.model.state_dict().values(), plain.model.state_dict().values()))
     assert fast.history[-1]["train_loss"] == pytest.approx(plain.history[-1]["train_loss"], rel=0.15)
     assert abs(fast.test_acc - plain.test_acc) <= 0.05 and fast.test_acc > 0.8
+
+
+@pytest.mark.parametrize("every_s, expected", [(1e9, [1, 4, 1, 4]), (0.0, [1, 2, 3, 4] * 2)])
+def test_progress_updates_after_the_first_step_and_by_time(data, monkeypatch, every_s, expected):
+    # A CPU step can take 20 s: the bar shows numbers after step 1, then every 20 steps or every
+    # _PROGRESS_EVERY_S seconds, whichever comes first (here: never by time, or always).
+    monkeypatch.setattr(trainer_module, "_PROGRESS_EVERY_S", every_s)
+    real, steps = trainer_module._Progress.update, []
+
+    def spy(self, epoch, n_epochs, step, *rest):
+        steps.append(step)
+        return real(self, epoch, n_epochs, step, *rest)
+
+    monkeypatch.setattr(trainer_module._Progress, "update", spy)
+    train(tiny_net(), data, cfg(epochs=2), progress=True, max_steps_per_epoch=4)
+    assert steps == expected
+
+
+def test_eta_counts_down_from_the_time_per_step():
+    from types import SimpleNamespace
+
+    task = SimpleNamespace(total=100, completed=10, fields={"per_step": 20.0, "at": 50.0})
+    assert trainer_module._eta_text(task, now=50.0) == "ETA 0:30:00"  # 90 steps x 20 s
+    assert trainer_module._eta_text(task, now=65.0) == "ETA 0:29:45"  # counting down between updates
+    assert trainer_module._eta_text(SimpleNamespace(total=100, completed=0, fields={"per_step": None}), 0) == "ETA -:--:--"

@@ -37,6 +37,7 @@ __all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT", "a
 
 CHECKPOINT_FORMAT = "compress.checkpoint/1"
 _CHECK_EVERY = 20  # steps between progress updates (and, in one process, non-finite loss checks)
+_PROGRESS_EVERY_S = 2.0  # ... and at most this many seconds between progress updates
 _AMP_ON_CPU = False  # tests set this to run the fp16 autocast/GradScaler code path on the CPU
 
 
@@ -239,6 +240,7 @@ def train(
                 if (step + 1) % _CHECK_EVERY == 0 or step + 1 == steps:
                     if not info.enabled:  # in DDP all ranks must agree; checked after the all-reduce below
                         _check_finite(float(loss_sum), epoch, step, ckpt_path)
+                if bar.due(step + 1, steps):
                     bar.update(epoch, n_epochs, step + 1, float(loss_sum) / seen, int(correct) / seen,
                                seen * info.world_size / (time.perf_counter() - t_steps))
             if dev.type == "cuda":
@@ -515,30 +517,44 @@ def _gather_rng(info: distributed.DistInfo, dev: torch.device) -> list[dict[str,
 
 # progress ---------------------------------------------------------------------------------------
 class _Progress:
-    """A rich progress bar over the whole run (loss, accuracy, images/s, ETA); silent when disabled."""
+    """A rich progress bar over the whole run: loss, accuracy, images/s, elapsed time and ETA.
+
+    It is updated after the first step, every ``_CHECK_EVERY`` steps and whenever ``_PROGRESS_EVERY_S``
+    seconds have passed (a CPU step can take many seconds), so it shows numbers and an ETA from the
+    first step on. The ETA is the time per step so far in this process (evaluation included) times the
+    steps left, counting down between updates. Silent when disabled.
+    """
 
     def __init__(self, enabled: bool, total: int, completed: int) -> None:
         self.p = None
         if not enabled:
             return
-        from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.p = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[ips]:,.0f} img/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), _EtaColumn(),
         )
-        self.task = self.p.add_task("train", total=total, completed=completed, loss=float("nan"), acc=0.0, ips=0.0)
+        self.task = self.p.add_task("train", total=total, completed=completed, stats="loss -  acc -  - img/s",
+                                    per_step=None, at=0.0)
+        self.first, self.t0, self.last = completed, time.perf_counter(), float("-inf")
         self.p.start()
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether to update after ``step`` (1-based) of ``steps``: first, every ``_CHECK_EVERY``, last, or by time."""
+        if self.p is None:
+            return False
+        return step == 1 or step == steps or step % _CHECK_EVERY == 0 or time.perf_counter() - self.last >= _PROGRESS_EVERY_S
 
     def update(self, epoch: int, n_epochs: int, step: int, loss: float, acc: float, ips: float) -> None:
         if self.p is None:
             return
         per = self.p.tasks[0].total // n_epochs
-        self.p.update(self.task, completed=epoch * per + step, description=f"epoch {epoch + 1}/{n_epochs}",
-                      loss=loss, acc=acc, ips=ips)
+        done = epoch * per + step
+        now = self.last = time.perf_counter()
+        per_step = (now - self.t0) / (done - self.first) if done > self.first else None
+        self.p.update(self.task, completed=done, description=f"epoch {epoch + 1}/{n_epochs}",
+                      stats=f"loss {loss:.4f}  acc {acc:.3f}  {ips:,.0f} img/s", per_step=per_step, at=now)
 
     def log(self, row: dict[str, Any]) -> None:
         if self.p is None:
@@ -550,6 +566,32 @@ class _Progress:
                   f"{row['epoch_time_s']:.1f}s", f"{row['images_per_s']:,.0f} img/s"]
         self.p.console.print("  ".join(parts))
 
+    def note(self, text: str) -> None:
+        """Print one line above the bar."""
+        if self.p is not None:
+            self.p.console.print(text, highlight=False, markup=False)
+
     def close(self) -> None:
         if self.p is not None:
             self.p.stop()
+
+
+def _eta_text(task: Any, now: float) -> str:
+    """``ETA h:mm:ss`` from the task's seconds per step, counting down since its last update."""
+    per_step = task.fields.get("per_step")
+    if per_step is None or task.total is None:
+        return "ETA -:--:--"
+    left = max(0.0, (task.total - task.completed) * per_step - (now - task.fields["at"]))
+    m, sec = divmod(int(round(left)), 60)
+    return f"ETA {m // 60}:{m % 60:02d}:{sec:02d}"
+
+
+def _EtaColumn() -> Any:  # noqa: N802 - a rich column class made on first use (rich is imported lazily)
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(_eta_text(task, time.perf_counter()), style="progress.remaining")
+
+    return EtaColumn()
