@@ -114,6 +114,59 @@ def test_resume_after_kill_reproduces_uninterrupted_run(data, tmp_path, monkeypa
         train(tiny_net(), data, cfg(**{**_FULL, "seed": 5}), out_dir=tmp_path / "b", resume=True, progress=False)
 
 
+def test_resume_mid_epoch_reproduces_uninterrupted_run(data, tmp_path, monkeypatch):
+    # checkpoint_every_s=0: a checkpoint after every step; the run is killed in the middle of epoch 2
+    # (after its 2nd of 4 steps) and resumed: same history, weights and final checkpoint as a run that
+    # was never interrupted (mixup, EMA, Lookahead, per-step schedule and val split all carry their state).
+    kw = dict(progress=False, max_steps_per_epoch=4)
+    full = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "a", checkpoint_every_s=None, **kw)
+
+    real_save, saved_at = trainer_module._save_checkpoint, []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        saved_at.append((state["epoch"], state["step"]))
+        if (state["epoch"], state["step"]) == (1, 2):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", checkpoint_every_s=0, **kw)
+    assert saved_at == [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]  # every step; epoch ends as before
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert ck["partial"]["ranks"][0]["seen"] == 2 * 32 and not ck["finished"]
+    assert len(json.loads((tmp_path / "b" / "history.json").read_text())) == 1  # history.json: epoch ends only
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", real_save)
+    torch.manual_seed(4321)  # disturb global RNG: resume must restore it
+    resumed = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", resume=True, checkpoint_every_s=0, **kw)
+
+    strip = lambda h: [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")} for row in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    ck_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    ck_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(v, ck_b["model"][k]) for k, v in ck_a["model"].items())
+    assert ck_b["epoch"] == 3 and ck_b["step"] == 0 and ck_b["finished"]
+
+
+def test_mid_epoch_checkpoint_refuses_another_layout(data, tmp_path, monkeypatch):
+    real_save = trainer_module._save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["step"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, cfg(), out_dir=tmp_path, checkpoint_every_s=0, progress=False, max_steps_per_epoch=4)
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", real_save)
+    with pytest.raises(ValueError, match="middle of an epoch of 4 steps by 1 process"):
+        train(tiny_net(), data.subset(32 * 3), cfg(), out_dir=tmp_path, resume=True, progress=False, max_steps_per_epoch=4)
+
+
 class _BlowsUp(nn.Module):
     """A tiny net whose output becomes NaN from its ``after``-th training forward on."""
 

@@ -89,15 +89,19 @@ def train(
     progress: bool = True,
     epochs: int | None = None,
     max_steps_per_epoch: int | None = None,
+    checkpoint_every_s: float | None = 300.0,
 ) -> TrainResult:
     """Train a copy of ``model`` on ``data`` as ``config`` says; the caller's model is not modified.
 
     ``device=None`` uses CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else the CPU.
     ``epochs`` overrides ``config.epochs`` (the schedule is laid out over it); ``max_steps_per_epoch``
     cuts each epoch short (smoke runs, tests). With ``out_dir`` each epoch writes ``checkpoint.pt``
-    (atomically) and ``history.json``, and the end writes ``model.pt`` (:func:`compress.save`).
-    ``resume=True`` continues from ``out_dir/checkpoint.pt`` if present (a finished run returns its stored
-    result at once). A NaN/inf loss raises :class:`NonFiniteLossError`. Returns a :class:`TrainResult`.
+    (atomically) and ``history.json``, and the end writes ``model.pt`` (:func:`compress.save`); inside
+    an epoch ``checkpoint.pt`` is also rewritten once ``checkpoint_every_s`` seconds have passed since the
+    last one (``None``: only at epoch ends; ``0``: after every step). ``resume=True`` continues from
+    ``out_dir/checkpoint.pt`` if present, mid-epoch too, to the same result as an uninterrupted run (a
+    finished run returns its stored result at once). A NaN/inf loss raises :class:`NonFiniteLossError`.
+    Returns a :class:`TrainResult`.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -162,7 +166,7 @@ def train(
     best: dict[str, Any] | None = None
     stopper = {"best": None, "bad": 0}
     totals = {"wall": 0.0, "step_time": 0.0, "images": 0}
-    start_epoch = 0
+    start_epoch, start_step, partial = 0, 0, None
     if saved is not None:
         net.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -172,7 +176,16 @@ def train(
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         history, best, stopper, totals = saved["history"], saved["best"], saved["stopper"], saved["totals"]
-        start_epoch = int(saved["epoch"])
+        start_epoch, start_step = int(saved["epoch"]), int(saved.get("step", 0))
+        if start_step:  # a mid-epoch checkpoint: this rank's sums so far in the epoch
+            ranks = saved["partial"]["ranks"]
+            if len(ranks) != info.world_size or saved["steps_per_epoch"] != steps:
+                raise ValueError(
+                    f"{ckpt_path} was written in the middle of an epoch of {saved['steps_per_epoch']} steps by "
+                    f"{len(ranks)} process(es); this run has {steps} steps per epoch and {info.world_size} process(es): "
+                    "resume with the same data and number of processes, or use a fresh out_dir"
+                )
+            partial = {**saved["partial"], **ranks[info.rank]}
         rngs = saved["rng"]
         _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], dev)
 
@@ -185,12 +198,52 @@ def train(
 
     mean = torch.tensor(config.normalize.mean, device=dev)  # once: a copy per step would sync with CUDA
     std = torch.tensor(config.normalize.std, device=dev)
-    bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps)
+    bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps + start_step)
     stopped_early = False
+    last_save = time.perf_counter()
+
+    def write_checkpoint(epoch_done: int, step_done: int, finished: bool, stopped: bool, in_epoch: Any = None) -> None:
+        """``checkpoint.pt`` after ``epoch_done`` epochs and ``step_done`` steps of the next (``in_epoch``:
+        this rank's sums so far in that epoch); history.json at epoch ends. Every rank must call it."""
+        nonlocal last_save
+        gathered = _gather_rng(info, dev, in_epoch)  # same `out` on every rank
+        if info.is_main:
+            rngs = [g["rng"] for g in gathered]
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch_done,
+                "step": step_done,
+                "steps_per_epoch": steps,
+                "epochs": n_epochs,
+                "config": config.to_dict(),
+                "max_steps_per_epoch": max_steps_per_epoch,
+                "finished": finished,
+                "stopped_early": stopped,
+                "model": _cpu_state(net),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": rngs,
+                "history": history,
+                "best": best,
+                "stopper": stopper,
+                "totals": totals,
+                "written": time.time(),
+            }
+            if in_epoch is not None:
+                state["partial"] = {k: v for k, v in in_epoch.items() if k in ("lr", "step_time", "epoch_time")}
+                state["partial"]["ranks"] = [{k: g["partial"][k] for k in ("loss_sum", "correct", "seen")} for g in gathered]
+            else:
+                _write_json(out / "history.json", history)
+            _save_checkpoint(ckpt_path, state)
+        last_save = time.perf_counter()
+
     try:
         for epoch in range(start_epoch, n_epochs):
-            t_epoch = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
+            first_step = start_step if epoch == start_epoch else 0
+            t_epoch = time.perf_counter() - (partial["epoch_time"] if first_step else 0.0)
+            lr = partial["lr"] if first_step else optimizer.param_groups[0]["lr"]
             # One global permutation per epoch, the same on every rank (its own generator, so resuming
             # needs no extra state); rank r takes the r-th slice of each global batch.
             perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
@@ -200,7 +253,11 @@ def train(
             correct = torch.zeros((), device=dev, dtype=torch.int64)
             seen = 0
             t_steps = time.perf_counter()
-            for step in range(steps):
+            if first_step:  # resumed mid-epoch: carry on with the sums and times saved at that step
+                loss_sum += partial["loss_sum"]
+                correct += partial["correct"]
+                seen, t_steps = partial["seen"], t_steps - partial["step_time"]
+            for step in range(first_step, steps):
                 idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
                 idx = idx.tensor_split(info.world_size)[info.rank]
                 x = augment(train_x[idx])
@@ -243,6 +300,12 @@ def train(
                 if bar.due(step + 1, steps):
                     bar.update(epoch, n_epochs, step + 1, float(loss_sum) / seen, int(correct) / seen,
                                seen * info.world_size / (time.perf_counter() - t_steps))
+                if out is not None and step + 1 < steps and _mid_epoch_due(last_save, checkpoint_every_s, step, loss_sum, info):
+                    now = time.perf_counter()
+                    write_checkpoint(epoch, step + 1, False, False, {
+                        "lr": lr, "step_time": now - t_steps, "epoch_time": now - t_epoch,
+                        "loss_sum": float(loss_sum), "correct": int(correct), "seen": seen,
+                    })
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             step_time = time.perf_counter() - t_steps
@@ -279,29 +342,8 @@ def train(
             stopped_early = stop and epoch + 1 < n_epochs
             bar.log(row)
 
-            rngs = _gather_rng(info, dev) if out is not None else []  # same `out` on every rank
-            if info.is_main and out is not None:
-                state = {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch + 1,
-                    "epochs": n_epochs,
-                    "config": config.to_dict(),
-                    "max_steps_per_epoch": max_steps_per_epoch,
-                    "finished": finished,
-                    "stopped_early": stopped_early,
-                    "model": _cpu_state(net),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": rngs,
-                    "history": history,
-                    "best": best,
-                    "stopper": stopper,
-                    "totals": totals,
-                }
-                _write_json(out / "history.json", history)
-                _save_checkpoint(ckpt_path, state)
+            if out is not None:
+                write_checkpoint(epoch + 1, 0, finished, stopped_early)
             if finished:
                 break
     finally:
@@ -505,14 +547,33 @@ def _set_rng_state(state: dict[str, Any], dev: torch.device) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def _gather_rng(info: distributed.DistInfo, dev: torch.device) -> list[dict[str, Any]]:
-    """Every rank's RNG state (rank order), so each rank resumes its own augmentation stream."""
-    mine = _rng_state(dev)
+def _gather_rng(info: distributed.DistInfo, dev: torch.device, partial: Any = None) -> list[dict[str, Any]]:
+    """Every rank's ``{"rng": RNG state, "partial": partial}`` (rank order), so each rank resumes its own
+    augmentation stream (and, mid-epoch, its own sums)."""
+    mine = {"rng": _rng_state(dev), "partial": partial}
     if not info.enabled:
         return [mine]
     gathered: list[Any] = [None] * info.world_size
     torch.distributed.all_gather_object(gathered, mine)
     return gathered
+
+
+def _mid_epoch_due(
+    last_save: float, every_s: float | None, step: int, loss_sum: torch.Tensor, info: distributed.DistInfo
+) -> bool:
+    """Whether to write a mid-epoch checkpoint after ``step`` (0-based): ``every_s`` seconds have passed
+    since the last one and the loss so far is finite. In DDP rank 0's clock decides, every
+    ``_CHECK_EVERY`` steps (one tiny all-reduce), so that all ranks save together."""
+    if every_s is None:
+        return False
+    if not info.enabled:
+        return time.perf_counter() - last_save >= every_s and math.isfinite(float(loss_sum))
+    if (step + 1) % _CHECK_EVERY:
+        return False
+    due = float(info.is_main and time.perf_counter() - last_save >= every_s)
+    flags = torch.tensor([due, float(not math.isfinite(float(loss_sum)))], device=loss_sum.device, dtype=torch.float64)
+    distributed.all_reduce_sum(flags, info)
+    return bool(flags[0] > 0 and flags[1] == 0)
 
 
 # progress ---------------------------------------------------------------------------------------
