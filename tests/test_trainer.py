@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -422,3 +423,28 @@ def test_eta_counts_down_from_the_time_per_step():
     assert trainer_module._eta_text(task, now=50.0) == "ETA 0:30:00"  # 90 steps x 20 s
     assert trainer_module._eta_text(task, now=65.0) == "ETA 0:29:45"  # counting down between updates
     assert trainer_module._eta_text(SimpleNamespace(total=100, completed=0, fields={"per_step": None}), 0) == "ETA -:--:--"
+
+
+def test_over_epochs_lays_the_schedule_over_a_shorter_run():
+    paper = TrainConfig.from_dict({"epochs": 200, "schedule": {"name": "cosine", "t_max": 200, "warmup_epochs": 10}})
+    short = paper.over_epochs(20)
+    assert short.epochs == 20 and short.schedule.t_max == 20 and short.schedule.warmup_epochs == pytest.approx(1.0)
+    lrs = _lrs(dataclasses.asdict(short.schedule), 20)
+    assert lrs[0] == pytest.approx(1.0) and lrs[-1] < 0.05  # anneals to ~0 by the end, as the full run does
+    assert paper.over_epochs(200) is paper and paper.schedule.t_max == 200  # the original is untouched
+    steps = TrainConfig.from_dict({"epochs": 300, "schedule": {"name": "step", "step_size": 5, "gamma": 0.95}})
+    s = steps.over_epochs(30).schedule
+    assert s.step_size == 1 and s.gamma ** 30 == pytest.approx(0.95 ** 60)  # the same total decay
+    restarts = TrainConfig.from_dict({"epochs": 150, "schedule": {"name": "cosine_restarts", "t_0": 50}})
+    assert restarts.over_epochs(15).schedule.t_0 == 5
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+        paper.over_epochs(0)
+
+
+def test_with_overrides_replaces_only_what_is_given():
+    c = cfg()
+    o = c.with_overrides(batch_size=8, lr=0.05)
+    assert (o.batch_size, o.optimizer.lr, o.seed) == (8, 0.05, c.seed) and o.optimizer.momentum == c.optimizer.momentum
+    assert c.with_overrides() == c and c.with_overrides(seed=4).seed == 4
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        c.with_overrides(lr=0.0)
