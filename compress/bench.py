@@ -21,8 +21,9 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -39,7 +40,11 @@ __all__ = [
     "resolve_data",
     "describe_data",
     "find_dataset",
+    "torch_threads",
+    "train_config",
+    "comparable",
     "run",
+    "interrupted_summary",
     "collect",
     "MANIFEST",
     "RESULTS",
@@ -61,11 +66,39 @@ class TrainingError(RuntimeError):
     """Training a recipe was refused by the trainer (e.g. its validation split does not fit the data)."""
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` (``None``: leave it), restoring the old count after.
+
+    Building and counting a recipe is many tiny batch-1 passes (torch-pruning's tracing, fvcore's jit
+    trace, L1 scores); on a small, busy CPU the intra-op thread pool makes them several times slower
+    than one thread does (measured: the 8-recipe dry run took 45 s with 2 threads, 5 s with 1, on a
+    2-core machine shared with a training run). So :func:`dry_run` and :func:`run` build with one thread.
+    """
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _build(recipe: Recipe, seed: int) -> torch.nn.Module:
+    """``recipe``'s model, built with ``seed`` set first (the same architecture every time) on one thread."""
+    with torch_threads(1):
+        torch.manual_seed(seed)
+        return recipe.build()
+
+
 def spec_row(recipe: Recipe, model: torch.nn.Module | None = None) -> dict[str, Any]:
     """The dry-run row of ``recipe``: built params and FLOPs next to the report's claims."""
     if model is None:
-        torch.manual_seed(recipe.train.seed)
-        model = recipe.build()
+        model = _build(recipe, recipe.train.seed)
     params = count_params(model)
     claims = recipe.claims
     return {
@@ -74,7 +107,7 @@ def spec_row(recipe: Recipe, model: torch.nn.Module | None = None) -> dict[str, 
         "transforms": recipe.transforms_summary(),
         "architecture": model.config.describe() if hasattr(model, "config") else type(model).__name__,
         "params": params,
-        "flops": count_flops(model),
+        "flops": _count_flops(model),
         "under_budget": params <= BUDGET_PARAMS,
         "claimed_params": claims.params,
         "params_match": params == claims.params,
@@ -83,23 +116,44 @@ def spec_row(recipe: Recipe, model: torch.nn.Module | None = None) -> dict[str, 
     }
 
 
-def dry_run(recipes: Sequence[Recipe]) -> list[dict[str, Any]]:
-    """Build every recipe and return its :func:`spec_row` (nothing is trained)."""
-    return [spec_row(r) for r in recipes]
+def _count_flops(model: torch.nn.Module) -> int:
+    with torch_threads(1):
+        return count_flops(model)
+
+
+def dry_run(
+    recipes: Sequence[Recipe], on_recipe: Callable[[int, int, str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Build every recipe and return its :func:`spec_row` (nothing is trained).
+
+    ``on_recipe(i, n, name)`` is called before recipe ``i`` (0-based) of ``n`` is built, and
+    ``on_recipe(n, n, "")`` once all are done: a progress display hooks in there.
+    """
+    rows = []
+    for i, r in enumerate(recipes):
+        if on_recipe is not None:
+            on_recipe(i, len(recipes), r.name)
+        rows.append(spec_row(r))
+    if on_recipe is not None:
+        on_recipe(len(recipes), len(recipes), "")
+    return rows
 
 
 def find_dataset() -> Path | None:
-    """Where CIFAR-10 might be: ``$COMPRESS_DATA`` if set, else ``./data`` if it exists (else ``None``)."""
+    """Where CIFAR-10 might be: ``$COMPRESS_DATA`` if set, else ``./data`` if it holds anything (else ``None``)."""
     env = os.environ.get("COMPRESS_DATA")
     if env:
         return Path(env)
     local = Path("data")
-    return local if local.exists() else None
+    return local if local.is_dir() and any(local.iterdir()) else None
 
 
-def resolve_data(spec: str | None, *, download: bool = False):
+def resolve_data(
+    spec: str | None, *, download: bool = False, train_images: int | None = None, test_images: int | None = None
+):
     """Load the dataset named by ``--data``: a path (npz / folder), ``synthetic[:N_TRAIN[:N_TEST]]``, or
-    ``None`` for :func:`find_dataset`. Raises ``compress.data.DatasetError`` when nothing is found."""
+    ``None`` for :func:`find_dataset`; keep its first ``train_images`` / ``test_images`` images if given.
+    Raises ``compress.data.DatasetError`` when nothing is found or a subset is larger than the data."""
     from .data import DatasetError, cifar10, synthetic
 
     if spec is not None and spec.startswith("synthetic"):
@@ -109,14 +163,20 @@ def resolve_data(spec: str | None, *, download: bool = False):
             n_test = int(parts[1]) if len(parts) > 1 else max(n_train // 4, 1)
         except ValueError as e:
             raise DatasetError(f"--data {spec!r}: expected synthetic[:N_TRAIN[:N_TEST]]") from e
-        return synthetic(n_train, n_test)
-    root = Path(spec) if spec is not None else find_dataset()
-    if root is None:
-        if download:
+        data = synthetic(n_train, n_test)
+    else:
+        root = Path(spec) if spec is not None else find_dataset()
+        if root is None:
+            if not download:
+                raise DatasetError("no dataset: $COMPRESS_DATA is not set and ./data holds nothing; "
+                                   "pass --data PATH, or --download")
             root = Path("data")
-        else:
-            raise DatasetError("no dataset: nothing in ./data and $COMPRESS_DATA is not set")
-    return cifar10(root, download=download)
+        data = cifar10(root, download=download)
+    for flag, n, have, split in (("--train-images", train_images, len(data.train_y), "training"),
+                                 ("--test-images", test_images, len(data.test_y), "test")):
+        if n is not None and not 1 <= n <= have:
+            raise DatasetError(f"{flag} {n}: the dataset has {have:,} {split} images; give 1 to {have:,}")
+    return data if train_images is None and test_images is None else data.subset(train_images, test_images)
 
 
 def describe_data(data: ImageData) -> dict[str, Any]:
@@ -126,7 +186,7 @@ def describe_data(data: ImageData) -> dict[str, Any]:
 
 def _manifest(
     recipes: Sequence[Recipe], budget: Budget, epochs: int | None, max_steps: int | None, data: dict[str, Any],
-    time_budget: float | None = None,
+    time_budget: float | None = None, overrides: dict[str, Any] | None = None, threads: int | None = None,
 ) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
@@ -135,8 +195,22 @@ def _manifest(
         "epochs": epochs,
         "max_steps_per_epoch": max_steps,
         "time_budget_min": time_budget,
+        "overrides": _overrides(overrides),
+        "threads": threads,  # recorded, not checked: it changes the speed, not the run
         "data": data,
     }
+
+
+_OVERRIDES = ("batch_size", "lr", "seed")
+
+
+def _overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The given (not ``None``) training overrides, checked: only batch_size, lr and seed."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(_OVERRIDES))
+    if unknown:
+        raise ValueError(f"unknown override(s) {', '.join(unknown)}; accepted: {', '.join(_OVERRIDES)}")
+    return given
 
 
 def _check_manifest(out: Path, want: dict[str, Any]) -> None:
@@ -157,6 +231,11 @@ def _check_manifest(out: Path, want: dict[str, Any]) -> None:
     for key in ("budget", "epochs", "max_steps_per_epoch", "time_budget_min"):
         if have.get(key) != want[key]:
             problems.append(f"it was run with {key}={have.get(key)!r}, this command asks for {want[key]!r}")
+    if have.get("overrides", {}) != want["overrides"]:
+        def flags(o: dict[str, Any]) -> str:
+            return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(o.items())) or "no overrides"
+
+        problems.append(f"it was run with {flags(have.get('overrides', {}))}, this command gives {flags(want['overrides'])}")
     same_data = ("name", "train", "test")  # not the path: the same dataset may be read from another place
     if "data" in have and any(have["data"].get(k) != want["data"][k] for k in same_data):
         h, w = have["data"], want["data"]
@@ -175,17 +254,55 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def train_config(recipe: Recipe, budget: Budget, time_budget: float | None = None):
+def train_config(
+    recipe: Recipe, budget: Budget, time_budget: float | None = None, *,
+    overrides: dict[str, Any] | None = None, epochs: int | None = None,
+):
     """The TrainConfig ``recipe`` is trained with under ``budget`` (with a time budget: the fast schedule
-    with :data:`compress.recipes.TIME_BUDGET_TRAIN` on top; its length is fixed by the probe)."""
+    with :data:`compress.recipes.TIME_BUDGET_TRAIN` on top; its length is fixed by the probe).
+
+    ``overrides`` (``batch_size``, ``lr``, ``seed``) replace the recipe's values; ``epochs`` lays the
+    schedule over that many epochs (:meth:`~compress.training.TrainConfig.over_epochs`).
+    """
     from .training import TrainConfig
 
     config = recipe.train_config(budget)
-    if time_budget is None:
-        return config
-    if budget != "fast":
-        raise ValueError(f"a time budget lays the fast schedule over the time it allows; it needs budget 'fast', got {budget!r}")
-    return TrainConfig.from_dict(_merge(config.to_dict(), TIME_BUDGET_TRAIN), "time budget")
+    if time_budget is not None:
+        if budget != "fast":
+            raise ValueError(f"a time budget lays the fast schedule over the time it allows; it needs budget 'fast', got {budget!r}")
+        config = TrainConfig.from_dict(_merge(config.to_dict(), TIME_BUDGET_TRAIN), "time budget")
+    config = config.with_overrides(**_overrides(overrides))
+    return config if epochs is None else config.over_epochs(epochs)
+
+
+def comparable(
+    recipe: Recipe, budget: Budget, data: dict[str, Any], *, epochs: int | None = None,
+    max_steps_per_epoch: int | None = None, time_budget: float | None = None, overrides: dict[str, Any] | None = None,
+) -> str | None:
+    """Why a run's accuracy cannot be set against the paper's claim (``None``: it can).
+
+    A claim is the result of the paper's whole schedule on the whole CIFAR-10, so only a run of the
+    ``paper`` budget, at its own length, batch size and learning rate, on the 50,000 / 10,000 images of
+    CIFAR-10, gets a ``difference``; a fast, shortened, smoke, subset or synthetic run gets this reason.
+    """
+    if recipe.claims.accuracy is None:
+        return "the paper claims no accuracy"
+    if data.get("name") != "CIFAR-10":
+        return f"trained on {data.get('name')}, not CIFAR-10"
+    if (data.get("train"), data.get("test")) != (50_000, 10_000):
+        return f"a subset of CIFAR-10 ({data.get('train'):,} train / {data.get('test'):,} test images)"
+    if budget != "paper":
+        return f"the {budget} budget ({recipe.train_config(budget).epochs} epochs), not the paper's own schedule"
+    if time_budget is not None:
+        return f"a {time_budget:g}-minute time budget"
+    if epochs is not None and epochs != recipe.train.epochs:
+        return f"{epochs} epochs instead of the paper's {recipe.train.epochs}"
+    if max_steps_per_epoch is not None:
+        return f"at most {max_steps_per_epoch} steps per epoch (a smoke run)"
+    changed = {k: v for k, v in _overrides(overrides).items() if k != "seed"}
+    if changed:
+        return "overridden " + ", ".join(f"{k} {v}" for k, v in sorted(changed.items()))
+    return None
 
 
 def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, device: str | None,
@@ -199,8 +316,7 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
         if stored.get("minutes") != minutes:
             raise RunFolderError(f"{path} was planned for {stored.get('minutes')} min, this command asks for {minutes}")
         return BudgetPlan.from_dict({k: stored[k] for k in BudgetPlan.__dataclass_fields__})
-    torch.manual_seed(config.seed)
-    p = plan(recipe.build(), data, config, minutes, device=device)
+    p = plan(_build(recipe, config.seed), data, config, minutes, device=device)
     rdir.mkdir(parents=True, exist_ok=True)
     _write_json(path, {**p.to_dict(), **provenance(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
     length = f"{p.epochs} epochs" if p.max_steps_per_epoch is None else f"{p.max_steps_per_epoch} of {p.steps_per_epoch} steps of 1 epoch"
@@ -210,7 +326,8 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
 
 
 def _measured_row(
-    recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget, command: Sequence[str] | None
+    recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget, command: Sequence[str] | None,
+    not_comparable: str | None = None,
 ) -> dict[str, Any]:
     row = spec_row(recipe, model)
     acc = 100.0 * float(result.test_acc)
@@ -218,7 +335,8 @@ def _measured_row(
     row.update(
         {
             "measured_accuracy": acc,
-            "difference": None if recipe.claims.accuracy is None else acc - recipe.claims.accuracy,
+            "difference": None if not_comparable or recipe.claims.accuracy is None else acc - recipe.claims.accuracy,
+            "no_difference_because": not_comparable,
             "budget": budget,
             "epochs_run": result.epochs_run,
             "selected_epoch": result.selected_epoch,
@@ -246,6 +364,9 @@ def run(
     log: Callable[[str], None] = print,
     command: Sequence[str] | None = None,
     time_budget: float | None = None,
+    overrides: dict[str, Any] | None = None,
+    threads: int | None = None,
+    checkpoint_every_s: float | None = 300.0,
 ) -> list[dict[str, Any]]:
     """Train ``recipes`` into the run folder ``out`` and return their rows (also written to results.json).
 
@@ -253,7 +374,11 @@ def run(
     A folder written for a different recipe set, budget or epoch override raises :class:`RunFolderError`.
     ``time_budget`` (minutes per recipe) first probes every unfinished recipe on ``device`` and fixes
     its length (``plan.json``, reused on resume; see :mod:`compress.training.budget`), then trains;
-    it excludes ``epochs`` and ``max_steps_per_epoch``.
+    it excludes ``epochs`` and ``max_steps_per_epoch``. ``epochs`` lays each recipe's schedule over that
+    many epochs (see :func:`train_config`); ``overrides`` (``batch_size``, ``lr``, ``seed``) replace the
+    recipes' values and are part of the folder's identity; ``threads`` sets torch's CPU threads for the
+    training (recorded in the manifest); ``checkpoint_every_s`` goes to the trainer (mid-epoch checkpoints).
+    Only a run comparable with the papers' claims (:func:`comparable`) gets a ``difference`` in its rows.
     ``command`` is the command line recorded with each result (default: this process's).
     """
     from .training import train
@@ -264,7 +389,9 @@ def run(
     if time_budget is not None:
         for r in recipes:
             train_config(r, budget, time_budget)  # refuses a budget other than fast before anything is written
-    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, describe_data(data), time_budget)
+    overrides = _overrides(overrides)
+    data_info = describe_data(data)
+    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, data_info, time_budget, overrides, threads)
     _check_manifest(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST).is_file():
@@ -273,8 +400,9 @@ def run(
     if time_budget is not None:  # probe all first, on a machine as quiet as the start of the run
         for recipe in recipes:
             if not (out / recipe.name / RESULT).is_file():
-                plans[recipe.name] = _plan(recipe, out / recipe.name, data, train_config(recipe, budget, time_budget),
-                                           time_budget, device, log)
+                config = train_config(recipe, budget, time_budget, overrides=overrides)
+                with torch_threads(threads):
+                    plans[recipe.name] = _plan(recipe, out / recipe.name, data, config, time_budget, device, log)
     rows = []
     for recipe in recipes:
         rdir = out / recipe.name
@@ -285,22 +413,24 @@ def run(
         rdir.mkdir(parents=True, exist_ok=True)
         if recipe.path is not None and not (rdir / "recipe.yaml").exists():
             shutil.copyfile(recipe.path, rdir / "recipe.yaml")  # provenance: the exact file that was run
-        config = train_config(recipe, budget, time_budget)
-        torch.manual_seed(config.seed)  # the same architecture on resume, even for init-dependent pruning
-        model = recipe.build()
+        config = train_config(recipe, budget, time_budget, overrides=overrides, epochs=epochs)
+        model = _build(recipe, config.seed)  # the same architecture on resume, even for init-dependent pruning
         resume = (rdir / "checkpoint.pt").is_file()
         plan = plans.get(recipe.name)
         r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (epochs, max_steps_per_epoch)
         log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget"
             + (f", {time_budget:g} min" if plan else "") + f") into {rdir}")
         try:
-            result = train(
-                model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
-                epochs=r_epochs, max_steps_per_epoch=r_steps,
-            )
+            with torch_threads(threads):
+                result = train(
+                    model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
+                    epochs=r_epochs, max_steps_per_epoch=r_steps, checkpoint_every_s=checkpoint_every_s,
+                )
         except ValueError as e:  # the trainer's argument checks: config vs data, resume mismatch
             raise TrainingError(f"{recipe.name}: {e}") from e
-        row = _measured_row(recipe, result.model, result, budget, command)
+        why = comparable(recipe, budget, data_info, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
+                         time_budget=time_budget, overrides=overrides)
+        row = _measured_row(recipe, result.model, result, budget, command, why)
         if plan is not None:
             row["time_budget_min"] = time_budget
             row["plan"] = plan.to_dict()
@@ -308,6 +438,51 @@ def run(
         rows.append(row)
     collect(out, rows, command)
     return rows
+
+
+def interrupted_summary(out: str | os.PathLike, recipes: Sequence[Recipe], now: float | None = None) -> str:
+    """What an interrupted :func:`run` left in ``out``, in one sentence: the finished recipes and where
+    the checkpoint of the one in progress stands (epoch, step, how old it is), or that it has none."""
+    out = Path(out)
+    now = time.time() if now is None else now
+    done = [r.name for r in recipes if (out / r.name / RESULT).is_file()]
+    parts = [f"finished: {', '.join(done)} (skipped when re-run)" if done else "no recipe had finished"]
+    current = next((r for r in recipes if r.name not in done), None)
+    if current is not None:
+        path = out / current.name / "checkpoint.pt"
+        state = _checkpoint_position(path)
+        if state is None:
+            parts.append(f"{current.name}: no checkpoint yet, it starts from the beginning")
+        else:
+            epoch, step, epochs = state["epoch"], state.get("step", 0), state["epochs"]
+            if state.get("finished"):
+                where = "trained to the end (its report row is written on resume)"
+            elif step:
+                where = (f"checkpoint in epoch {epoch + 1} of {epochs} after step {step} of "
+                         f"{state.get('steps_per_epoch', '?')}")
+            else:
+                where = f"checkpoint after epoch {epoch} of {epochs}"
+            age = _age(now - state["written"]) if state.get("written") else None
+            parts.append(f"{current.name}: {where} ({path}" + (f", written {age} before the interrupt" if age else "")
+                         + "); the steps after it are trained again")
+    return f"kept in {out}: " + "; ".join(parts) + ". Run the same command again to resume."
+
+
+def _checkpoint_position(path: Path) -> dict[str, Any] | None:
+    """The position keys of a trainer checkpoint (read lazily through mmap), or ``None`` if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported as no checkpoint
+        return None
+    keys = ("epoch", "step", "epochs", "steps_per_epoch", "finished", "written")
+    return {k: state[k] for k in keys if k in state} if isinstance(state, dict) and "epoch" in state else None
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
 
 
 def collect(
@@ -325,6 +500,7 @@ def collect(
         "epochs": manifest.get("epochs"),
         "max_steps_per_epoch": manifest.get("max_steps_per_epoch"),
         "time_budget_min": manifest.get("time_budget_min"),
+        "overrides": manifest.get("overrides") or {},
         "data": manifest.get("data"),
         "written": provenance(argv=command),
         "rows": list(rows),

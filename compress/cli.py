@@ -4,20 +4,24 @@
     compress-bench 003 004 --budget fast        # train two recipes with the short schedule
     compress-bench --out runs/paper --budget paper
     compress-bench report runs/paper            # re-render the report of a run folder
+    compress-bench 004 --device cpu --train-images 5000 --epochs 5   # a smaller real run on a CPU
+    compress-bench --dry-run --json - | jq .rows   # rows as JSON on stdout (the table goes to stderr)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
 from . import bench, report
+from .data import DatasetError
 from .recipes import FAST_TRAIN, RecipeError, find, load, recipe_paths, recipes_dir
 
 __all__ = ["main", "build_parser"]
@@ -47,26 +51,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of recipes (default: $COMPRESS_RECIPES, ./recipes, or the source checkout's)")
     p.add_argument("--dry-run", action="store_true",
                    help="only build the models and print params, FLOPs, the paper's claims and the 5M check")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the table's rows to PATH as JSON")
+    p.add_argument("--json", metavar="PATH", default=None,
+                   help="also write the table's rows to PATH as JSON; '-' prints them to stdout (everything else "
+                        "then goes to stderr)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="run folder (default runs/<budget>-<recipes>); re-running skips finished recipes and "
                         "resumes an interrupted one; a folder of a different recipe set is refused")
     p.add_argument("--budget", choices=("fast", "paper"), default="fast",
                    help="training schedule: the shared short one (fast, default) or the report's own (paper)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N", help="override the number of epochs")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                   help="train N epochs, the schedule laid over them (its lengths in epochs scaled to N): a shorter "
+                        "run that still warms up and anneals")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="minutes of wall time per recipe: a short probe measures images/s on this machine and fixes "
                         "the epochs that fit (stored in the run folder, reused on resume); the fast schedule, with "
                         "batch 128 and flip test-time augmentation, is laid over them")
-    p.add_argument("--max-steps-per-epoch", type=int, default=None, metavar="N",
-                   help="cap optimizer steps per epoch (smoke tests)")
+    p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, metavar="N",
+                   help="smoke tests only: cap the optimizer steps per epoch, squeezing the whole schedule into "
+                        "them (on real data the accuracy means nothing; use --train-images / --epochs instead)")
+    p.add_argument("--train-images", type=_positive_int, default=None, metavar="N",
+                   help="train on the first N training images only (a smaller real run)")
+    p.add_argument("--test-images", type=_positive_int, default=None, metavar="N",
+                   help="evaluate on the first N test images only (faster evaluation)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="override every recipe's batch size (the learning rate is not rescaled)")
+    p.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
+                   help="override every recipe's (peak) learning rate")
+    p.add_argument("--seed", type=_non_negative_int, default=None, metavar="N", help="override every recipe's seed")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads torch uses for training (default: torch's choice)")
+    p.add_argument("--checkpoint-every", type=_non_negative_float, default=5.0, metavar="MIN",
+                   help="also checkpoint inside an epoch every MIN minutes (default 5; 0: at epoch ends only)")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="CIFAR-10 as a cifar-10-batches-py folder, an .npz or an image-folder tree; or "
                         "synthetic[:N_TRAIN[:N_TEST]] for a tiny generated set (default: $COMPRESS_DATA, else ./data)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 through torchvision if absent (needs internet)")
-    p.add_argument("--device", default=None, help="training device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--device", default=None,
+                   help="training device: cpu, cuda, cuda:N or mps, checked before anything starts (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress output from the trainer")
     return p
+
+
+def _number(kind: type, ok: Any, what: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 
 
 def _report_parser() -> argparse.ArgumentParser:
@@ -90,13 +133,41 @@ def _default_out(recipes: list, directory: str | None, budget: str) -> Path:
     return Path("runs") / f"{budget}-{tag}"
 
 
-def _dry_run(recipes: list, args: argparse.Namespace, console: Console) -> int:
-    rows = bench.dry_run(recipes)
-    console.print(report.dry_run_table(rows))
+def _building_progress(console: Console):
+    """A one-line 'building 003 (4/8)' display for :func:`bench.dry_run` (gone once the table prints)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("building {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=True)
+    task = progress.add_task("", total=None)
+
+    def on_recipe(i: int, n: int, name: str) -> None:
+        progress.update(task, total=n, completed=i, description=name)
+        if i == 0:
+            progress.start()
+        if i == n:
+            progress.stop()
+
+    return on_recipe
+
+
+def _write_json(target: str, payload: dict[str, Any], console: Console, stdout: Any) -> None:
+    """The rows as JSON: to ``stdout`` for ``-``, else to the file ``target``."""
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    if target == "-":
+        stdout.write(text)
+        stdout.flush()
+        return
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Path(target).write_text(text)
+    console.print(f"rows written to {target}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _dry_run(recipes: list, args: argparse.Namespace, console: Console, stdout: Any) -> int:
+    rows = bench.dry_run(recipes, on_recipe=_building_progress(console))
+    console.print(report.dry_run_table(rows, width=console.width))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"mode": "dry-run", "rows": rows}, indent=2) + "\n")
-        console.print(f"rows written to {args.json}")
+        _write_json(args.json, {"mode": "dry-run", "rows": rows}, console, stdout)
     return 0
 
 
@@ -107,12 +178,35 @@ def _why_not_train(args: argparse.Namespace) -> str | None:
     no_gpu = args.device is None and not torch.cuda.is_available()
     no_data = args.data is None and bench.find_dataset() is None and not args.download
     if no_gpu and no_data:
-        return "no GPU and no dataset (./data, $COMPRESS_DATA; or pass --data PATH)"
+        return "no GPU and no dataset (pass --device cpu to train on the CPU, and --data PATH or --download)"
     if no_gpu:
         return "no GPU (pass --device cpu to train on the CPU anyway)"
     if no_data:
-        return "no dataset in ./data or $COMPRESS_DATA (pass --data PATH, or --download)"
+        return "no dataset: $COMPRESS_DATA is not set and ./data holds nothing (pass --data PATH, or --download)"
     return None
+
+
+def _flag_words(message: str) -> str:
+    """A library message in the CLI's words: Python arguments become the flags that set them."""
+    return message.replace("download=True", "--download")
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag checks that need no file or model: before anything is read or written."""
+    from .training.distributed import check_device
+
+    if args.device is not None:
+        try:
+            check_device(args.device, "--device")
+        except ValueError as e:
+            parser.error(str(e))
+    if args.time_budget is not None:
+        if not args.time_budget > 0:
+            parser.error(f"--time-budget must be a positive number of minutes, got {args.time_budget:g}")
+        if args.epochs is not None or args.max_steps_per_epoch is not None:
+            parser.error("--time-budget fixes the epochs itself: drop --epochs / --max-steps-per-epoch")
+        if args.budget != "fast":
+            parser.error("--time-budget lays the fast schedule over the time it allows: use it with --budget fast")
 
 
 def _report_main(argv: Sequence[str], console: Console) -> int:
@@ -125,59 +219,65 @@ def _report_main(argv: Sequence[str], console: Console) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``compress-bench``; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _console() -> Console:
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough that tables do not wrap every cell
         console = Console(width=160)
+    return console
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``compress-bench``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
-        return _report_main(argv[1:], console)
+        return _report_main(argv[1:], _console())
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.time_budget is not None:
-        if not args.time_budget > 0:
-            parser.error(f"--time-budget must be a positive number of minutes, got {args.time_budget:g}")
-        if args.epochs is not None or args.max_steps_per_epoch is not None:
-            parser.error("--time-budget fixes the epochs itself: drop --epochs / --max-steps-per-epoch")
-        if args.budget != "fast":
-            parser.error("--time-budget lays the fast schedule over the time it allows: use it with --budget fast")
+    _check_args(parser, args)
+    stdout = sys.stdout
+    # `--json -`: stdout carries the JSON alone; the table, progress and messages go to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json == "-" else contextlib.nullcontext():
+        return _main(args, argv, _console(), stdout)
+
+
+def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: Any) -> int:
+    def say(text: str) -> None:  # one line each, never wrapped: logs and pipes get whole lines
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
     try:
         recipes = _select(args.recipes, args.recipes_dir)
         if args.dry_run:
-            return _dry_run(recipes, args, console)
+            return _dry_run(recipes, args, console, stdout)
         reason = _why_not_train(args)
         if reason:
-            console.print(f"compress-bench: {reason}; showing the dry run instead.", highlight=False, markup=False)
-            return _dry_run(recipes, args, console)
-        data = bench.resolve_data(args.data, download=args.download)
+            say(f"compress-bench: {reason}; showing the dry run instead.")
+            return _dry_run(recipes, args, console, stdout)
+        data = bench.resolve_data(args.data, download=args.download, train_images=args.train_images,
+                                  test_images=args.test_images)
+        if args.max_steps_per_epoch is not None and data.name != "synthetic":
+            say(f"note: --max-steps-per-epoch {args.max_steps_per_epoch} squeezes the whole schedule into that many "
+                "steps per epoch: a smoke test whose accuracy means nothing. For a smaller real run use "
+                "--train-images N and/or --epochs N.")
         tag = args.budget if args.time_budget is None else f"{args.budget}-{args.time_budget:g}min"
         out = Path(args.out) if args.out else _default_out(recipes, args.recipes_dir, tag)
         try:
             rows = bench.run(
                 recipes, out, data, budget=args.budget, epochs=args.epochs,
                 max_steps_per_epoch=args.max_steps_per_epoch, device=args.device, progress=not args.no_progress,
-                log=lambda s: console.print(s, highlight=False, markup=False), command=["compress-bench", *argv],
-                time_budget=args.time_budget,
+                log=say, command=["compress-bench", *argv], time_budget=args.time_budget,
+                overrides={"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}, threads=args.threads,
+                checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint_every > 0 else None,
             )
         except KeyboardInterrupt:
-            console.print(f"compress-bench: interrupted; finished recipes and the last epoch checkpoint are kept "
-                          f"in {out}: run the same command again to resume.", highlight=False, markup=False)
+            say(f"compress-bench: interrupted; {bench.interrupted_summary(out, recipes)}")
             return 130
         report.write_report(out, console=console)
         if args.json:
-            Path(args.json).write_text(json.dumps({"mode": "train", "rows": rows}, indent=2, default=str) + "\n")
+            _write_json(args.json, {"mode": "train", "rows": rows}, console, stdout)
         return 0
-    except (RecipeError, bench.RunFolderError, bench.TrainingError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+    except (RecipeError, bench.RunFolderError, bench.TrainingError, DatasetError) as e:
+        console.print(f"[red]error:[/red] {escape(_flag_words(str(e)))}", highlight=False)
         return 2
-    except Exception as e:  # noqa: BLE001 - dataset errors are user errors: one line, no traceback
-        from .data import DatasetError
-
-        if isinstance(e, DatasetError):
-            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
-            return 2
-        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -170,10 +171,13 @@ def _local(root: Path) -> ImageData:
 def _from_torchvision(root: Path) -> ImageData:
     from torchvision.datasets import CIFAR10
 
+    created = not root.exists()
     try:
         train = CIFAR10(str(root), train=True, download=True)
         test = CIFAR10(str(root), train=False, download=True)
     except Exception as e:  # noqa: BLE001 - network or integrity failure
+        if created:  # leave no empty or half-downloaded folder that a later lookup would take for data
+            shutil.rmtree(root, ignore_errors=True)
         raise DatasetError(f"could not download CIFAR-10 to {root} ({e}); offline, use one of: {_ACCEPTED}") from e
     return ImageData(
         _images(train.data, "torchvision train"), _labels(train.targets, "torchvision train"),

@@ -18,7 +18,8 @@ from rich.table import Table
 from .recipes import BUDGET_PARAMS
 
 __all__ = [
-    "load_results", "table", "dry_run_table", "markdown", "plot_accuracy", "plot_curves", "curves_figure", "write_report",
+    "load_results", "table", "dry_run_table", "markdown", "plot_accuracy", "accuracy_figure", "plot_curves", "curves_figure",
+    "run_label", "write_report",
 ]
 
 PLOTS = {"params": "accuracy_vs_params.png", "flops": "accuracy_vs_flops.png", "curves": "training_curves.png"}
@@ -27,10 +28,13 @@ PLOTS = {"params": "accuracy_vs_params.png", "flops": "accuracy_vs_flops.png", "
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
     """Read a ``results.json`` (or the one in the run folder ``path``); check it has ``rows``."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no run folder {path}: it does not exist (a run folder is what `compress-bench --out DIR` writes)")
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}: run `compress-bench --out {path.parent}` first")
+        raise FileNotFoundError(f"no results in {path.parent}: it has no results.json yet; "
+                                f"run `compress-bench --out {path.parent}` (or re-run its command) first")
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise ValueError(f"{path}: expected an object with a 'rows' list")
@@ -84,36 +88,131 @@ def _columns(row: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results") -> Table:
-    """The comparison table (measured next to claimed) as a rich Table."""
-    t = Table(title=title, title_justify="left")
+# terminal tables ------------------------------------------------------------------------------------
+_PROSE = "how the paper chose it"
+_MIN_PROSE = 20  # narrower than this, the prose column is left out instead of squashed
+MATCH_NOTE = "match: the built model has exactly the parameter count the paper states."
+BUDGET_NOTE = f"< 5M: at most {BUDGET_PARAMS:,} trainable parameters, the budget the reports worked under."
+
+
+def _fit(
+    title: str, columns: Sequence[tuple[str, str, dict[str, Any]]], rows: Sequence[Sequence[str]],
+    width: int | None, notes: Sequence[str] = (), optional: Sequence[str] = (),
+) -> Table:
+    """A table whose numbers are never cut at ``width`` columns (``None``: no limit).
+
+    ``columns`` are (key, header, rich column options); ``rows`` hold one escaped string per column.
+    The prose column wraps; when it would get fewer than ``_MIN_PROSE`` characters it is left out, and
+    then, while the table is still too wide, the ``optional`` columns in order; a caption says so.
+    """
+    from rich import box
+    from rich.console import Console
+
+    def build(keep: Sequence[str], dropped: Sequence[str]) -> Table:
+        caption = list(notes)
+        if dropped:
+            caption.append(f"Left out at this width ({width} columns): {', '.join(dropped)}; "
+                           "see report.md, --json or a wider terminal.")
+        t = Table(title=title, title_justify="left", caption="\n".join(caption) or None, caption_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        for key, header, opts in columns:
+            if key in keep:
+                t.add_column(header, **opts)
+        for cells in rows:
+            t.add_row(*(c for (key, _, _), c in zip(columns, cells) if key in keep))
+        return t
+
+    keys = [k for k, _, _ in columns]
+    if width is None:
+        return build(keys, [])
+    console = Console(width=width)
+
+    def natural(keep: Sequence[str]) -> int:  # the width the table takes without wrapping anything
+        return build(keep, []).__rich_measure__(console, console.options.update_width(10_000)).maximum
+
+    if _PROSE not in keys or width - natural([k for k in keys if k != _PROSE]) >= _MIN_PROSE + 2:
+        return build(keys, [])
+    keep, dropped = [k for k in keys if k != _PROSE], [_PROSE]
+    for key in optional:
+        if natural(keep) <= width:
+            break
+        keep.remove(key)
+        dropped.append(key)
+    return build(keep, dropped)
+
+
+_NUM: dict[str, Any] = {"justify": "right", "no_wrap": True}  # a number column: never wrapped or cut
+
+
+def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results", width: int | None = None) -> Table:
+    """The comparison table (measured next to claimed) as a rich Table for a terminal of ``width`` columns.
+
+    Numbers are never cut: the prose column ("how the paper chose it") wraps, or is left out when the
+    terminal is too narrow for it (a caption says so). The device goes into the title when all rows share it.
+    """
     if not rows:
+        t = Table(title=title, title_justify="left")
         t.add_column("no rows")
         return t
-    for header, _ in _columns(rows[0]):
-        wrap = header == "how the paper chose it"
-        t.add_column(header, justify="left" if header in ("recipe", "how the paper chose it") else "right",
-                     max_width=40 if wrap else None, no_wrap=not wrap,
-                     style="bold" if header.startswith("measured") else ("dim" if header.startswith(("claimed", "how")) else None))
+    devices = {r.get("device") for r in rows if r.get("measured_accuracy") is not None}
+    one_device = devices.pop() if len(devices) == 1 else None
+    if one_device:
+        title = f"{title}, on {one_device}"
+    columns = [
+        ("recipe", "recipe", {"no_wrap": True}),
+        ("params", "params", _NUM),
+        ("FLOPs", "FLOPs", _NUM),
+        ("measured acc (ours)", "measured\n(ours)", {**_NUM, "style": "bold"}),
+        ("claimed acc (paper)", "claimed\n(paper)", {**_NUM, "style": "dim"}),
+        (_PROSE, _PROSE, {"max_width": 48, "style": "dim"}),
+        ("diff", "diff\n(pp)", _NUM),
+        ("epochs", "epochs", _NUM),
+        ("train time", "train\ntime", _NUM),
+        ("images/s", "img/s", _NUM),
+    ]
+    cells = []
     for row in rows:
-        t.add_row(*(escape(v) for _, v in _columns(row)))
-    return t
+        values = dict(_columns(row))
+        values["diff"] = values["diff"].removesuffix(" pp")
+        if one_device:
+            values["train time"] = _time(row.get("train_time_s"))
+        cells.append([escape(values[key]) for key, _, _ in columns])
+    return _fit(title, columns, cells, width, [_diff_note(rows)], optional=("images/s", "train time"))
 
 
-def dry_run_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """The dry-run table: built params/FLOPs, the paper's claimed params and accuracy, the 5M budget."""
-    t = Table(title="compress-bench --dry-run (built models; claims are the papers')", title_justify="left")
-    for col in ("recipe", "params", "FLOPs", "claimed params", "match", "claimed acc", "how the paper chose it", "< 5M"):
-        wrap = col == "how the paper chose it"
-        t.add_column(col, justify="left" if col in ("recipe", "how the paper chose it") else "right",
-                     max_width=44 if wrap else None, no_wrap=not wrap)
-    for r in rows:
-        t.add_row(
-            escape(r["recipe"]), f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f} M", f"{r['claimed_params']:,}",
-            "yes" if r["params_match"] else "[red]NO[/red]", _pct(r.get("claimed_accuracy")),
-            escape(r.get("claim_basis") or "-"), "yes" if r["under_budget"] else "no",
-        )
-    return t
+def _diff_note(rows: Sequence[dict[str, Any]], name: str = "diff") -> str:
+    """What ``diff`` is, and why rows have none."""
+    why = sorted({str(r["no_difference_because"]) for r in rows if r.get("no_difference_because")})
+    note = f"{name}: measured - claimed, in percentage points, only for a run of the paper's own full schedule on the whole CIFAR-10"
+    if why:
+        note += f" (none here: {'; '.join(why)})" if all(r.get("difference") is None for r in rows) else f" (some rows have none: {'; '.join(why)})"
+    return note + "."
+
+
+def dry_run_table(rows: Sequence[dict[str, Any]], width: int | None = None) -> Table:
+    """The dry-run table: built params/FLOPs, the paper's claimed params and accuracy, the 5M budget.
+
+    A caption explains ``match`` and ``< 5M``. At ``width`` columns numbers are never cut: the prose
+    column wraps, or is left out when there is no room for it.
+    """
+    columns = [
+        ("recipe", "recipe", {"no_wrap": True}),
+        ("params", "params", _NUM),
+        ("FLOPs", "FLOPs", _NUM),
+        ("claimed params", "claimed\nparams", _NUM),
+        ("match", "match", _NUM),
+        ("claimed acc", "claimed\nacc", _NUM),
+        (_PROSE, _PROSE, {"max_width": 48}),
+        ("< 5M", "< 5M", _NUM),
+    ]
+    cells = [
+        [escape(r["recipe"]), f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f} M", f"{r['claimed_params']:,}",
+         "yes" if r["params_match"] else "[red]NO[/red]", _pct(r.get("claimed_accuracy")),
+         escape(r.get("claim_basis") or "-"), "yes" if r["under_budget"] else "no"]
+        for r in rows
+    ]
+    return _fit("compress-bench --dry-run (built models; claims are the papers')", columns, cells, width,
+                [MATCH_NOTE, BUDGET_NOTE])
 
 
 def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
@@ -137,8 +236,9 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         "**Where the numbers come from.** *Measured* columns (accuracy, epochs, train time, images/s) were "
         f"produced by `compress-bench` in this run ({len(measured)} of {len(rows)} recipes trained; budget "
         f"`{results.get('budget')}`"
-        + (f", epochs overridden to {results['epochs']}" if results.get("epochs") else "")
+        + (f", epochs overridden to {results['epochs']} (the schedule laid over them)" if results.get("epochs") else "")
         + (f", at most {results['max_steps_per_epoch']} steps per epoch" if results.get("max_steps_per_epoch") else "")
+        + "".join(f", {k.replace('_', ' ')} overridden to {v}" for k, v in sorted((results.get("overrides") or {}).items()))
         + data_note
         + f"; device: {', '.join(devices) or 'n/a'}"
         + (f"; commit {', '.join(commits)}" if commits else "")
@@ -156,7 +256,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
     for r in rows:
         lines.append("| " + " | ".join(v.replace("|", "\\|") for _, v in _columns(r)) + " |")
     lines.append("")
-    lines.append(f"Budget line: {BUDGET_PARAMS / 1e6:.0f} M parameters. `diff` = measured - claimed, in percentage points.")
+    lines.append(f"Budget line: {BUDGET_PARAMS / 1e6:.0f} M parameters. {_diff_note(rows, '`diff`')}")
     for key, caption in (("params", "Accuracy vs parameters"), ("flops", "Accuracy vs FLOPs"), ("curves", "Test accuracy per epoch")):
         if plots and key in plots:
             lines += ["", f"## {caption}", "", f"![{caption}]({plots[key]})"]
@@ -180,10 +280,20 @@ def plot_accuracy(
     """Accuracy vs ``x`` (``params`` or ``flops``): filled = measured on ``dataset``, hollow = the paper's
     claim (on CIFAR-10).
 
-    On the params plot the 5M budget is a vertical line. Each recipe has its own colour and label.
+    On the params plot the 5M budget is a vertical line. Each recipe has its own colour and label; the
+    legend sits outside the axes, so it covers no marker.
     """
+    fig = accuracy_figure(rows, x, title=title, dataset=dataset)
+    path = Path(path)
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
+def accuracy_figure(rows: Sequence[dict[str, Any]], x: str, *, title: str = "", dataset: str = "CIFAR-10") -> Any:
+    """The matplotlib figure that :func:`plot_accuracy` saves."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
     cmap = plt.get_cmap("tab10")
     labels, points = [], []
     for i, r in enumerate(rows):
@@ -209,17 +319,14 @@ def plot_accuracy(
         ax.text(BUDGET_PARAMS / 1e6, 0.02, " 5M budget", color="crimson", fontsize=9, transform=ax.get_xaxis_transform())
     ax.scatter([], [], s=70, color="gray", label="measured (ours)")
     ax.scatter([], [], s=90, facecolors="none", edgecolors="gray", linewidths=1.8, label="claimed (paper)")
-    ax.legend(loc="best", fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     ax.set_xlabel("parameters (M)" if x == "params" else "FLOPs per 32x32 image (M multiply-adds)")
     ax.set_ylabel(f"{dataset} test accuracy (%)" if dataset == "CIFAR-10"
                   else f"test accuracy (%): measured on {dataset}, claims on CIFAR-10")
     ax.set_title(title or f"Accuracy vs {'parameters' if x == 'params' else 'FLOPs'}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _place_labels(ax: Any, labels: list[tuple[str, float, float, Any]], points: list[tuple[float, float]]) -> None:
@@ -314,16 +421,42 @@ def curves_figure(rows: Sequence[dict[str, Any]], *, title: str = "") -> Any:
     return fig
 
 
+def run_label(results: dict[str, Any]) -> str:
+    """What a run was, for titles: budget, epochs actually run, step cap, time budget and data when not
+    the whole CIFAR-10, e.g. ``budget fast, 2 epochs, at most 5 steps per epoch, data: synthetic``."""
+    rows = results.get("rows") or []
+    parts = [f"budget {results.get('budget') or '?'}"]
+    if results.get("time_budget_min"):
+        parts.append(f"{results['time_budget_min']:g} min time budget")
+    ran = sorted({int(r["epochs_run"]) for r in rows if r.get("epochs_run") is not None})
+    if ran:
+        parts.append(f"{ran[0]} epoch{'s' if ran[-1] != 1 else ''}" if len(ran) == 1 else f"{ran[0]}-{ran[-1]} epochs")
+    if results.get("max_steps_per_epoch"):
+        parts.append(f"at most {results['max_steps_per_epoch']} steps per epoch")
+    overrides = results.get("overrides") or {}
+    parts += [f"{k.replace('_', ' ')} {v}" for k, v in sorted(overrides.items())]
+    data = results.get("data") or {}
+    name = data.get("name") or "CIFAR-10"
+    if name != "CIFAR-10":
+        parts.append(f"data: {name}")
+    elif data.get("train") and (data.get("train"), data.get("test")) != (50_000, 10_000):
+        parts.append(f"{data['train']:,} train / {data['test']:,} test images")
+    return ", ".join(parts)
+
+
 def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
-    """Render ``run_dir/results.json`` into ``report.md`` and the PNG plots; print the table. Returns report.md."""
+    """Render ``run_dir/results.json`` into ``report.md`` and the PNG plots; print the table. Returns report.md.
+
+    Plot titles and the table title say what the run was (:func:`run_label`); the table fits the
+    console's width.
+    """
     run_dir = Path(run_dir)
     if run_dir.is_file():  # a results.json given directly
         run_dir = run_dir.parent
     results = load_results(run_dir)
     rows = results["rows"]
-    budget = results.get("budget") or "?"
     dataset = (results.get("data") or {}).get("name") or "CIFAR-10"
-    where = f"budget: {budget}" + ("" if dataset == "CIFAR-10" else f", data: {dataset}")
+    where = run_label(results)
     plots: dict[str, str] = {}
     plot_accuracy(rows, "params", run_dir / PLOTS["params"], title=f"Accuracy vs parameters ({where})", dataset=dataset)
     plots["params"] = PLOTS["params"]
@@ -337,6 +470,7 @@ def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
         from rich.console import Console
 
         console = Console()
-    console.print(table(rows, title=f"compress-bench {results.get('run', '')} ({where}): measured vs claimed"))
-    console.print(f"report: {report}")
+    console.print(table(rows, title=f"compress-bench {results.get('run', '')} ({where}): measured vs claimed",
+                        width=console.width))
+    console.print(f"report: {report}", highlight=False, markup=False)
     return report

@@ -81,3 +81,135 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])
     assert code == 2
     assert "error" in capsys.readouterr().out
+
+
+
+def test_dry_run_reports_progress_and_builds_on_one_thread(monkeypatch):
+    # Building is many batch-1 passes: on a busy 2-core CPU one thread is several times faster than two
+    # (the 8-recipe dry run: 45 s -> 5 s), so the dry run counts on one thread and restores the caller's count.
+    import yaml
+
+    from compress import bench
+
+    tiny = [recipes.from_mapping(yaml.safe_load(TINY.format(name=n))) for n in ("a", "b")]
+    real, seen, calls = bench.count_flops, [], []
+    monkeypatch.setattr(bench, "count_flops", lambda m: (seen.append(torch.get_num_threads()), real(m))[1])
+    with bench.torch_threads(2):
+        rows = bench.dry_run(tiny, on_recipe=lambda *a: calls.append(a))
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 1] and [r["recipe"] for r in rows] == ["a", "b"]
+    assert calls == [(0, 2, "a"), (1, 2, "b"), (2, 2, "")]
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        with bench.torch_threads(0):
+            pass
+
+
+# CLI habits ---------------------------------------------------------------------------------------
+def _tiny_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "r"
+    d.mkdir(exist_ok=True)
+    (d / "tiny.yaml").write_text(TINY.format(name="tiny"))
+    return d
+
+
+def test_json_dash_prints_the_rows_to_stdout(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--dry-run", "--recipes-dir", str(_tiny_dir(tmp_path)), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)  # stdout holds the JSON and nothing else
+    assert payload["mode"] == "dry-run" and [r["recipe"] for r in payload["rows"]] == ["tiny"]
+    assert "claimed" in captured.err and "match:" in captured.err  # the table went to stderr
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("device, cuda, message", [
+    ("gpu", False, "--device 'gpu' is not a device; accepted: cpu, cuda, cuda:N, mps"),
+    ("cuda", False, "--device 'cuda': torch sees no CUDA GPU on this machine; use cpu"),
+    ("cuda:3", True, "--device 'cuda:3': this machine has 1 CUDA device(s), cuda:0 to cuda:0"),
+])
+def test_device_is_checked_before_anything_is_written(tmp_path, monkeypatch, capsys, device, cuda, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if cuda else 0)
+    with pytest.raises(SystemExit) as e:
+        main([str(_tiny_dir(tmp_path) / "tiny.yaml"), "--device", device, "--data", "synthetic:64:32", "--out", "run"])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no run folder, no data folder
+
+
+def test_dataset_errors_name_the_cli_flag(tmp_path, capsys):
+    code = main([str(_tiny_dir(tmp_path) / "tiny.yaml"), "--device", "cpu", "--data", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "run")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2 and "--download to fetch CIFAR-10" in out and "download=True" not in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_failed_download_leaves_no_data_folder(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+
+    def offline(root, train=True, download=False):  # what torchvision does offline: make the folder, then fail
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"")
+        raise RuntimeError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COMPRESS_DATA", raising=False)
+    assert main([str(_tiny_dir(tmp_path) / "tiny.yaml"), "--device", "cpu", "--download", "--out", "run"]) == 2
+    assert "could not download CIFAR-10" in capsys.readouterr().out
+    assert not (tmp_path / "data").exists()
+    from compress import bench
+
+    (tmp_path / "data").mkdir()  # an empty ./data is no dataset either
+    assert bench.find_dataset() is None
+
+
+def test_report_of_a_missing_folder_names_it(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "runs" / "nope")]) == 2
+    assert f"no run folder {tmp_path / 'runs' / 'nope'}: it does not exist" in " ".join(capsys.readouterr().out.split())
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"no results in {tmp_path}: it has no results.json yet" in " ".join(capsys.readouterr().out.split())
+
+
+def test_fallback_line_mentions_device_cpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COMPRESS_DATA", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--recipes-dir", str(_tiny_dir(tmp_path)), "--data", "synthetic"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "showing the dry run instead" in ln]
+    assert line == "compress-bench: no GPU (pass --device cpu to train on the CPU anyway); showing the dry run instead."
+
+
+def _run_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [str(_tiny_dir(tmp_path) / "tiny.yaml"), "--device", "cpu", "--data", "synthetic:64:32", "--no-progress",
+            "--out", str(tmp_path / "run"), "--max-steps-per-epoch", "2", *extra]
+
+
+def test_overrides_are_recorded_and_a_resume_with_other_ones_is_refused(tmp_path, capsys):
+    assert main(_run_args(tmp_path, "--batch-size", "8", "--lr", "0.05", "--seed", "3", "--threads", "1")) == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["overrides"] == {"batch_size": 8, "lr": 0.05, "seed": 3} and manifest["threads"] == 1
+    config = torch.load(tmp_path / "run" / "tiny" / "checkpoint.pt", weights_only=True)["config"]
+    assert (config["batch_size"], config["optimizer"]["lr"], config["seed"]) == (8, 0.05, 3)
+    row = json.loads((tmp_path / "run" / "tiny" / "row.json").read_text())
+    assert row["precision"]["threads"] == 1
+    capsys.readouterr()
+    assert main(_run_args(tmp_path, "--batch-size", "16", "--lr", "0.05", "--seed", "3")) == 2
+    msg = " ".join(capsys.readouterr().out.split())
+    assert "it was run with --batch-size 8 --lr 0.05 --seed 3, this command gives --batch-size 16 --lr 0.05 --seed 3" in msg
+    with pytest.raises(SystemExit):
+        main(_run_args(tmp_path, "--batch-size", "0"))
+    assert "--batch-size: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_train_and_test_images_take_a_subset(tmp_path, capsys):
+    assert main(_run_args(tmp_path, "--train-images", "40", "--test-images", "16", "--epochs", "1")) == 0
+    data = json.loads((tmp_path / "run" / "manifest.json").read_text())["data"]
+    assert (data["train"], data["test"]) == (40, 16)
+    assert "40 train / 16 test images" in (tmp_path / "run" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(_run_args(tmp_path, "--train-images", "100", "--out", str(tmp_path / "other"))) == 2
+    assert "--train-images 100: the dataset has 64 training images; give 1 to 64" in capsys.readouterr().out
+    assert not (tmp_path / "other").exists()

@@ -205,3 +205,19 @@ def test_fingerprint_ignores_settings_at_their_defaults():
     explicit = from_mapping({**base, "train": {"epochs": 3, "tta_flip": False, "compile": False}})
     other = from_mapping({**base, "train": {"epochs": 3, "tta_flip": True}})
     assert plain.fingerprint("paper") == explicit.fingerprint("paper") != other.fingerprint("paper")
+
+
+def test_only_a_full_paper_run_is_compared_with_the_claim(loaded):
+    from compress.bench import comparable
+
+    full = {"name": "CIFAR-10", "train": 50_000, "test": 10_000}
+    r = loaded["004"]
+    assert comparable(r, "paper", full) is None
+    assert comparable(r, "paper", full, epochs=50, overrides={"seed": 7}) is None  # the paper's own length; a seed
+    assert comparable(r, "fast", full) == "the fast budget (20 epochs), not the paper's own schedule"
+    assert comparable(r, "paper", full, epochs=5) == "5 epochs instead of the paper's 50"
+    assert comparable(r, "paper", full, max_steps_per_epoch=3) == "at most 3 steps per epoch (a smoke run)"
+    assert comparable(r, "paper", {**full, "train": 5000}) == "a subset of CIFAR-10 (5,000 train / 10,000 test images)"
+    assert comparable(r, "paper", {**full, "name": "synthetic"}) == "trained on synthetic, not CIFAR-10"
+    assert comparable(r, "paper", full, overrides={"lr": 0.1}) == "overridden lr 0.1"
+    assert comparable(loaded["resnet18"], "paper", full) == "the paper claims no accuracy"

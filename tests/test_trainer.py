@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -112,6 +113,59 @@ def test_resume_after_kill_reproduces_uninterrupted_run(data, tmp_path, monkeypa
                        full.model.state_dict()["5.weight"])
     with pytest.raises(ValueError, match="different config"):
         train(tiny_net(), data, cfg(**{**_FULL, "seed": 5}), out_dir=tmp_path / "b", resume=True, progress=False)
+
+
+def test_resume_mid_epoch_reproduces_uninterrupted_run(data, tmp_path, monkeypatch):
+    # checkpoint_every_s=0: a checkpoint after every step; the run is killed in the middle of epoch 2
+    # (after its 2nd of 4 steps) and resumed: same history, weights and final checkpoint as a run that
+    # was never interrupted (mixup, EMA, Lookahead, per-step schedule and val split all carry their state).
+    kw = dict(progress=False, max_steps_per_epoch=4)
+    full = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "a", checkpoint_every_s=None, **kw)
+
+    real_save, saved_at = trainer_module._save_checkpoint, []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        saved_at.append((state["epoch"], state["step"]))
+        if (state["epoch"], state["step"]) == (1, 2):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", checkpoint_every_s=0, **kw)
+    assert saved_at == [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]  # every step; epoch ends as before
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert ck["partial"]["ranks"][0]["seen"] == 2 * 32 and not ck["finished"]
+    assert len(json.loads((tmp_path / "b" / "history.json").read_text())) == 1  # history.json: epoch ends only
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", real_save)
+    torch.manual_seed(4321)  # disturb global RNG: resume must restore it
+    resumed = train(tiny_net(), data, cfg(**_FULL), out_dir=tmp_path / "b", resume=True, checkpoint_every_s=0, **kw)
+
+    strip = lambda h: [{k: v for k, v in row.items() if k not in ("epoch_time_s", "images_per_s")} for row in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    ck_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    ck_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(v, ck_b["model"][k]) for k, v in ck_a["model"].items())
+    assert ck_b["epoch"] == 3 and ck_b["step"] == 0 and ck_b["finished"]
+
+
+def test_mid_epoch_checkpoint_refuses_another_layout(data, tmp_path, monkeypatch):
+    real_save = trainer_module._save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["step"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_net(), data, cfg(), out_dir=tmp_path, checkpoint_every_s=0, progress=False, max_steps_per_epoch=4)
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", real_save)
+    with pytest.raises(ValueError, match="middle of an epoch of 4 steps by 1 process"):
+        train(tiny_net(), data.subset(32 * 3), cfg(), out_dir=tmp_path, resume=True, progress=False, max_steps_per_epoch=4)
 
 
 class _BlowsUp(nn.Module):
@@ -359,3 +413,53 @@ def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(data,
     torch.save(state, tmp_path / "checkpoint.pt")
     again = train(tiny_net(), data, c, out_dir=tmp_path, resume=True, progress=False)
     assert again.test_acc == first.test_acc and again.history == first.history
+
+
+@pytest.mark.parametrize("every_s, expected", [(1e9, [1, 4, 1, 4]), (0.0, [1, 2, 3, 4] * 2)])
+def test_progress_updates_after_the_first_step_and_by_time(data, monkeypatch, every_s, expected):
+    # A CPU step can take 20 s: the bar shows numbers after step 1, then every 20 steps or every
+    # _PROGRESS_EVERY_S seconds, whichever comes first (here: never by time, or always).
+    monkeypatch.setattr(trainer_module, "_PROGRESS_EVERY_S", every_s)
+    real, steps = trainer_module._Progress.update, []
+
+    def spy(self, epoch, n_epochs, step, *rest):
+        steps.append(step)
+        return real(self, epoch, n_epochs, step, *rest)
+
+    monkeypatch.setattr(trainer_module._Progress, "update", spy)
+    train(tiny_net(), data, cfg(epochs=2), progress=True, max_steps_per_epoch=4)
+    assert steps == expected
+
+
+def test_eta_counts_down_from_the_time_per_step():
+    from types import SimpleNamespace
+
+    task = SimpleNamespace(total=100, completed=10, fields={"per_step": 20.0, "at": 50.0})
+    assert trainer_module._eta_text(task, now=50.0) == "ETA 0:30:00"  # 90 steps x 20 s
+    assert trainer_module._eta_text(task, now=65.0) == "ETA 0:29:45"  # counting down between updates
+    assert trainer_module._eta_text(SimpleNamespace(total=100, completed=0, fields={"per_step": None}), 0) == "ETA -:--:--"
+
+
+def test_over_epochs_lays_the_schedule_over_a_shorter_run():
+    paper = TrainConfig.from_dict({"epochs": 200, "schedule": {"name": "cosine", "t_max": 200, "warmup_epochs": 10}})
+    short = paper.over_epochs(20)
+    assert short.epochs == 20 and short.schedule.t_max == 20 and short.schedule.warmup_epochs == pytest.approx(1.0)
+    lrs = _lrs(dataclasses.asdict(short.schedule), 20)
+    assert lrs[0] == pytest.approx(1.0) and lrs[-1] < 0.05  # anneals to ~0 by the end, as the full run does
+    assert paper.over_epochs(200) is paper and paper.schedule.t_max == 200  # the original is untouched
+    steps = TrainConfig.from_dict({"epochs": 300, "schedule": {"name": "step", "step_size": 5, "gamma": 0.95}})
+    s = steps.over_epochs(30).schedule
+    assert s.step_size == 1 and s.gamma ** 30 == pytest.approx(0.95 ** 60)  # the same total decay
+    restarts = TrainConfig.from_dict({"epochs": 150, "schedule": {"name": "cosine_restarts", "t_0": 50}})
+    assert restarts.over_epochs(15).schedule.t_0 == 5
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+        paper.over_epochs(0)
+
+
+def test_with_overrides_replaces_only_what_is_given():
+    c = cfg()
+    o = c.with_overrides(batch_size=8, lr=0.05)
+    assert (o.batch_size, o.optimizer.lr, o.seed) == (8, 0.05, c.seed) and o.optimizer.momentum == c.optimizer.momentum
+    assert c.with_overrides() == c and c.with_overrides(seed=4).seed == 4
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        c.with_overrides(lr=0.0)

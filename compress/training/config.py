@@ -7,6 +7,7 @@ ResNet-18 on CIFAR-10: SGD 0.1/0.9/5e-4, cosine over 200 epochs, batch 128, crop
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,3 +179,49 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that :meth:`from_dict` accepts."""
         return to_dict(self)
+
+    def with_overrides(
+        self, *, batch_size: int | None = None, lr: float | None = None, seed: int | None = None
+    ) -> "TrainConfig":
+        """A copy with the given batch size, (peak) learning rate or seed; ``None`` keeps a field as it is."""
+        for name, value, kind in (("batch_size", batch_size, int), ("seed", seed, int), ("lr", lr, (int, float))):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        return dataclasses.replace(
+            self,
+            batch_size=self.batch_size if batch_size is None else batch_size,
+            optimizer=self.optimizer if lr is None else dataclasses.replace(self.optimizer, lr=float(lr)),
+            seed=self.seed if seed is None else seed,
+        )
+
+    def over_epochs(self, epochs: int) -> "TrainConfig":
+        """This run laid over ``epochs`` epochs: every schedule length given in epochs (``t_max``, ``t_0``,
+        ``step_size``, ``warmup_epochs``) is scaled by ``epochs / self.epochs``, so a shortened run still
+        warms up, anneals and decays over its whole length as the full one does.
+
+        A step schedule's step size is rounded to whole epochs (at least 1) and its ``gamma`` adjusted so
+        that the total decay over the run stays the same. Early-stopping patience is not scaled.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if epochs == self.epochs:
+            return self
+        f = epochs / self.epochs
+        s = self.schedule
+        changes: dict[str, Any] = {"warmup_epochs": s.warmup_epochs * f}
+        if s.name == "cosine" and s.t_max is not None:
+            changes["t_max"] = max(1, round(s.t_max * f))
+        elif s.name == "cosine_restarts":
+            changes["t_0"] = max(1, round(s.t_0 * f))
+        elif s.name == "step":
+            changes["step_size"] = max(1, round(s.step_size * f))
+            # the total decay gamma ** (E / step_size) is kept: gamma' ** (epochs / step_size') equals it
+            changes["gamma"] = s.gamma ** ((self.epochs / s.step_size) / (epochs / changes["step_size"]))
+        schedule = dataclasses.replace(s, **changes)
+        return dataclasses.replace(self, epochs=epochs, schedule=schedule)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "all_reduce_sum", "cleanup"]
+__all__ = ["DistInfo", "setup", "check_device", "all_reduce_sum", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,28 @@ class DistInfo:
         return self.rank == 0
 
 
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device``, checked before anything starts: ``cpu``, ``cuda``, ``cuda:N`` or
+    ``mps``, and present on this machine. Raises ``ValueError`` (one line, naming ``name``) otherwise."""
+    accepted = "accepted: cpu, cuda, cuda:N, mps"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name} {str(device)!r} is not a device; {accepted}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {str(device)!r}: torch sees no CUDA GPU on this machine; use cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"{name} {str(device)!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name} {str(device)!r}: torch sees no MPS device on this machine; use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} {str(device)!r}: compress trains on cpu, cuda or mps; {accepted}")
+    return dev
+
+
 def setup(device: str | torch.device | None = None) -> DistInfo:
     """Join the process group if launched by ``torchrun`` (or one is already initialised); pick the device.
 
@@ -42,7 +64,7 @@ def setup(device: str | torch.device | None = None) -> DistInfo:
     """
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = check_device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":

@@ -37,6 +37,7 @@ __all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT", "a
 
 CHECKPOINT_FORMAT = "compress.checkpoint/1"
 _CHECK_EVERY = 20  # steps between progress updates (and, in one process, non-finite loss checks)
+_PROGRESS_EVERY_S = 2.0  # ... and at most this many seconds between progress updates
 _AMP_ON_CPU = False  # tests set this to run the fp16 autocast/GradScaler code path on the CPU
 
 
@@ -88,15 +89,19 @@ def train(
     progress: bool = True,
     epochs: int | None = None,
     max_steps_per_epoch: int | None = None,
+    checkpoint_every_s: float | None = 300.0,
 ) -> TrainResult:
     """Train a copy of ``model`` on ``data`` as ``config`` says; the caller's model is not modified.
 
     ``device=None`` uses CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else the CPU.
     ``epochs`` overrides ``config.epochs`` (the schedule is laid out over it); ``max_steps_per_epoch``
     cuts each epoch short (smoke runs, tests). With ``out_dir`` each epoch writes ``checkpoint.pt``
-    (atomically) and ``history.json``, and the end writes ``model.pt`` (:func:`compress.save`).
-    ``resume=True`` continues from ``out_dir/checkpoint.pt`` if present (a finished run returns its stored
-    result at once). A NaN/inf loss raises :class:`NonFiniteLossError`. Returns a :class:`TrainResult`.
+    (atomically) and ``history.json``, and the end writes ``model.pt`` (:func:`compress.save`); inside
+    an epoch ``checkpoint.pt`` is also rewritten once ``checkpoint_every_s`` seconds have passed since the
+    last one (``None``: only at epoch ends; ``0``: after every step). ``resume=True`` continues from
+    ``out_dir/checkpoint.pt`` if present, mid-epoch too, to the same result as an uninterrupted run (a
+    finished run returns its stored result at once). A NaN/inf loss raises :class:`NonFiniteLossError`.
+    Returns a :class:`TrainResult`.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -161,7 +166,7 @@ def train(
     best: dict[str, Any] | None = None
     stopper = {"best": None, "bad": 0}
     totals = {"wall": 0.0, "step_time": 0.0, "images": 0}
-    start_epoch = 0
+    start_epoch, start_step, partial = 0, 0, None
     if saved is not None:
         net.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -171,7 +176,16 @@ def train(
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         history, best, stopper, totals = saved["history"], saved["best"], saved["stopper"], saved["totals"]
-        start_epoch = int(saved["epoch"])
+        start_epoch, start_step = int(saved["epoch"]), int(saved.get("step", 0))
+        if start_step:  # a mid-epoch checkpoint: this rank's sums so far in the epoch
+            ranks = saved["partial"]["ranks"]
+            if len(ranks) != info.world_size or saved["steps_per_epoch"] != steps:
+                raise ValueError(
+                    f"{ckpt_path} was written in the middle of an epoch of {saved['steps_per_epoch']} steps by "
+                    f"{len(ranks)} process(es); this run has {steps} steps per epoch and {info.world_size} process(es): "
+                    "resume with the same data and number of processes, or use a fresh out_dir"
+                )
+            partial = {**saved["partial"], **ranks[info.rank]}
         rngs = saved["rng"]
         _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], dev)
 
@@ -184,12 +198,52 @@ def train(
 
     mean = torch.tensor(config.normalize.mean, device=dev)  # once: a copy per step would sync with CUDA
     std = torch.tensor(config.normalize.std, device=dev)
-    bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps)
+    bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps + start_step)
     stopped_early = False
+    last_save = time.perf_counter()
+
+    def write_checkpoint(epoch_done: int, step_done: int, finished: bool, stopped: bool, in_epoch: Any = None) -> None:
+        """``checkpoint.pt`` after ``epoch_done`` epochs and ``step_done`` steps of the next (``in_epoch``:
+        this rank's sums so far in that epoch); history.json at epoch ends. Every rank must call it."""
+        nonlocal last_save
+        gathered = _gather_rng(info, dev, in_epoch)  # same `out` on every rank
+        if info.is_main:
+            rngs = [g["rng"] for g in gathered]
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch_done,
+                "step": step_done,
+                "steps_per_epoch": steps,
+                "epochs": n_epochs,
+                "config": config.to_dict(),
+                "max_steps_per_epoch": max_steps_per_epoch,
+                "finished": finished,
+                "stopped_early": stopped,
+                "model": _cpu_state(net),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": rngs,
+                "history": history,
+                "best": best,
+                "stopper": stopper,
+                "totals": totals,
+                "written": time.time(),
+            }
+            if in_epoch is not None:
+                state["partial"] = {k: v for k, v in in_epoch.items() if k in ("lr", "step_time", "epoch_time")}
+                state["partial"]["ranks"] = [{k: g["partial"][k] for k in ("loss_sum", "correct", "seen")} for g in gathered]
+            else:
+                _write_json(out / "history.json", history)
+            _save_checkpoint(ckpt_path, state)
+        last_save = time.perf_counter()
+
     try:
         for epoch in range(start_epoch, n_epochs):
-            t_epoch = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
+            first_step = start_step if epoch == start_epoch else 0
+            t_epoch = time.perf_counter() - (partial["epoch_time"] if first_step else 0.0)
+            lr = partial["lr"] if first_step else optimizer.param_groups[0]["lr"]
             # One global permutation per epoch, the same on every rank (its own generator, so resuming
             # needs no extra state); rank r takes the r-th slice of each global batch.
             perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
@@ -199,7 +253,11 @@ def train(
             correct = torch.zeros((), device=dev, dtype=torch.int64)
             seen = 0
             t_steps = time.perf_counter()
-            for step in range(steps):
+            if first_step:  # resumed mid-epoch: carry on with the sums and times saved at that step
+                loss_sum += partial["loss_sum"]
+                correct += partial["correct"]
+                seen, t_steps = partial["seen"], t_steps - partial["step_time"]
+            for step in range(first_step, steps):
                 idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
                 idx = idx.tensor_split(info.world_size)[info.rank]
                 x = augment(train_x[idx])
@@ -239,8 +297,15 @@ def train(
                 if (step + 1) % _CHECK_EVERY == 0 or step + 1 == steps:
                     if not info.enabled:  # in DDP all ranks must agree; checked after the all-reduce below
                         _check_finite(float(loss_sum), epoch, step, ckpt_path)
+                if bar.due(step + 1, steps):
                     bar.update(epoch, n_epochs, step + 1, float(loss_sum) / seen, int(correct) / seen,
                                seen * info.world_size / (time.perf_counter() - t_steps))
+                if out is not None and step + 1 < steps and _mid_epoch_due(last_save, checkpoint_every_s, step, loss_sum, info):
+                    now = time.perf_counter()
+                    write_checkpoint(epoch, step + 1, False, False, {
+                        "lr": lr, "step_time": now - t_steps, "epoch_time": now - t_epoch,
+                        "loss_sum": float(loss_sum), "correct": int(correct), "seen": seen,
+                    })
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             step_time = time.perf_counter() - t_steps
@@ -277,29 +342,8 @@ def train(
             stopped_early = stop and epoch + 1 < n_epochs
             bar.log(row)
 
-            rngs = _gather_rng(info, dev) if out is not None else []  # same `out` on every rank
-            if info.is_main and out is not None:
-                state = {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch + 1,
-                    "epochs": n_epochs,
-                    "config": config.to_dict(),
-                    "max_steps_per_epoch": max_steps_per_epoch,
-                    "finished": finished,
-                    "stopped_early": stopped_early,
-                    "model": _cpu_state(net),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": rngs,
-                    "history": history,
-                    "best": best,
-                    "stopper": stopper,
-                    "totals": totals,
-                }
-                _write_json(out / "history.json", history)
-                _save_checkpoint(ckpt_path, state)
+            if out is not None:
+                write_checkpoint(epoch + 1, 0, finished, stopped_early)
             if finished:
                 break
     finally:
@@ -508,9 +552,10 @@ def _set_rng_state(state: dict[str, Any], dev: torch.device) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def _gather_rng(info: distributed.DistInfo, dev: torch.device) -> list[dict[str, Any]]:
-    """Every rank's RNG state (rank order), so each rank resumes its own augmentation stream."""
-    mine = _rng_state(dev)
+def _gather_rng(info: distributed.DistInfo, dev: torch.device, partial: Any = None) -> list[dict[str, Any]]:
+    """Every rank's ``{"rng": RNG state, "partial": partial}`` (rank order), so each rank resumes its own
+    augmentation stream (and, mid-epoch, its own sums)."""
+    mine = {"rng": _rng_state(dev), "partial": partial}
     if not info.enabled:
         return [mine]
     gathered: list[Any] = [None] * info.world_size
@@ -518,32 +563,64 @@ def _gather_rng(info: distributed.DistInfo, dev: torch.device) -> list[dict[str,
     return gathered
 
 
+def _mid_epoch_due(
+    last_save: float, every_s: float | None, step: int, loss_sum: torch.Tensor, info: distributed.DistInfo
+) -> bool:
+    """Whether to write a mid-epoch checkpoint after ``step`` (0-based): ``every_s`` seconds have passed
+    since the last one and the loss so far is finite. In DDP rank 0's clock decides, every
+    ``_CHECK_EVERY`` steps (one tiny all-reduce), so that all ranks save together."""
+    if every_s is None:
+        return False
+    if not info.enabled:
+        return time.perf_counter() - last_save >= every_s and math.isfinite(float(loss_sum))
+    if (step + 1) % _CHECK_EVERY:
+        return False
+    due = float(info.is_main and time.perf_counter() - last_save >= every_s)
+    flags = torch.tensor([due, float(not math.isfinite(float(loss_sum)))], device=loss_sum.device, dtype=torch.float64)
+    distributed.all_reduce_sum(flags, info)
+    return bool(flags[0] > 0 and flags[1] == 0)
+
+
 # progress ---------------------------------------------------------------------------------------
 class _Progress:
-    """A rich progress bar over the whole run (loss, accuracy, images/s, ETA); silent when disabled."""
+    """A rich progress bar over the whole run: loss, accuracy, images/s, elapsed time and ETA.
+
+    It is updated after the first step, every ``_CHECK_EVERY`` steps and whenever ``_PROGRESS_EVERY_S``
+    seconds have passed (a CPU step can take many seconds), so it shows numbers and an ETA from the
+    first step on. The ETA is the time per step so far in this process (evaluation included) times the
+    steps left, counting down between updates. Silent when disabled.
+    """
 
     def __init__(self, enabled: bool, total: int, completed: int) -> None:
         self.p = None
         if not enabled:
             return
-        from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.p = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[ips]:,.0f} img/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), _EtaColumn(),
         )
-        self.task = self.p.add_task("train", total=total, completed=completed, loss=float("nan"), acc=0.0, ips=0.0)
+        self.task = self.p.add_task("train", total=total, completed=completed, stats="loss -  acc -  - img/s",
+                                    per_step=None, at=0.0)
+        self.first, self.t0, self.last = completed, time.perf_counter(), float("-inf")
         self.p.start()
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether to update after ``step`` (1-based) of ``steps``: first, every ``_CHECK_EVERY``, last, or by time."""
+        if self.p is None:
+            return False
+        return step == 1 or step == steps or step % _CHECK_EVERY == 0 or time.perf_counter() - self.last >= _PROGRESS_EVERY_S
 
     def update(self, epoch: int, n_epochs: int, step: int, loss: float, acc: float, ips: float) -> None:
         if self.p is None:
             return
         per = self.p.tasks[0].total // n_epochs
-        self.p.update(self.task, completed=epoch * per + step, description=f"epoch {epoch + 1}/{n_epochs}",
-                      loss=loss, acc=acc, ips=ips)
+        done = epoch * per + step
+        now = self.last = time.perf_counter()
+        per_step = (now - self.t0) / (done - self.first) if done > self.first else None
+        self.p.update(self.task, completed=done, description=f"epoch {epoch + 1}/{n_epochs}",
+                      stats=f"loss {loss:.4f}  acc {acc:.3f}  {ips:,.0f} img/s", per_step=per_step, at=now)
 
     def log(self, row: dict[str, Any]) -> None:
         if self.p is None:
@@ -555,6 +632,32 @@ class _Progress:
                   f"{row['epoch_time_s']:.1f}s", f"{row['images_per_s']:,.0f} img/s"]
         self.p.console.print("  ".join(parts))
 
+    def note(self, text: str) -> None:
+        """Print one line above the bar."""
+        if self.p is not None:
+            self.p.console.print(text, highlight=False, markup=False)
+
     def close(self) -> None:
         if self.p is not None:
             self.p.stop()
+
+
+def _eta_text(task: Any, now: float) -> str:
+    """``ETA h:mm:ss`` from the task's seconds per step, counting down since its last update."""
+    per_step = task.fields.get("per_step")
+    if per_step is None or task.total is None:
+        return "ETA -:--:--"
+    left = max(0.0, (task.total - task.completed) * per_step - (now - task.fields["at"]))
+    m, sec = divmod(int(round(left)), 60)
+    return f"ETA {m // 60}:{m % 60:02d}:{sec:02d}"
+
+
+def _EtaColumn() -> Any:  # noqa: N802 - a rich column class made on first use (rich is imported lazily)
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(_eta_text(task, time.perf_counter()), style="progress.remaining")
+
+    return EtaColumn()
