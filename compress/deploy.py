@@ -429,8 +429,9 @@ def measure_run(
 ) -> list[dict[str, Any]]:
     """Measure the trained models of a ``compress-bench`` run folder and store the results in it.
 
-    Each finished recipe's ``model.pt`` (all of them, or those in ``names``) is measured by
-    :func:`measure` (``kwargs`` are passed on); its ``latency`` entries are written into the recipe's
+    Each finished recipe's ``model.pt`` (all of them, or those in ``names``, plus the run's ``resnet18``
+    if it has one, the reference) is measured by :func:`measure` (``kwargs`` are passed on); its ``latency``
+    entries are written into the recipe's
     ``row.json`` (replacing earlier ones of the same backend) and ``results.json`` is rebuilt. Returns
     the updated rows. Render the report with :func:`compress.report.write_report`.
     """
@@ -446,6 +447,8 @@ def measure_run(
     if unknown:
         raise ValueError(f"{run} has no finished recipe {unknown[0]!r}; finished: {', '.join(finished)}")
     chosen = list(names) or list(finished)
+    if REFERENCE in finished and REFERENCE not in chosen:  # the run's own ResNet-18 is the reference
+        chosen.append(REFERENCE)
     models = {n: load(run / n / "model.pt") for n in chosen}
     measured = {r["recipe"]: r for r in measure(models, **kwargs)}
     rows = []

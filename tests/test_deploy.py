@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
+from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 import torchvision
+from rich.console import Console
 
 import compress
-from compress import deploy
+from compress import bench, deploy
+from compress.cli import main
 from compress.models import BlockConfig, ResNet, ResNetConfig, StageConfig
 
 from conftest import assert_unchanged, snapshot
@@ -187,3 +193,147 @@ def test_measure_rows_carry_the_reference_of_the_same_session():
         assert ref["name"] == "resnet18" and ref["flops"] == ref_flops and ref["params"] == 11_173_962
         assert ref["median_ms"]["1"] > 0
     assert rows[0]["latency"]["eager"]["reference"] == rows[1]["latency"]["eager"]["reference"]
+
+
+# the report's latency columns -----------------------------------------------------------------------
+def _entry(backend: str, times: dict[int, float], ref: dict[int, float]) -> dict:
+    return {"backend": backend, "device": "cpu", "device_name": "CPU Test (2 cores, 2 threads)", "threads": 2,
+            "image_shape": [3, 32, 32], "params": 1, "torch": "2.14.1", "onnxruntime": None, "date": "2026-12-01T10:00:00Z",
+            "git_commit": "0123456789abcdef", "timings": [
+                {"batch_size": b, "median_ms": ms, "iqr_ms": ms / 10, "min_ms": ms * 0.9, "max_ms": ms * 1.2, "repeats": 10,
+                 "calls_per_repeat": 1, "images_per_s": b / ms * 1e3, "first_call_s": 0.1} for b, ms in times.items()],
+            "reference": {"name": "resnet18", "flops": 556_651_520, "params": 11_173_962,
+                          "median_ms": {str(b): ms for b, ms in ref.items()}}}
+
+
+def _latency_rows() -> list[dict]:
+    ref = {1: 20.0, 256: 2560.0}
+    return [
+        {"recipe": "resnet18", "params": 11_173_962, "flops": 556_651_520, "measured_accuracy": 95.0,
+         "latency": {"eager": _entry("eager", ref, ref)}},
+        {"recipe": "000", "params": 4_903_210, "flops": 367_127_040, "measured_accuracy": 94.0, "claimed_accuracy": 94.5,
+         "latency": {"eager": _entry("eager", {1: 10.0, 256: 2048.0}, ref),
+                     "onnxruntime": {**_entry("onnxruntime", {1: 5.0}, {1: 8.0}), "onnxruntime": "1.32.0"}}},
+        {"recipe": "004", "params": 1_050_202, "flops": 155_400_000, "claimed_accuracy": 90.14},  # not measured
+    ]
+
+
+def test_report_shows_latency_where_measured_and_nothing_where_not(tmp_path):
+    from compress import report
+
+    (tmp_path / "results.json").write_text(json.dumps({"run": "hand", "budget": "fast", "rows": _latency_rows()}))
+    report.write_report(tmp_path, console=Console(file=io.StringIO(), width=250))
+    md = (tmp_path / "report.md").read_text()
+    head = ("| latency b1 (eager) | inference img/s b256 (eager) | speed-up b1 / b256 vs ResNet-18 | FLOP reduction |")
+    assert head in md
+    assert md.count("| 000 | 4,903,210 | 367.13 M | 94.00% | 94.50% |") == 1
+    assert "| 10.0 ms | 125 | 2.00x / 1.25x | 1.52x |" in md  # 20/10, 2560/2048, 556.65/367.13
+    assert "| 20.0 ms | 100 | 1.00x / 1.00x | 1.00x |" in md
+    assert "| 004 | 1,050,202 | 155.40 M | - | 90.14% | - | - | - | - | - | - | - | - | - |" in md  # no number invented
+    section = md[md.index("## Measured inference speed"):]
+    assert "| 000 | eager | 4,903,210 | 367.13 M | 1.52x | 10.0 ms ± 1.0 | 2.00x | 125 | 1.25x | 0.82 |" in section
+    assert "| 000 | onnxruntime | 4,903,210 | 367.13 M | 1.52x | 5.00 ms ± 0.50 | 1.60x | - | - | - |" in section
+    assert "| 004 |" not in section.split("\n\n")[1]
+    assert "CPU Test (2 cores, 2 threads); torch 2.14.1, onnxruntime 1.32.0; 2026-12-01; 10 timed repeats" in section
+    assert "](accuracy_vs_latency.png)" in md
+    img = matplotlib.image.imread(tmp_path / "accuracy_vs_latency.png")
+    assert img.shape[0] >= 400 and img.shape[1] >= 600
+
+    # without any latency the report keeps its old columns and draws no latency plot
+    rows = [{k: v for k, v in r.items() if k != "latency"} for r in _latency_rows()]
+    (tmp_path / "results.json").write_text(json.dumps({"run": "hand", "budget": "fast", "rows": rows}))
+    (tmp_path / "accuracy_vs_latency.png").unlink()
+    report.write_report(tmp_path, console=Console(file=io.StringIO(), width=250))
+    md = (tmp_path / "report.md").read_text()
+    assert "latency" not in md and not (tmp_path / "accuracy_vs_latency.png").exists()
+
+
+# compress-bench export / latency --------------------------------------------------------------------
+TINY_RECIPE = """\
+name: {name}
+source: a tiny recipe for tests
+model:
+  - remove_stage: {{index: 3}}
+  - scale_width: {{factor: {width}}}
+  - redistribute_blocks: {{blocks: [1, 1, 1]}}
+train: {{epochs: 1, batch_size: 16, amp: none, channels_last: false}}
+claims: {{params: 1, accuracy: null, accuracy_basis: none}}
+"""
+
+
+def test_cli_export_of_a_recipe_and_of_a_saved_model(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE.format(name="tiny", width=0.125))
+    saved = compress.save(_scaled(compress.scale_width(compress.resnet18(), 0.1)), tmp_path / "run" / "x" / "model.pt")
+    out = tmp_path / "onnx"
+    assert main(["export", "tiny", str(saved), "--recipes-dir", str(tmp_path), "--out", str(out)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    for name in ("tiny", "x"):
+        assert f"{name}: {out / name}.onnx" in said
+    assert said.count("max abs diff") == 2
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = compress.load(saved)(x).numpy()
+    np.testing.assert_allclose(_ort_logits(out / "x.onnx", x), want, rtol=1e-4, atol=1e-5)
+
+    assert main(["export", "nope", "--recipes-dir", str(tmp_path), "--out", str(out)]) == 2
+    assert "no recipe 'nope'" in capsys.readouterr().out
+
+
+def _hand_run(tmp_path) -> Path:
+    """A run folder as compress-bench writes it, for two tiny models (one named resnet18: the reference)."""
+    run = tmp_path / "run"
+    rows = []
+    for name, width in (("tiny", 0.0625), ("resnet18", 0.125)):
+        model = compress.scale_width(compress.resnet18(), width)
+        compress.save(model, run / name / "model.pt")
+        row = {"recipe": name, "params": compress.count_params(model), "flops": compress.count_flops(model),
+               "measured_accuracy": 50.0}
+        (run / name / bench.RESULT).write_text(json.dumps(row))
+        rows.append(row)
+    (run / bench.MANIFEST).write_text(json.dumps({"recipes": {"tiny": "x", "resnet18": "y"}, "budget": "fast"}))
+    bench.collect(run, rows)
+    return run
+
+
+def test_cli_latency_of_a_run_folder_goes_into_its_report(tmp_path, capsys):
+    run = _hand_run(tmp_path)
+    args = ["latency", "--run", str(run), "--batch-sizes", "1,4", "--repeats", "2", "--warmup", "1", "--threads", "1"]
+    assert main(args) == 0
+    assert "measuring tiny: eager" in capsys.readouterr().out
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    assert [r["recipe"] for r in rows] == ["tiny", "resnet18"]  # the run's order is kept
+    for r in rows:
+        assert r["latency"]["eager"]["threads"] == 1
+        assert [t["batch_size"] for t in r["latency"]["eager"]["timings"]] == [1, 4]
+        assert json.loads((run / r["recipe"] / bench.RESULT).read_text())["latency"] == r["latency"]
+    ref = rows[1]["latency"]["eager"]
+    assert rows[0]["latency"]["eager"]["reference"]["median_ms"]["1"] == ref["timings"][0]["median_ms"]
+    md = (run / "report.md").read_text()
+    assert "## Measured inference speed" in md and (run / "accuracy_vs_latency.png").is_file()
+
+    # a second backend is added next to the first one, for one recipe
+    assert main([*args, "--backend", "onnxruntime", "tiny"]) == 0
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    assert sorted(rows[0]["latency"]) == ["eager", "onnxruntime"]
+    assert sorted(rows[1]["latency"]) == ["eager", "onnxruntime"]  # the run's resnet18 is always the reference
+    assert rows[0]["latency"]["onnxruntime"]["onnxruntime"] == ort.__version__
+
+    capsys.readouterr()
+    assert main(["latency", "--run", str(run), "nope"]) == 2
+    assert "no finished recipe 'nope'; finished: resnet18, tiny" in capsys.readouterr().out
+    assert main(["latency", "--run", str(run), "--backend", "tensorrt"]) == 2
+    assert "choose from eager, compile, onnxruntime" in capsys.readouterr().out
+    assert main(["latency", "--run", str(run), "--batch-sizes", "one"]) == 2
+    assert "--batch-sizes takes comma-separated integers" in capsys.readouterr().out
+
+
+def test_cli_latency_of_recipes_writes_json(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE.format(name="tiny", width=0.125))
+    out = tmp_path / "latency.json"
+    assert main(["latency", "tiny", "--recipes-dir", str(tmp_path), "--batch-sizes", "1", "--repeats", "2",
+                 "--warmup", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["recipe"] == "tiny" and row["params"] == 19_954
+    entry = row["latency"]["eager"]
+    assert entry["reference"]["params"] == 11_173_962 and entry["reference"]["median_ms"]["1"] > 0
+    assert "measured inference speed" in capsys.readouterr().out
