@@ -8,9 +8,11 @@ input), metrics, and save/load::
     small = compress.prune(m, 0.5)
     compress.count_params(small), compress.count_flops(small)
     compress.save(small, "small.pt"); same = compress.load("small.pt")
+    compress.export(small, "small.onnx"); compress.benchmark(small, backend="onnxruntime")
 """
 
 from . import data, models, training, transforms
+from .deploy import benchmark, export
 from .io import load, save
 from .metrics import count_flops, count_params, flops_by_module, summary
 from .models import ResNet, ResNetConfig, resnet18
@@ -53,4 +55,6 @@ __all__ = [
     "summary",
     "save",
     "load",
+    "export",
+    "benchmark",
 ]

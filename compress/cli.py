@@ -6,6 +6,8 @@
     compress-bench report runs/paper            # re-render the report of a run folder
     compress-bench 004 --device cpu --train-images 5000 --epochs 5   # a smaller real run on a CPU
     compress-bench --dry-run --json - | jq .rows   # rows as JSON on stdout (the table goes to stderr)
+    compress-bench export 003 --out onnx/       # ONNX file, checked against PyTorch with ONNX Runtime
+    compress-bench latency --run runs/paper     # measured CPU speed of the trained models, into the report
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Build the recipes (ResNet-18 + transforms), count params and FLOPs, train them into a run\n"
             "folder and compare with the reports' claims. Without a GPU (and no --device) or without a\n"
             "dataset it says why in one line and shows the dry run instead.\n\n"
-            "sub-command:\n"
-            "  compress-bench report RUN_DIR   re-render report.md, plots and the table from RUN_DIR/results.json"
+            "sub-commands (each has its own --help):\n"
+            "  compress-bench report RUN_DIR   re-render report.md, plots and the table from RUN_DIR/results.json\n"
+            "  compress-bench export RECIPE|MODEL.pt ... --out DIR   write ONNX files, checked with ONNX Runtime\n"
+            "  compress-bench latency [RECIPE|MODEL.pt ...] [--run RUN_DIR]   measure inference speed (no training)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
@@ -117,6 +121,117 @@ def _report_parser() -> argparse.ArgumentParser:
                                 description="Render report.md, plots and the terminal table from RUN_DIR/results.json.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by compress-bench --out")
     return p
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="compress-bench export",
+        description="Write each model as DIR/NAME.onnx (torch's exporter, batch dimension dynamic) and check it "
+                    "against PyTorch with ONNX Runtime on random images; a mismatch is an error. A recipe is built "
+                    "fresh (untrained weights); a MODEL.pt (compress.save, e.g. runs/X/003/model.pt) keeps its own.")
+    p.add_argument("models", nargs="+", metavar="RECIPE|MODEL.pt", help="recipe names or YAML paths, or saved models")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for the .onnx files")
+    p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
+    p.add_argument("--image-size", type=int, default=32, metavar="N", help="input images are 3 x N x N (default 32)")
+    return p
+
+
+def _latency_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="compress-bench latency",
+        description="Measure inference latency and throughput on the CPU, without training: median and IQR over "
+                    "timed repeats after warm-up, against a ResNet-18 measured in the same session. With --run, the "
+                    "trained models of a run folder are measured and the results go into its report.")
+    p.add_argument("models", nargs="*", metavar="RECIPE|MODEL.pt",
+                   help="recipe names or YAML paths (built fresh), or saved models; default: every recipe "
+                        "(with --run: every finished recipe of the run)")
+    p.add_argument("--run", metavar="RUN_DIR", default=None,
+                   help="measure RUN_DIR/<recipe>/model.pt, store the results in its rows and re-render its report")
+    p.add_argument("--backend", default="eager", metavar="B[,B...]",
+                   help="comma-separated: eager, compile, onnxruntime (default: eager)")
+    p.add_argument("--batch-sizes", default="1,256", metavar="N[,N...]", help="default: 1,256")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's, the core count)")
+    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed repeats per batch size (default 10)")
+    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls first (default 3)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
+    p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
+    return p
+
+
+def _named_models(targets: Sequence[str], directory: str | None) -> dict:
+    """``{name: model}`` for recipe names/paths (built with their seed) and saved ``.pt`` models."""
+    import torch
+
+    from .io import load as load_model
+
+    models = {}
+    for t in targets:
+        p = Path(t)
+        if p.suffix == ".pt":
+            name = p.parent.name if p.stem == "model" and p.parent.name else p.stem
+            models[name] = load_model(p)
+        else:
+            recipe = load(find(t, directory))
+            torch.manual_seed(recipe.train.seed)
+            models[recipe.name] = recipe.build()
+    return models
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise ValueError(f"{flag} takes comma-separated integers such as 1,256; got {text!r}")
+    return values
+
+
+def _export_main(argv: Sequence[str], console: Console) -> int:
+    from . import deploy
+
+    args = _export_parser().parse_args(argv)
+    say = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
+    try:
+        models = _named_models(args.models, args.recipes_dir)
+        for name, model in models.items():
+            r = deploy.export(model, Path(args.out) / f"{name}.onnx", image_shape=(3, args.image_size, args.image_size))
+            say(f"{name}: {r.path} ({r.size_bytes / 1e6:.1f} MB, opset {r.opset}); ONNX Runtime {r.onnxruntime} vs "
+                f"PyTorch on {r.checked_batch} random images: max abs diff {r.max_abs_diff:.2g} "
+                f"(tolerance {r.tolerance:.2g})")
+    except (RecipeError, deploy.ExportError, ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        return 2
+    return 0
+
+
+def _latency_main(argv: Sequence[str], console: Console) -> int:
+    from . import deploy
+
+    args = _latency_parser().parse_args(argv)
+    say = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
+    try:
+        backends = tuple(b.strip() for b in args.backend.split(",") if b.strip())
+        bad = [b for b in backends if b not in deploy.BACKENDS]
+        if bad or not backends:
+            raise ValueError(f"--backend {args.backend!r}: choose from {', '.join(deploy.BACKENDS)} (comma-separated)")
+        kwargs = dict(backends=backends, batch_sizes=_int_list(args.batch_sizes, "--batch-sizes"), threads=args.threads,
+                      repeats=args.repeats, warmup=args.warmup, log=lambda s: say(f"measuring {s}"))
+        if args.run:
+            rows = deploy.measure_run(args.run, args.models, **kwargs)
+            report.write_report(args.run, console=console)
+        else:
+            models = _named_models(args.models or [str(p) for p in recipe_paths(args.recipes_dir)], args.recipes_dir)
+            rows = deploy.measure(models, **kwargs)
+        console.print(report.latency_table(rows))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({"mode": "latency", "rows": rows}, indent=2, default=str) + "\n")
+            say(f"rows written to {args.json}")
+    except (RecipeError, ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        return 2
+    return 0
 
 
 def _select(names: Sequence[str], directory: str | None) -> list:
@@ -231,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
         return _report_main(argv[1:], _console())
+    if argv[:1] == ["export"]:
+        return _export_main(argv[1:], _console())
+    if argv[:1] == ["latency"]:
+        return _latency_main(argv[1:], _console())
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)

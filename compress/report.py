@@ -19,10 +19,11 @@ from .recipes import BUDGET_PARAMS
 
 __all__ = [
     "load_results", "table", "dry_run_table", "markdown", "plot_accuracy", "accuracy_figure", "plot_curves", "curves_figure",
-    "run_label", "write_report",
+    "run_label", "write_report", "latency_backend", "latency_markdown", "latency_table",
 ]
 
 PLOTS = {"params": "accuracy_vs_params.png", "flops": "accuracy_vs_flops.png", "curves": "training_curves.png"}
+LATENCY_PLOT = "accuracy_vs_latency.png"  # written only when some row has a measured latency
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -70,7 +71,8 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
 
-def _columns(row: dict[str, Any]) -> list[tuple[str, str]]:
+def _columns(row: dict[str, Any], latency: str | None = None) -> list[tuple[str, str]]:
+    """The cells of one table row; ``latency`` names the backend of the measured-speed columns (none if None)."""
     epochs = row.get("epochs_run")
     if epochs is not None and row.get("selected_epoch") not in (None, epochs):
         epochs = f"{epochs} (best {row['selected_epoch']})"
@@ -85,7 +87,7 @@ def _columns(row: dict[str, Any]) -> list[tuple[str, str]]:
         ("epochs", "-" if epochs is None else str(epochs)),
         ("train time", _time(row.get("train_time_s")) + (f" ({row['device']})" if row.get("device") else "")),
         ("images/s", _num(row.get("images_per_s"))),
-    ]
+    ] + (_latency_columns(row, latency) if latency else [])
 
 
 # terminal tables ------------------------------------------------------------------------------------
@@ -170,9 +172,17 @@ def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results",
         ("train time", "train\ntime", _NUM),
         ("images/s", "img/s", _NUM),
     ]
+    backend = latency_backend(rows)
+    if backend:  # measured inference speed (compress-bench latency), only where measured
+        columns += [
+            (f"latency b1 ({backend})", f"latency\nb1 ({backend})", _NUM),
+            (f"inference img/s b256 ({backend})", "img/s\nb256", _NUM),
+            ("speed-up b1 / b256 vs ResNet-18", "speed-up vs\nResNet-18", _NUM),
+            ("FLOP reduction", "FLOP\nreduction", _NUM),
+        ]
     cells = []
     for row in rows:
-        values = dict(_columns(row))
+        values = dict(_columns(row, backend))
         values["diff"] = values["diff"].removesuffix(" pp")
         if one_device:
             values["train time"] = _time(row.get("train_time_s"))
@@ -215,6 +225,120 @@ def dry_run_table(rows: Sequence[dict[str, Any]], width: int | None = None) -> T
                 [MATCH_NOTE, BUDGET_NOTE])
 
 
+# measured speed (rows with a "latency" entry, written by compress.deploy.measure) ------------------
+_BACKEND_ORDER = ("eager", "onnxruntime", "compile")
+
+
+def latency_backend(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The backend whose speed the main table and the latency plot show: the first of eager, onnxruntime,
+    compile that some row has measured (``None`` if no row has a latency)."""
+    measured = {b for r in rows for b in (r.get("latency") or {})}
+    return next((b for b in _BACKEND_ORDER if b in measured), None)
+
+
+def _timing(entry: dict[str, Any] | None, batch: int) -> dict[str, Any] | None:
+    return next((t for t in (entry or {}).get("timings", []) if t["batch_size"] == batch), None)
+
+
+def _speedup(entry: dict[str, Any] | None, batch: int) -> float | None:
+    """ResNet-18's median time / this model's, both measured in the same session (``None`` if not measured)."""
+    t = _timing(entry, batch)
+    ref = ((entry or {}).get("reference") or {}).get("median_ms", {}).get(str(batch))
+    return None if t is None or ref is None else ref / t["median_ms"]
+
+
+def _flop_reduction(row: dict[str, Any], entry: dict[str, Any] | None) -> float | None:
+    ref = ((entry or {}).get("reference") or {}).get("flops")
+    return None if ref is None or not row.get("flops") else ref / row["flops"]
+
+
+def _x_(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _ms(t: dict[str, Any] | None, spread: bool = False) -> str:
+    if t is None:
+        return "-"
+    digits = 2 if t["median_ms"] < 10 else 1
+    return f"{t['median_ms']:.{digits}f} ms" + (f" ± {t['iqr_ms']:.{digits}f}" if spread else "")
+
+
+def _latency_columns(row: dict[str, Any], backend: str) -> list[tuple[str, str]]:
+    entry = (row.get("latency") or {}).get(backend)
+    b256 = _timing(entry, 256)
+    return [
+        (f"latency b1 ({backend})", _ms(_timing(entry, 1))),
+        (f"inference img/s b256 ({backend})", "-" if b256 is None else _num(b256["images_per_s"])),
+        ("speed-up b1 / b256 vs ResNet-18", "-" if entry is None else f"{_x_(_speedup(entry, 1))} / {_x_(_speedup(entry, 256))}"),
+        ("FLOP reduction", _x_(_flop_reduction(row, entry)) if entry is not None else "-"),
+    ]
+
+
+def _where_measured(rows: Sequence[dict[str, Any]], backend: str | None) -> str:
+    names = sorted({str(e.get("device_name")) for r in rows for b, e in (r.get("latency") or {}).items()
+                    if b == backend and e.get("device_name")})
+    return f", {' / '.join(names)}" if names else ""
+
+
+def _latency_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], str]:
+    """Header, cells and provenance note of the measured-speed table (one line per row and backend)."""
+    entries = [(r, b, e) for r in rows for b in _BACKEND_ORDER for e in [(r.get("latency") or {}).get(b)] if e]
+    if not entries:
+        return [], [], "No latency measured (`compress-bench latency`)."
+    big = max(t["batch_size"] for _, _, e in entries for t in e["timings"])
+    head = ["recipe", "backend", "params", "FLOPs", "FLOP reduction", "latency b1 (median ± IQR)", "speed-up b1",
+            f"img/s b{big}", f"speed-up b{big}", f"speed-up b{big} ÷ FLOP reduction"]
+    cells = []
+    for r, b, e in entries:
+        red, fast = _flop_reduction(r, e), _speedup(e, big)
+        tb = _timing(e, big)
+        cells.append([str(r.get("recipe", "?")), b, _num(r.get("params")), _m(r.get("flops")), _x_(red),
+                      _ms(_timing(e, 1), spread=True), _x_(_speedup(e, 1)),
+                      "-" if tb is None else _num(tb["images_per_s"]), _x_(fast),
+                      "-" if red is None or fast is None else f"{fast / red:.2f}"])
+
+    def each(key: str) -> str:
+        return ", ".join(sorted({str(e[key]) for _, _, e in entries if e.get(key)}))
+
+    dates = sorted({str(e["date"])[:10] for _, _, e in entries})
+    repeats = ", ".join(sorted({str(t["repeats"]) for _, _, e in entries for t in e["timings"]}))
+    commits = sorted({_short_commit(str(e["git_commit"])) for _, _, e in entries if e.get("git_commit")})
+    note = (
+        f"Measured on {each('device_name')}; torch {each('torch')}"
+        + (f", onnxruntime {each('onnxruntime')}" if each("onnxruntime") else "")
+        + f"; {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+        + f"; {repeats} timed repeats per batch size"
+        + (f"; commit {', '.join(commits)}" if commits else "")
+        + ". Latency is the median time of one forward pass (and its interquartile range) after warm-up; img/s "
+        "is the batch size over the median time. Speed-ups are against a ResNet-18 measured with the same "
+        "backend in the same session; FLOP reduction is ResNet-18's FLOPs over the model's. A last column "
+        "below 1 means the model gains less time than its FLOP count promises."
+    )
+    return head, cells, note
+
+
+def latency_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: every measured backend of every row (median ± IQR at batch 1, images/s at the largest batch,
+    speed-ups against ResNet-18 next to the FLOP reduction), then where and how it was measured."""
+    head, cells, note = _latency_cells(rows)
+    if not head:
+        return note
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if h in ("recipe", "backend") else "---:" for h in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines + ["", note])
+
+
+def latency_table(rows: Sequence[dict[str, Any]], title: str = "measured inference speed") -> Table:
+    """The table of :func:`latency_markdown` as a rich Table (its note as the caption)."""
+    head, cells, note = _latency_cells(rows)
+    t = Table(title=title, title_justify="left", caption=note, caption_justify="left")
+    for h in head or ["no latency measured"]:
+        t.add_column(h, justify="left" if h in ("recipe", "backend") else "right", no_wrap=True)
+    for row in cells:
+        t.add_row(*(escape(c) for c in row))
+    return t
+
+
 def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     """``report.md``: provenance note, the comparison table, and the plots (relative links)."""
     rows = results["rows"]
@@ -238,6 +362,8 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         f"`{results.get('budget')}`"
         + (f", epochs overridden to {results['epochs']} (the schedule laid over them)" if results.get("epochs") else "")
         + (f", at most {results['max_steps_per_epoch']} steps per epoch" if results.get("max_steps_per_epoch") else "")
+        + (f", a time budget of {results['time_budget_min']:g} min per recipe (each recipe's epochs fixed by a probe "
+           "of its speed at the start of the run, in its plan.json)" if results.get("time_budget_min") else "")
         + "".join(f", {k.replace('_', ' ')} overridden to {v}" for k, v in sorted((results.get("overrides") or {}).items()))
         + data_note
         + f"; device: {', '.join(devices) or 'n/a'}"
@@ -250,14 +376,22 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         "built (fvcore multiply-adds per 32x32 image, BN included).",
         "",
     ]
-    cols = _columns(rows[0]) if rows else []
+    backend = latency_backend(rows)
+    if backend:
+        lines[-1:] = ["", f"The *latency*, *inference img/s* and *speed-up* columns ({backend} backend) were measured by "
+                      "`compress-bench latency` on the saved models, without training; a `-` means not measured. "
+                      "Details under *Measured inference speed*.", ""]
+    cols = _columns(rows[0], backend) if rows else []
     lines.append("| " + " | ".join(h for h, _ in cols) + " |")
     lines.append("|" + "|".join("---" if h in ("recipe", "how the paper chose it") else "---:" for h, _ in cols) + "|")
     for r in rows:
-        lines.append("| " + " | ".join(v.replace("|", "\\|") for _, v in _columns(r)) + " |")
+        lines.append("| " + " | ".join(v.replace("|", "\\|") for _, v in _columns(r, backend)) + " |")
     lines.append("")
     lines.append(f"Budget line: {BUDGET_PARAMS / 1e6:.0f} M parameters. {_diff_note(rows, '`diff`')}")
-    for key, caption in (("params", "Accuracy vs parameters"), ("flops", "Accuracy vs FLOPs"), ("curves", "Test accuracy per epoch")):
+    if backend:
+        lines += ["", "## Measured inference speed", "", latency_markdown(rows)]
+    for key, caption in (("params", "Accuracy vs parameters"), ("flops", "Accuracy vs FLOPs"),
+                         ("latency", "Accuracy vs measured latency"), ("curves", "Test accuracy per epoch")):
         if plots and key in plots:
             lines += ["", f"## {caption}", "", f"![{caption}]({plots[key]})"]
     lines.append("")
@@ -265,6 +399,14 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
 
 
 # plots --------------------------------------------------------------------------------------------
+def _plot_x(row: dict[str, Any], x: str, backend: str | None) -> float | None:
+    """The x value of ``row`` on a plot: M params, M FLOPs, or the measured batch-1 latency in ms."""
+    if x == "latency":
+        t = _timing((row.get("latency") or {}).get(backend or ""), 1)
+        return None if t is None else t["median_ms"]
+    return None if row.get(x) is None else row[x] / 1e6
+
+
 def _plt():
     import matplotlib
 
@@ -277,8 +419,8 @@ def _plt():
 def plot_accuracy(
     rows: Sequence[dict[str, Any]], x: str, path: str | os.PathLike, *, title: str = "", dataset: str = "CIFAR-10"
 ) -> Path:
-    """Accuracy vs ``x`` (``params`` or ``flops``): filled = measured on ``dataset``, hollow = the paper's
-    claim (on CIFAR-10).
+    """Accuracy vs ``x`` (``params``, ``flops`` or ``latency``, the measured batch-1 latency of
+    :func:`latency_backend`): filled = measured on ``dataset``, hollow = the paper's claim (on CIFAR-10).
 
     On the params plot the 5M budget is a vertical line. Each recipe has its own colour and label; the
     legend sits outside the axes, so it covers no marker.
@@ -296,11 +438,12 @@ def accuracy_figure(rows: Sequence[dict[str, Any]], x: str, *, title: str = "", 
     fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
     cmap = plt.get_cmap("tab10")
     labels, points = [], []
+    backend = latency_backend(rows) if x == "latency" else None
     for i, r in enumerate(rows):
-        if r.get(x) is None:
+        xv = _plot_x(r, x, backend)
+        if xv is None:
             continue
         color = cmap(i % 10)
-        xv = r[x] / 1e6
         meas, claim = r.get("measured_accuracy"), r.get("claimed_accuracy")
         if claim is not None:
             ax.scatter([xv], [claim], s=90, facecolors="none", edgecolors=[color], linewidths=1.8, zorder=3)
@@ -320,10 +463,11 @@ def accuracy_figure(rows: Sequence[dict[str, Any]], x: str, *, title: str = "", 
     ax.scatter([], [], s=70, color="gray", label="measured (ours)")
     ax.scatter([], [], s=90, facecolors="none", edgecolors="gray", linewidths=1.8, label="claimed (paper)")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    ax.set_xlabel("parameters (M)" if x == "params" else "FLOPs per 32x32 image (M multiply-adds)")
+    ax.set_xlabel({"params": "parameters (M)", "flops": "FLOPs per 32x32 image (M multiply-adds)"}.get(
+        x, f"measured latency, batch 1 (ms, {backend}{_where_measured(rows, backend)})"))
     ax.set_ylabel(f"{dataset} test accuracy (%)" if dataset == "CIFAR-10"
                   else f"test accuracy (%): measured on {dataset}, claims on CIFAR-10")
-    ax.set_title(title or f"Accuracy vs {'parameters' if x == 'params' else 'FLOPs'}")
+    ax.set_title(title or f"Accuracy vs {({'params': 'parameters', 'flops': 'FLOPs'}).get(x, 'measured latency')}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -464,6 +608,10 @@ def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
     plots["flops"] = PLOTS["flops"]
     if plot_curves(rows, run_dir / PLOTS["curves"], title=f"Test accuracy per epoch (measured, {where})"):
         plots["curves"] = PLOTS["curves"]
+    if latency_backend(rows):
+        plot_accuracy(rows, "latency", run_dir / LATENCY_PLOT, title=f"Accuracy vs measured latency ({where})",
+                      dataset=dataset)
+        plots["latency"] = LATENCY_PLOT
     report = run_dir / "report.md"
     report.write_text(markdown(results, plots))
     if console is None:
