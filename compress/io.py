@@ -114,6 +114,9 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, with_metada
 
         net = copy.deepcopy(model)
         _resize_to(net, state)
+        for module in net.modules():  # a compress ResNet inside a wrapper: its config follows the new shapes
+            if isinstance(module, ResNet):
+                module.config = module.config_from_modules()
     net.load_state_dict(state)
     net.eval()
     return (net, payload["metadata"]) if with_metadata else net
