@@ -18,9 +18,21 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import bench, report
-from .recipes import FAST_TRAIN, RecipeError, find, load, recipe_paths, recipes_dir
+from .files import write_json
+from .recipes import FAST_TRAIN, RecipeError, check_unique_names, find, load, recipe_paths, recipes_dir
 
 __all__ = ["main", "build_parser"]
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (anything else is a usage error naming the accepted values)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "resumes an interrupted one; a folder of a different recipe set is refused")
     p.add_argument("--budget", choices=("fast", "paper"), default="fast",
                    help="training schedule: the shared short one (fast, default) or the report's own (paper)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N", help="override the number of epochs")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="override the number of epochs")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="minutes of wall time per recipe: a short probe measures images/s on this machine and fixes "
                         "the epochs that fit (stored in the run folder, reused on resume); the fast schedule, with "
                         "batch 128 and flip test-time augmentation, is laid over them")
-    p.add_argument("--max-steps-per-epoch", type=int, default=None, metavar="N",
+    p.add_argument("--max-steps-per-epoch", type=_positive_int, default=None, metavar="N",
                    help="cap optimizer steps per epoch (smoke tests)")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="CIFAR-10 as a cifar-10-batches-py folder, an .npz or an image-folder tree; or "
@@ -80,6 +92,7 @@ def _select(names: Sequence[str], directory: str | None) -> list:
     paths = [find(n, directory) for n in names] if names else recipe_paths(directory)
     if not paths:
         raise RecipeError(f"no recipes in {directory or recipes_dir()}")
+    check_unique_names(paths)
     return [load(p) for p in paths]
 
 
@@ -94,8 +107,7 @@ def _dry_run(recipes: list, args: argparse.Namespace, console: Console) -> int:
     rows = bench.dry_run(recipes)
     console.print(report.dry_run_table(rows))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"mode": "dry-run", "rows": rows}, indent=2) + "\n")
+        write_json(args.json, {"mode": "dry-run", "rows": rows})
         console.print(f"rows written to {args.json}")
     return 0
 
@@ -115,13 +127,28 @@ def _why_not_train(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _error(console: Console, message: str) -> None:
+    """The one line a failed command prints: ``error: <what went wrong, and what is accepted>``."""
+    console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as one readable line: the file, then the reason (``No space left on device``...)."""
+    if e.strerror and e.filename is not None:
+        return e.strerror if str(e.filename) in e.strerror else f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def _report_main(argv: Sequence[str], console: Console) -> int:
     args = _report_parser().parse_args(argv)
     try:
         report.write_report(args.run_dir, console=console)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        _error(console, str(e))
         return 2
+    except OSError as e:  # a full disk, a read-only folder: the old report and plots are kept
+        _error(console, _os_error(e))
+        return 1
     return 0
 
 
@@ -142,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--time-budget fixes the epochs itself: drop --epochs / --max-steps-per-epoch")
         if args.budget != "fast":
             parser.error("--time-budget lays the fast schedule over the time it allows: use it with --budget fast")
+    from .data import DatasetError
+    from .training import NonFiniteLossError
+
+    if args.json and Path(args.json).is_dir():  # found out now, not after the training
+        _error(console, f"--json {args.json} is a folder; it takes the path of a file to write")
+        return 2
     try:
         recipes = _select(args.recipes, args.recipes_dir)
         if args.dry_run:
@@ -166,18 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         report.write_report(out, console=console)
         if args.json:
-            Path(args.json).write_text(json.dumps({"mode": "train", "rows": rows}, indent=2, default=str) + "\n")
+            write_json(args.json, {"mode": "train", "rows": rows})
         return 0
-    except (RecipeError, bench.RunFolderError, bench.TrainingError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+    except (RecipeError, bench.RunFolderError, bench.TrainingError, DatasetError) as e:  # usage errors
+        _error(console, str(e))
         return 2
-    except Exception as e:  # noqa: BLE001 - dataset errors are user errors: one line, no traceback
-        from .data import DatasetError
-
-        if isinstance(e, DatasetError):
-            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
-            return 2
-        raise
+    except NonFiniteLossError as e:  # a diverged run: no row, no number; the last good checkpoint is kept
+        _error(console, str(e))
+        return 1
+    except OSError as e:  # a full disk, a read-only file: every file written so far is whole
+        _error(console, _os_error(e))
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from rich.markup import escape
 from rich.table import Table
 
+from .files import atomic_open, atomic_write
 from .recipes import BUDGET_PARAMS
 
 __all__ = [
@@ -216,9 +217,16 @@ def plot_accuracy(
     ax.set_title(title or f"Accuracy vs {'parameters' if x == 'params' else 'FLOPs'}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    path = _savefig(fig, path)
     plt.close(fig)
+    return path
+
+
+def _savefig(fig: Any, path: str | os.PathLike) -> Path:
+    """Save ``fig`` to ``path`` atomically (a full disk keeps the old plot); the format is the suffix's."""
+    path = Path(path)
+    with atomic_open(path) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -264,8 +272,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, titl
     fig = curves_figure(rows, title=title)
     if fig is None:
         return None
-    path = Path(path)
-    fig.savefig(path)
+    path = _savefig(fig, path)
     _plt().close(fig)
     return path
 
@@ -331,8 +338,7 @@ def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
     plots["flops"] = PLOTS["flops"]
     if plot_curves(rows, run_dir / PLOTS["curves"], title=f"Test accuracy per epoch (measured, {where})"):
         plots["curves"] = PLOTS["curves"]
-    report = run_dir / "report.md"
-    report.write_text(markdown(results, plots))
+    report = atomic_write(run_dir / "report.md", markdown(results, plots))
     if console is None:
         from rich.console import Console
 
