@@ -46,6 +46,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(arg, value, where)
             except SchemaError as e:
                 errors.append(str(e))
+        if len(errors) == 1 and isinstance(value, dict):  # `X | None` given a mapping: X's own, precise error
+            raise SchemaError(errors[0])
         raise SchemaError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)

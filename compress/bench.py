@@ -10,6 +10,12 @@ A run folder (``runs/NAME``) holds::
     <recipe>/model.pt      final model, loadable with compress.load
     <recipe>/row.json      this recipe's result row; its presence means "finished, skip on re-run"
     results.json           every row, plus report.md and the plots (see compress.report)
+    .lock                  held (fcntl.flock) by the process using the folder
+
+:func:`run` validates everything (recipes, data, every recipe's model and config against the data)
+before it writes anything, then works under the folder's lock; every file is written atomically
+(:mod:`compress.files`). docs/run-folders.md says what a folder guarantees after a kill, a full disk
+or a concurrent start.
 
 Rows are plain dicts (JSON-friendly). Accuracies in rows are in percent. Keys that start with
 ``claimed_`` come from the reports; ``measured_*`` and the timing keys come from our own training.
@@ -19,18 +25,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from .data import ImageData
+from .files import FolderBusyError, atomic_write, is_leftover, lock_folder, remove_leftovers, write_json
 from .metrics import count_flops, count_params
 from .provenance import provenance
-from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, _merge
+from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError, _merge
 
 __all__ = [
     "RunFolderError",
@@ -59,7 +65,8 @@ RESULTS_FORMAT = "compress.results/1"
 
 
 class RunFolderError(RuntimeError):
-    """A run folder belongs to a different recipe set or budget (it is never silently mixed)."""
+    """A run folder cannot be used: it belongs to a different run (results are never mixed), another
+    process is using it, or it cannot be written."""
 
 
 class TrainingError(RuntimeError):
@@ -161,8 +168,10 @@ def resolve_data(
         try:
             n_train = int(parts[0]) if parts else 512
             n_test = int(parts[1]) if len(parts) > 1 else max(n_train // 4, 1)
+            if len(parts) > 2 or n_train < 1 or n_test < 1:
+                raise ValueError(spec)
         except ValueError as e:
-            raise DatasetError(f"--data {spec!r}: expected synthetic[:N_TRAIN[:N_TEST]]") from e
+            raise DatasetError(f"--data {spec!r}: expected synthetic[:N_TRAIN[:N_TEST]] with image counts >= 1") from e
         data = synthetic(n_train, n_test)
     else:
         root = Path(spec) if spec is not None else find_dataset()
@@ -180,8 +189,10 @@ def resolve_data(
 
 
 def describe_data(data: ImageData) -> dict[str, Any]:
-    """What a run trained on: the dataset's name, where it was read from, and its split sizes."""
-    return {"name": data.name, "source": data.source, "train": len(data.train_y), "test": len(data.test_y)}
+    """What a run trained on: the dataset's name, where it was read from, its split sizes and the
+    SHA-256 of its content (:meth:`~compress.data.ImageData.fingerprint`)."""
+    return {"name": data.name, "source": data.source, "train": len(data.train_y), "test": len(data.test_y),
+            "sha256": data.fingerprint()}
 
 
 def _manifest(
@@ -213,45 +224,70 @@ def _overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
     return given
 
 
-def _check_manifest(out: Path, want: dict[str, Any]) -> None:
+def _started(out: Path, name: str) -> bool:
+    """Whether recipe ``name`` has trained anything in ``out`` (a checkpoint or a finished row)."""
+    return (out / name / "checkpoint.pt").is_file() or (out / name / RESULT).is_file()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path} ({what}) cannot be read ({type(e).__name__}: {e}); compress-bench writes it "
+                             "atomically, so something else changed it: restore or delete it, or use a new --out") from e
+
+
+def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
+    """Check that ``out`` can hold the run ``want`` describes; return the manifest to write (``None``: keep it).
+
+    A folder is never mixed: a different recipe set, budget, epoch or step override, dataset, or an
+    edited recipe is refused, but only where something was already trained. A folder in which nothing
+    has started (a run that failed before its first checkpoint) takes the new arguments.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} is a file, not a folder; --out takes a run folder (a new one, or one "
+                             "written by compress-bench)")
     path = out / MANIFEST
     if not path.is_file():
-        if out.exists() and any(out.iterdir()):
-            raise RunFolderError(f"{out} is not empty and has no {MANIFEST}: not a compress-bench run folder; use a new --out")
-        return
-    have = json.loads(path.read_text())
+        foreign = sorted(p.name for p in out.iterdir() if not is_leftover(p.name)) if out.is_dir() else []
+        if foreign:
+            raise RunFolderError(f"{out} is not empty ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
+                                 f"and has no {MANIFEST}: not a compress-bench run folder; use a new --out")
+        return want
+    have = _read_json(path, "the run's manifest")
+    if not isinstance(have, dict) or have.get("format") != RUN_FORMAT or not isinstance(have.get("recipes"), dict):
+        raise RunFolderError(f"{path} is not a compress-bench manifest (format {RUN_FORMAT!r}); use a new --out")
+    started = sorted(n for n in have["recipes"] if _started(out, n))
     problems = []
-    if sorted(have.get("recipes", {})) != sorted(want["recipes"]):
-        problems.append(f"it holds recipes [{', '.join(sorted(have.get('recipes', {})))}], "
+    if started and sorted(have["recipes"]) != sorted(want["recipes"]):
+        problems.append(f"it holds recipes [{', '.join(sorted(have['recipes']))}], "
                         f"this command asks for [{', '.join(sorted(want['recipes']))}]")
     else:
-        changed = [n for n, fp in want["recipes"].items() if have["recipes"].get(n) != fp]
+        changed = [n for n in started if have["recipes"].get(n) != want["recipes"].get(n)]
         if changed:
             problems.append(f"recipe(s) {', '.join(changed)} changed since the run started")
     for key in ("budget", "epochs", "max_steps_per_epoch", "time_budget_min"):
-        if have.get(key) != want[key]:
+        if started and have.get(key) != want[key]:
             problems.append(f"it was run with {key}={have.get(key)!r}, this command asks for {want[key]!r}")
-    if have.get("overrides", {}) != want["overrides"]:
+    if started and have.get("overrides", {}) != want["overrides"]:
         def flags(o: dict[str, Any]) -> str:
             return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(o.items())) or "no overrides"
 
         problems.append(f"it was run with {flags(have.get('overrides', {}))}, this command gives {flags(want['overrides'])}")
-    same_data = ("name", "train", "test")  # not the path: the same dataset may be read from another place
-    if "data" in have and any(have["data"].get(k) != want["data"][k] for k in same_data):
-        h, w = have["data"], want["data"]
+    h, w = have.get("data") or {}, want["data"]
+    # the content decides (a file may move, and its name with it); folders from before fingerprints: name and sizes
+    same_data = ["sha256"] if "sha256" in h else ["name", "train", "test"]
+    if started and h and any(h.get(k) != w[k] for k in same_data):
+        other = "different images of the same size: " if all(h.get(k) == w[k] for k in ("train", "test")) else ""
         problems.append(f"it trained on {h.get('name')} ({h.get('train')} train / {h.get('test')} test images), "
-                        f"this command gives {w['name']} ({w['train']} / {w['test']})")
+                        f"this command gives {other}{w['name']} ({w['train']} / {w['test']})")
     if problems:
         raise RunFolderError(
             f"{out} was written by a different run: {'; '.join(problems)}. "
             "Results are never mixed: pick a new --out folder (or re-run with the original arguments)."
         )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    updated = {**have, **want, "created": have.get("created")}
+    return None if updated == have else updated
 
 
 def train_config(
@@ -312,13 +348,12 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
 
     path = rdir / PLAN
     if path.is_file():
-        stored = json.loads(path.read_text())
+        stored = _read_json(path, "the time-budget plan")
         if stored.get("minutes") != minutes:
             raise RunFolderError(f"{path} was planned for {stored.get('minutes')} min, this command asks for {minutes}")
         return BudgetPlan.from_dict({k: stored[k] for k in BudgetPlan.__dataclass_fields__})
     p = plan(_build(recipe, config.seed), data, config, minutes, device=device)
-    rdir.mkdir(parents=True, exist_ok=True)
-    _write_json(path, {**p.to_dict(), **provenance(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
+    write_json(path, {**p.to_dict(), **provenance(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
     length = f"{p.epochs} epochs" if p.max_steps_per_epoch is None else f"{p.max_steps_per_epoch} of {p.steps_per_epoch} steps of 1 epoch"
     log(f"{recipe.name}: {minutes:g} min fit {length} ({p.train_images_per_s:,.0f} train img/s, "
         f"{p.eval_images_per_s:,.0f} eval img/s measured; estimated {p.estimated_s / 60:.1f} min)")
@@ -370,8 +405,13 @@ def run(
 ) -> list[dict[str, Any]]:
     """Train ``recipes`` into the run folder ``out`` and return their rows (also written to results.json).
 
-    Finished recipes (with a ``row.json``) are skipped; an interrupted one resumes from its checkpoint.
-    A folder written for a different recipe set, budget or epoch override raises :class:`RunFolderError`.
+    Everything is checked before anything is written: recipe names, the folder, and every unfinished
+    recipe's model and training setup against ``data`` (:func:`compress.training.check_inputs`; a
+    misfit raises :class:`TrainingError`). The folder is then locked for the whole run (another process
+    gets :class:`RunFolderError`). Finished recipes (with a ``row.json``) are skipped; an interrupted one
+    resumes from its checkpoint. A folder written for a different recipe set, budget, epoch override or
+    dataset raises :class:`RunFolderError`. A diverged recipe raises
+    :class:`~compress.training.NonFiniteLossError` and leaves no row.
     ``time_budget`` (minutes per recipe) first probes every unfinished recipe on ``device`` and fixes
     its length (``plan.json``, reused on resume; see :mod:`compress.training.budget`), then trains;
     it excludes ``epochs`` and ``max_steps_per_epoch``. ``epochs`` lays each recipe's schedule over that
@@ -381,9 +421,13 @@ def run(
     Only a run comparable with the papers' claims (:func:`comparable`) gets a ``difference`` in its rows.
     ``command`` is the command line recorded with each result (default: this process's).
     """
-    from .training import train
-
     out = Path(out)
+    names = [r.name for r in recipes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RecipeError(f"recipe {twice[0]!r} is given more than once: each recipe name is one run sub-folder")
+    if budget not in ("fast", "paper"):
+        raise ValueError(f"budget must be 'fast' or 'paper', got {budget!r}")
     if time_budget is not None and (epochs is not None or max_steps_per_epoch is not None):
         raise ValueError("a time budget fixes the epochs itself: give either it or epochs/max_steps_per_epoch")
     if time_budget is not None:
@@ -392,10 +436,53 @@ def run(
     overrides = _overrides(overrides)
     data_info = describe_data(data)
     manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, data_info, time_budget, overrides, threads)
-    _check_manifest(out, manifest)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / MANIFEST).is_file():
-        _write_json(out / MANIFEST, {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    _check_manifest(out, manifest)  # read-only here; again under the lock
+    planned = {r.name: _prepare(r, data, train_config(r, budget, time_budget, overrides=overrides, epochs=epochs),
+                                epochs, max_steps_per_epoch)
+               for r in recipes if not (out / r.name / RESULT).is_file()}
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(lock_folder(out, "run folder"))
+        except FolderBusyError as e:
+            raise RunFolderError(str(e)) from None
+        except OSError as e:
+            raise RunFolderError(f"cannot use {out} as a run folder ({e.strerror or e}); --out takes a folder "
+                                 "that can be created and written") from e
+        return _run_locked(recipes, out, data, manifest, planned, budget=budget, epochs=epochs,
+                           max_steps_per_epoch=max_steps_per_epoch, device=device, progress=progress, log=log,
+                           command=command, time_budget=time_budget, overrides=overrides, threads=threads,
+                           checkpoint_every_s=checkpoint_every_s, data_info=data_info)
+
+
+def _prepare(
+    recipe: Recipe, data: Any, config: Any, epochs: int | None, max_steps: int | None
+) -> tuple[Any, torch.nn.Module]:
+    """``config`` and the freshly built model of ``recipe``, checked against ``data`` (writes nothing)."""
+    from .training import check_inputs
+
+    model = _build(recipe, config.seed)  # the same architecture on resume, even for init-dependent pruning
+    try:
+        check_inputs(model, data, config, epochs=epochs, max_steps_per_epoch=max_steps)
+    except (ValueError, TypeError) as e:
+        raise TrainingError(f"{recipe.name}: {e}") from e
+    return config, model
+
+
+def _run_locked(
+    recipes: Sequence[Recipe], out: Path, data: Any, manifest: dict[str, Any],
+    planned: dict[str, tuple[Any, torch.nn.Module]], *, budget: Budget, epochs: int | None,
+    max_steps_per_epoch: int | None, device: str | None, progress: bool, log: Callable[[str], None],
+    command: Sequence[str] | None, time_budget: float | None, overrides: dict[str, Any], threads: int | None,
+    checkpoint_every_s: float | None, data_info: dict[str, Any],
+) -> list[dict[str, Any]]:
+    from .training import NonFiniteLossError, train
+
+    remove_leftovers(out)  # temporary files of a killed run: nobody else can be writing them now
+    new_manifest = _check_manifest(out, manifest)
+    if new_manifest is not None:
+        created = new_manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_json(out / MANIFEST, {**new_manifest, "created": created})
     plans = {}
     if time_budget is not None:  # probe all first, on a machine as quiet as the start of the run
         for recipe in recipes:
@@ -408,14 +495,16 @@ def run(
         rdir = out / recipe.name
         if (rdir / RESULT).is_file():
             log(f"{recipe.name}: already finished, skipping ({rdir / RESULT})")
-            rows.append(json.loads((rdir / RESULT).read_text()))
+            rows.append(_read_json(rdir / RESULT, "a finished recipe's row"))
             continue
-        rdir.mkdir(parents=True, exist_ok=True)
-        if recipe.path is not None and not (rdir / "recipe.yaml").exists():
-            shutil.copyfile(recipe.path, rdir / "recipe.yaml")  # provenance: the exact file that was run
-        config = train_config(recipe, budget, time_budget, overrides=overrides, epochs=epochs)
-        model = _build(recipe, config.seed)  # the same architecture on resume, even for init-dependent pruning
+        if recipe.name not in planned:  # its row.json was there when we looked, and is gone now
+            planned[recipe.name] = _prepare(
+                recipe, data, train_config(recipe, budget, time_budget, overrides=overrides, epochs=epochs),
+                epochs, max_steps_per_epoch)
+        config, model = planned.pop(recipe.name)
         resume = (rdir / "checkpoint.pt").is_file()
+        if recipe.path is not None and not (resume and (rdir / "recipe.yaml").is_file()):
+            atomic_write(rdir / "recipe.yaml", recipe.path.read_bytes())  # provenance: the exact file that was run
         plan = plans.get(recipe.name)
         r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (epochs, max_steps_per_epoch)
         log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget"
@@ -426,6 +515,8 @@ def run(
                     model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
                     epochs=r_epochs, max_steps_per_epoch=r_steps, checkpoint_every_s=checkpoint_every_s,
                 )
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"{recipe.name}: {e}") from e
         except ValueError as e:  # the trainer's argument checks: config vs data, resume mismatch
             raise TrainingError(f"{recipe.name}: {e}") from e
         why = comparable(recipe, budget, data_info, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
@@ -434,7 +525,7 @@ def run(
         if plan is not None:
             row["time_budget_min"] = time_budget
             row["plan"] = plan.to_dict()
-        _write_json(rdir / RESULT, row)
+        write_json(rdir / RESULT, row)
         rows.append(row)
     collect(out, rows, command)
     return rows
@@ -491,8 +582,8 @@ def collect(
     """Write ``out/results.json`` from ``rows`` (default: every ``out/*/row.json``) and return its path."""
     out = Path(out)
     if rows is None:
-        rows = [json.loads(p.read_text()) for p in sorted(out.glob(f"*/{RESULT}"))]
-    manifest = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
+        rows = [_read_json(p, "a finished recipe's row") for p in sorted(out.glob(f"*/{RESULT}"))]
+    manifest = _read_json(out / MANIFEST, "the run's manifest") if (out / MANIFEST).is_file() else {}
     results = {
         "format": RESULTS_FORMAT,
         "run": out.name,
@@ -505,5 +596,5 @@ def collect(
         "written": provenance(argv=command),
         "rows": list(rows),
     }
-    _write_json(out / RESULTS, results)
+    write_json(out / RESULTS, results)
     return out / RESULTS

@@ -24,7 +24,8 @@ from rich.markup import escape
 
 from . import bench, report
 from .data import DatasetError
-from .recipes import FAST_TRAIN, RecipeError, find, load, recipe_paths, recipes_dir
+from .files import write_json
+from .recipes import FAST_TRAIN, RecipeError, check_unique_names, find, load, recipe_paths, recipes_dir
 
 __all__ = ["main", "build_parser"]
 
@@ -238,6 +239,7 @@ def _select(names: Sequence[str], directory: str | None) -> list:
     paths = [find(n, directory) for n in names] if names else recipe_paths(directory)
     if not paths:
         raise RecipeError(f"no recipes in {directory or recipes_dir()}")
+    check_unique_names(paths)
     return [load(p) for p in paths]
 
 
@@ -274,7 +276,7 @@ def _write_json(target: str, payload: dict[str, Any], console: Console, stdout: 
         stdout.flush()
         return
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    Path(target).write_text(text)
+    write_json(target, payload)
     console.print(f"rows written to {target}", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -324,13 +326,28 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error("--time-budget lays the fast schedule over the time it allows: use it with --budget fast")
 
 
+def _error(console: Console, message: str) -> None:
+    """The one line a failed command prints: ``error: <what went wrong, and what is accepted>``."""
+    console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as one readable line: the file, then the reason (``No space left on device``...)."""
+    if e.strerror and e.filename is not None:
+        return e.strerror if str(e.filename) in e.strerror else f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def _report_main(argv: Sequence[str], console: Console) -> int:
     args = _report_parser().parse_args(argv)
     try:
         report.write_report(args.run_dir, console=console)
     except (FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        _error(console, str(e))
         return 2
+    except OSError as e:  # a full disk, a read-only folder: the old report and plots are kept
+        _error(console, _os_error(e))
+        return 1
     return 0
 
 
@@ -360,9 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: Any) -> int:
+    from .training import NonFiniteLossError
+
     def say(text: str) -> None:  # one line each, never wrapped: logs and pipes get whole lines
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 
+    if args.json and args.json != "-" and Path(args.json).is_dir():  # found out now, not after the training
+        _error(console, f"--json {args.json} is a folder; it takes the path of a file to write")
+        return 2
     try:
         recipes = _select(args.recipes, args.recipes_dir)
         if args.dry_run:
@@ -394,9 +416,15 @@ def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: A
         if args.json:
             _write_json(args.json, {"mode": "train", "rows": rows}, console, stdout)
         return 0
-    except (RecipeError, bench.RunFolderError, bench.TrainingError, DatasetError) as e:
-        console.print(f"[red]error:[/red] {escape(_flag_words(str(e)))}", highlight=False)
+    except (RecipeError, bench.RunFolderError, bench.TrainingError, DatasetError) as e:  # usage errors
+        _error(console, _flag_words(str(e)))
         return 2
+    except NonFiniteLossError as e:  # a diverged run: no row, no number; the last good checkpoint is kept
+        _error(console, str(e))
+        return 1
+    except OSError as e:  # a full disk, a read-only file: every file written so far is whole
+        _error(console, _os_error(e))
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

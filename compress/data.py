@@ -15,11 +15,19 @@ Accepted local forms (``root`` may point at any of them):
   a folder that contains it (what ``torchvision.datasets.CIFAR10(root)`` uses);
 - an ``.npz`` file with ``train_x, train_y, test_x, test_y`` (NHWC or NCHW uint8) and optional ``classes``;
 - an image-folder tree ``train/<class>/*.png|jpg|jpeg`` and ``test/<class>/*`` (classes sorted by name).
+
+Batch files are pickles; they are read with an unpickler that builds only what the real files hold
+(dicts, lists, strings, bytes, integers and integer numpy arrays) and refuses anything else, so a
+planted file cannot run code. A dataset is called ``"CIFAR-10"`` only when its content is the real
+CIFAR-10 (the :meth:`ImageData.fingerprint` of the 50,000 + 10,000 images and labels in the official
+order, which batch files, torchvision and ``../shared/data/cifar10`` all give); anything else is named
+after its file or folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pickle
 import shutil
@@ -32,6 +40,8 @@ import torch
 
 __all__ = ["ImageData", "DatasetError", "cifar10", "synthetic", "CIFAR10_CLASSES"]
 
+#: :meth:`ImageData.fingerprint` of the real CIFAR-10 (50,000 train / 10,000 test images, official order).
+CIFAR10_SHA256 = "c71215d4a278879e03c3d1ace2851530d63bb4fa215c4a5e4c112146703003de"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _ACCEPTED = (
@@ -80,11 +90,31 @@ class ImageData:
                 raise ValueError(f"ImageData: {name}_x must be uint8 NCHW, got {x.dtype} {tuple(x.shape)}")
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
                 raise ValueError(f"ImageData: {name}_y must be int64 of length {x.shape[0]}, got {y.dtype} {tuple(y.shape)}")
+            if x.shape[1:] != self.train_x.shape[1:]:
+                raise ValueError(f"ImageData: {name} images are {_chw(x)} but training images are {_chw(self.train_x)}; "
+                                 "every split must have the same channels and size")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+                raise ValueError(f"ImageData: {name} labels span {int(y.min())}..{int(y.max())} but there are "
+                                 f"{len(self.classes)} classes; labels must be in 0..{len(self.classes) - 1}")
 
     @property
     def num_classes(self) -> int:
         """Number of classes (``len(classes)``)."""
         return len(self.classes)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the images and labels (train, then val if split, then test): equal for equal content.
+
+        Run folders store it to notice other data of the same size; the real CIFAR-10 has
+        :data:`CIFAR10_SHA256`.
+        """
+        h = hashlib.sha256()
+        names = ["train_x", "train_y"] + (["val_x", "val_y"] if self.val_x is not None else []) + ["test_x", "test_y"]
+        for name in names:
+            t = getattr(self, name).detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            h.update(t.numpy())
+        return h.hexdigest()
 
     def with_val_split(self, size: int, seed: int = 0) -> "ImageData":
         """A copy whose ``val_x/val_y`` are ``size`` training images picked with ``seed``, removed from train.
@@ -121,6 +151,22 @@ class ImageData:
             f"ImageData({self.name}: train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}{val}, "
             f"{self.num_classes} classes)"
         )
+
+
+def _chw(x: torch.Tensor) -> str:
+    return "x".join(str(d) for d in x.shape[1:])
+
+
+def _dataset(train_x, train_y, test_x, test_y, classes, where: str, fallback_name: str) -> ImageData:
+    """An ImageData named ``"CIFAR-10"`` (with its class names) if it is the real CIFAR-10, else
+    ``fallback_name``; its consistency errors become :class:`DatasetError` naming ``where``."""
+    try:
+        data = ImageData(train_x, train_y, test_x, test_y, classes, name=fallback_name, source=where)
+        if data.fingerprint() == CIFAR10_SHA256:
+            data = dataclasses.replace(data, classes=CIFAR10_CLASSES, name="CIFAR-10")
+    except ValueError as e:
+        raise DatasetError(f"{where}: {str(e).removeprefix('ImageData: ')}") from e
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,14 +232,57 @@ def _from_torchvision(root: Path) -> ImageData:
     )
 
 
+def _int_dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.kind not in "ui":
+        raise pickle.UnpicklingError(f"it holds a numpy array of dtype {dtype}; CIFAR-10 batch files hold integers only")
+    return dtype
+
+
+def _latin1(text: str, encoding: str = "utf-8") -> bytes:
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"it encodes bytes as {encoding!r}; pickle writes them as latin1")
+    return text.encode("latin1")
+
+
+def _safe_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR-10 batch file may name: numpy's array rebuilders (under their numpy 1
+    and 2 module names), the array class, integer dtypes, and the bytes codec of protocol-2 pickles."""
+    reconstruct = np.ndarray((0,), np.uint8).__reduce__()[0]  # numpy's own function, whatever its module
+    frombuffer = np.ndarray((1,), np.uint8).__reduce_ex__(5)[0]
+
+    def from_buffer(buffer, dtype, shape, order):
+        return frombuffer(buffer, _int_dtype(dtype), shape, order)
+
+    found: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _int_dtype,
+                                            ("_codecs", "encode"): _latin1}
+    for core in ("numpy.core", "numpy._core"):
+        found[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        found[(f"{core}.numeric", "_frombuffer")] = from_buffer
+    return found
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR-10 batch files without running code: any global outside :func:`_safe_globals` is refused."""
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = _safe_globals().get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which CIFAR-10 batch files never contain")
+        return allowed
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            d = _BatchUnpickler(f, encoding="latin1").load()
     except FileNotFoundError as e:
         raise DatasetError(f"missing CIFAR-10 batch file {path}; accepted: {_ACCEPTED}") from e
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise DatasetError(f"corrupt CIFAR-10 batch file {path} ({type(e).__name__}: {e})") from e
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt (or planted) file
+        raise DatasetError(f"not a CIFAR-10 batch file: {path} ({type(e).__name__}: {e}); it was not loaded") from e
+    if not isinstance(d, dict):
+        raise DatasetError(f"not a CIFAR-10 batch file: {path} holds a {type(d).__name__}, not a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
 def _from_batches(folder: Path) -> ImageData:
@@ -202,19 +291,26 @@ def _from_batches(folder: Path) -> ImageData:
         for name in names:
             d = _unpickle(folder / name)
             try:
-                xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.extend(d["labels"])
+                x, y = d["data"], np.asarray(d["labels"])
+                if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+                    raise ValueError(f"'data' must be a uint8 array of rows of 3072 pixels, got "
+                                     f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+                if len(y) != len(x):
+                    raise ValueError(f"{len(x)} images but {len(y)} labels")
+                xs.append(x.reshape(-1, 3, 32, 32))
+                ys.append(y)
             except (KeyError, ValueError, TypeError) as e:
                 raise DatasetError(f"corrupt CIFAR-10 batch file {folder / name} ({type(e).__name__}: {e})") from e
-        return _images(np.concatenate(xs), str(folder)), _labels(ys, str(folder))
+        return _images(np.concatenate(xs), str(folder)), _labels(np.concatenate(ys), str(folder))
 
     train_names = sorted(p.name for p in folder.glob("data_batch_*"))
     train_x, train_y = load(train_names)
     test_x, test_y = load(["test_batch"])
     classes = CIFAR10_CLASSES
     if (folder / "batches.meta").is_file():
-        classes = tuple(_unpickle(folder / "batches.meta").get("label_names", CIFAR10_CLASSES))
-    return ImageData(train_x, train_y, test_x, test_y, classes, name="CIFAR-10", source=str(folder))
+        names = _unpickle(folder / "batches.meta").get("label_names", CIFAR10_CLASSES)
+        classes = tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names)
+    return _dataset(train_x, train_y, test_x, test_y, classes, str(folder), folder.name)
 
 
 def _from_npz(path: Path) -> ImageData:
@@ -227,14 +323,12 @@ def _from_npz(path: Path) -> ImageData:
     if missing:
         raise DatasetError(f"{path} lacks arrays {missing} (has {sorted(arrays)}); accepted: {_ACCEPTED}")
     train_y, test_y = _labels(arrays["train_y"], str(path)), _labels(arrays["test_y"], str(path))
-    n = int(max(train_y.max(), test_y.max())) + 1 if len(train_y) else 0
-    classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else (
-        CIFAR10_CLASSES if n <= 10 and n > 0 else tuple(str(i) for i in range(n))
+    n = int(max([int(y.max()) for y in (train_y, test_y) if len(y)], default=-1)) + 1
+    classes = tuple(str(c) for c in np.atleast_1d(arrays["classes"])) if "classes" in arrays else (
+        tuple(str(i) for i in range(n))  # named after CIFAR-10's classes only if it is CIFAR-10 (_dataset)
     )
-    return ImageData(
-        _images(arrays["train_x"], str(path)), train_y, _images(arrays["test_x"], str(path)), test_y, classes,
-        name="CIFAR-10" if classes == CIFAR10_CLASSES else path.stem, source=str(path),
-    )
+    return _dataset(_images(arrays["train_x"], str(path)), train_y, _images(arrays["test_x"], str(path)), test_y,
+                    classes, str(path), path.stem)
 
 
 def _from_folders(root: Path) -> ImageData:
@@ -267,8 +361,7 @@ def _from_folders(root: Path) -> ImageData:
         raise DatasetError(f"{root / 'test'} has classes {extra} that {root / 'train'} lacks")
     train_x, train_y = load("train")
     test_x, test_y = load("test")
-    name = "CIFAR-10" if tuple(classes) == tuple(sorted(CIFAR10_CLASSES)) else root.name
-    return ImageData(train_x, train_y, test_x, test_y, tuple(classes), name=name, source=str(root))
+    return _dataset(train_x, train_y, test_x, test_y, tuple(classes), str(root), root.name)
 
 
 def _images(x: np.ndarray, where: str) -> torch.Tensor:

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_open
 from .models.resnet import ResNet, ResNetConfig
 
 __all__ = ["save", "load"]
@@ -25,21 +27,57 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, Any] 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"save() takes an nn.Module, got {type(model).__name__}")
+    metadata = check_metadata(metadata)  # before anything is written: a file load() refuses is never made
     path = Path(path)
     payload: dict[str, Any] = {
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": dict(metadata or {}),
+        "metadata": metadata,
     }
     if isinstance(model, ResNet):
         payload["config"] = model.config.to_dict()
     else:
         payload["class"] = f"{type(model).__module__}.{type(model).__qualname__}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        torch.save(payload, f)
     return path
+
+
+_METADATA_TYPES = "None, bool, int, float, str, torch tensors, and lists, tuples and dicts (str or int keys) of them"
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``metadata`` that :func:`load` can read back (``torch.load(weights_only=True)``).
+
+    numpy scalars become the Python number of the same value; anything else outside
+    None, bool, int, float, str, tensors, lists, tuples and dicts raises ``TypeError`` naming the key.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    return _plain(metadata, "metadata")
+
+
+def _plain(value: Any, where: str) -> Any:
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float)):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if type(k) not in (str, int):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; metadata keys are str or int")
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        return out
+    hint = " (convert it, e.g. str(...), .tolist() or torch.as_tensor(...))"
+    raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which load() cannot read "
+                    f"back; metadata holds {_METADATA_TYPES}{hint}")
 
 
 def _read(path: str | os.PathLike) -> dict[str, Any]:
@@ -76,6 +114,9 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, with_metada
 
         net = copy.deepcopy(model)
         _resize_to(net, state)
+        for module in net.modules():  # a compress ResNet inside a wrapper: its config follows the new shapes
+            if isinstance(module, ResNet):
+                module.config = module.config_from_modules()
     net.load_state_dict(state)
     net.eval()
     return (net, payload["metadata"]) if with_metadata else net

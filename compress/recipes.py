@@ -29,6 +29,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "Claims",
     "Recipe",
     "RecipeError",
+    "check_unique_names",
     "find",
     "from_mapping",
     "load",
@@ -254,15 +256,50 @@ def from_mapping(data: Any, where: str = "recipe", path: Path | None = None) -> 
     return Recipe(spec.name, spec.title or spec.name, spec.source, steps, spec.train, fast, spec.claims, path)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write it: a repeated key is an error (not "the last one wins"), and ``1e6`` or
+    ``5e-4`` are numbers (YAML 1.2), where PyYAML's YAML 1.1 reads them as strings."""
+
+
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _one_line(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else " ".join(str(e).split())
+
+
 def load(path: str | os.PathLike) -> Recipe:
     """Read and validate the recipe at ``path`` (YAML). Raises :class:`RecipeError` if it is malformed."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not a text file (a recipe is UTF-8 YAML; byte {e.start} is {e.object[e.start]:#04x})") from e
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot be read ({e.strerror or e})") from e
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e})") from e
+        raise RecipeError(f"{path}: not valid YAML ({_one_line(e)})") from e
     return from_mapping(data, str(path), path)
 
 
@@ -278,9 +315,26 @@ def recipes_dir() -> Path:
 
 
 def recipe_paths(directory: str | os.PathLike | None = None) -> list[Path]:
-    """Every ``*.yaml`` recipe in ``directory`` (default :func:`recipes_dir`), sorted by name."""
+    """Every ``*.yaml``/``*.yml`` recipe in ``directory`` (default :func:`recipes_dir`), sorted by name.
+
+    Two files of one name (``004.yaml`` and ``004.yml``) raise :class:`RecipeError`: a name is a run sub-folder.
+    """
     d = Path(directory) if directory is not None else recipes_dir()
-    return sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml")))
+    paths = sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml")))
+    check_unique_names(paths)
+    return paths
+
+
+def check_unique_names(paths: typing.Sequence[str | os.PathLike]) -> None:
+    """Raise :class:`RecipeError` if two recipe files have the same name (file name without suffix)."""
+    by_name: dict[str, list[str]] = {}
+    for p in paths:
+        by_name.setdefault(Path(p).stem, []).append(str(p))
+    twice = {n: ps for n, ps in by_name.items() if len(ps) > 1}
+    if twice:
+        name, ps = next(iter(twice.items()))
+        raise RecipeError(f"recipe {name!r} is given more than once ({', '.join(ps)}): each recipe name is one run "
+                          "sub-folder, so names must be unique; rename or remove one")
 
 
 def find(name_or_path: str | os.PathLike, directory: str | os.PathLike | None = None) -> Path:
@@ -289,9 +343,12 @@ def find(name_or_path: str | os.PathLike, directory: str | os.PathLike | None = 
     if p.is_file():
         return p
     d = Path(directory) if directory is not None else recipes_dir()
-    for cand in (d / p, d / f"{p}.yaml", d / f"{p}.yml"):
-        if cand.is_file():
-            return cand
+    if (d / p).is_file():
+        return d / p
+    found = [c for c in (d / f"{p}.yaml", d / f"{p}.yml") if c.is_file()]
+    check_unique_names(found)
+    if found:
+        return found[0]
     known = ", ".join(q.stem for q in recipe_paths(d)) or "(none)"
     raise RecipeError(f"no recipe {str(name_or_path)!r} (not a file, not in {d}); known recipes: {known}")
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from rich.markup import escape
 from rich.table import Table
 
+from .files import atomic_open, atomic_write
 from .recipes import BUDGET_PARAMS
 
 __all__ = [
@@ -426,8 +427,7 @@ def plot_accuracy(
     legend sits outside the axes, so it covers no marker.
     """
     fig = accuracy_figure(rows, x, title=title, dataset=dataset)
-    path = Path(path)
-    fig.savefig(path)
+    path = _savefig(fig, path)
     _plt().close(fig)
     return path
 
@@ -473,6 +473,14 @@ def accuracy_figure(rows: Sequence[dict[str, Any]], x: str, *, title: str = "", 
     return fig
 
 
+def _savefig(fig: Any, path: str | os.PathLike) -> Path:
+    """Save ``fig`` to ``path`` atomically (a full disk keeps the old plot); the format is the suffix's."""
+    path = Path(path)
+    with atomic_open(path) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
 def _place_labels(ax: Any, labels: list[tuple[str, float, float, Any]], points: list[tuple[float, float]]) -> None:
     """Annotate points with their names, trying several sides so a label covers no other label or marker."""
     ax.autoscale_view()
@@ -515,8 +523,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, titl
     fig = curves_figure(rows, title=title)
     if fig is None:
         return None
-    path = Path(path)
-    fig.savefig(path)
+    path = _savefig(fig, path)
     _plt().close(fig)
     return path
 
@@ -612,8 +619,7 @@ def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
         plot_accuracy(rows, "latency", run_dir / LATENCY_PLOT, title=f"Accuracy vs measured latency ({where})",
                       dataset=dataset)
         plots["latency"] = LATENCY_PLOT
-    report = run_dir / "report.md"
-    report.write_text(markdown(results, plots))
+    report = atomic_write(run_dir / "report.md", markdown(results, plots))
     if console is None:
         from rich.console import Console
 

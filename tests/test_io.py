@@ -26,3 +26,24 @@ def test_load_errors(tmp_path):
         compress.load(tmp_path / "other.pt")
     with pytest.raises(TypeError, match="nn.Module"):
         compress.save("model", tmp_path / "x.pt")
+
+
+def test_save_checks_metadata_before_replacing_a_good_file(tmp_path):
+    import datetime
+    from pathlib import Path
+
+    import numpy as np
+
+    m = compress.models.ResNet(compress.ResNetConfig.uniform((8, 16), (1, 1), (1, 2)))
+    path = compress.save(m, tmp_path / "m.pt", metadata={"run": 1})
+    before = path.read_bytes()
+    for bad, what in (({"out": Path("runs/x")}, "PosixPath"), ({"when": datetime.datetime(2026, 1, 1)}, "datetime"),
+                      ({"acc": np.zeros(3)}, "numpy.ndarray"), ({"nested": [{"p": Path("a")}]}, r"metadata\['nested'\]\[0\]\['p'\]")):
+        with pytest.raises(TypeError, match=what):
+            compress.save(m, path, metadata=bad)
+        assert path.read_bytes() == before  # the good file is still there, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # and no temporary file is left
+    # numpy scalars are numbers: stored as the Python number of the same value, and they load back
+    compress.save(m, path, metadata={"acc": np.float32(0.5), "epochs": np.int64(3), "ok": np.bool_(True)})
+    _, meta = compress.load(path, with_metadata=True)
+    assert meta == {"acc": 0.5, "epochs": 3, "ok": True} and type(meta["acc"]) is float and type(meta["epochs"]) is int

@@ -152,3 +152,21 @@ def test_prune_torchvision_resnets(factory, out_dim, x, tmp_path):
         compress.load(tmp_path / "tv.pt")
     back = compress.load(tmp_path / "tv.pt", model=factory(num_classes=10))
     torch.testing.assert_close(back(x), m.eval()(x))
+
+
+def test_prune_inside_a_wrapper_keeps_the_inner_config_true(tmp_path):
+    """nn.DataParallel (or any `.module` wrapper) around a compress ResNet: the inner config describes the
+    pruned widths, so summary, save/load and later surgery see the pruned model."""
+    torch.manual_seed(0)
+    inner = compress.models.ResNet(compress.ResNetConfig.uniform((16, 32, 64, 128), (1, 1, 1, 1), (1, 2, 2, 2)))
+    pruned = compress.prune(nn.DataParallel(inner), {"module.layer3.*": 0.5}).eval()
+    assert pruned.module.config.widths == [16, 32, 32, 128] == pruned.module.config_from_modules().widths
+    assert inner.config.widths == [16, 32, 64, 128]  # the input is untouched
+    x = torch.randn(2, 3, 32, 32)
+    back = compress.load(compress.save(pruned.module, tmp_path / "inner.pt"))
+    assert torch.equal(back(x), pruned(x))
+    back = compress.load(compress.save(pruned, tmp_path / "wrapped.pt"), model=nn.DataParallel(inner))
+    assert back.module.config == pruned.module.config and torch.equal(back(x), pruned(x))
+    # surgery after pruning carries the pruned weights over (a stale config silently re-initialised them)
+    cut = compress.remove_stage(pruned.module, 3)
+    assert torch.equal(cut.layer3[0].conv1.weight, pruned.module.layer3[0].conv1.weight)

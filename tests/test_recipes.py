@@ -221,3 +221,70 @@ def test_only_a_full_paper_run_is_compared_with_the_claim(loaded):
     assert comparable(r, "paper", {**full, "name": "synthetic"}) == "trained on synthetic, not CIFAR-10"
     assert comparable(r, "paper", full, overrides={"lr": 0.1}) == "overridden lr 0.1"
     assert comparable(loaded["resnet18"], "paper", full) == "the paper claims no accuracy"
+
+
+def test_two_files_of_one_name_are_an_error(tmp_path):
+    text = (RECIPES / "004.yaml").read_text()
+    (tmp_path / "004.yaml").write_text(text)
+    (tmp_path / "004.yml").write_text(text.replace("final test accuracy", "another basis"))
+    for call in (lambda: recipes.recipe_paths(tmp_path), lambda: recipes.find("004", tmp_path),
+                 lambda: recipes.load_all(tmp_path)):
+        with pytest.raises(RecipeError, match=r"recipe '004' is given more than once .*004\.yaml.*004\.yml"):
+            call()
+
+
+def test_duplicate_yaml_keys_are_an_error(tmp_path):
+    text = (RECIPES / "004.yaml").read_text()
+    assert text.count("\nmodel:") == 1
+    # a second `model:` used to win silently and change the architecture
+    (tmp_path / "004.yaml").write_text(text + "model:\n  - scale_width: {factor: 0.5}\n")
+    with pytest.raises(RecipeError) as e:
+        recipes.load(tmp_path / "004.yaml")
+    line = text[:text.index("\nmodel:")].count("\n") + 2
+    assert f"duplicate key 'model' (first given on line {line})" in str(e.value) and "\n" not in str(e.value)
+    # nested mappings too
+    (tmp_path / "004.yaml").write_text(text.replace("train:\n", "train:\n  epochs: 3\n", 1))
+    with pytest.raises(RecipeError, match="duplicate key 'epochs'"):
+        recipes.load(tmp_path / "004.yaml")
+
+
+def test_binary_recipe_file_is_a_clear_error(tmp_path):
+    (tmp_path / "004.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(RecipeError, match=r"004\.yaml: not a text file \(a recipe is UTF-8 YAML"):
+        recipes.load(tmp_path / "004.yaml")
+
+
+@pytest.mark.parametrize("section, change, message", [
+    ("train", {"batch_size": 0}, "train: batch_size must be an integer >= 1, got 0"),
+    ("train", {"epochs": -1}, "train: epochs must be an integer >= 1, got -1"),
+    ("train", {"optimizer": {"lr": -0.1}}, "train.optimizer: lr must be a number >= 0, got -0.1"),
+    ("train", {"optimizer": {"momentum": 1.5}}, "train.optimizer: momentum must be in [0, 1), got 1.5"),
+    ("train", {"label_smoothing": 1.0}, "train: label_smoothing must be in [0, 1), got 1.0"),
+    ("train", {"augment": [{"name": "hflip", "params": {"p": 2}}]},
+     "train.augment[0]: augmentation 'hflip': p must be a probability in [0, 1], got 2"),
+    ("train", {"val_split": {"size": 0}}, "train.val_split: size must be a number of images >= 1, got 0"),
+    ("fast", {"schedule": {"pct_start": 0}}, "fast.schedule: pct_start must be in (0, 1), got 0"),
+    ("fast", {"ema": 1.0}, "fast: ema must be a decay in (0, 1) or null, got 1.0"),
+])
+def test_out_of_range_values_fail_at_load_time(tmp_path, section, change, message):
+    d = _good()
+    d[section] = recipes._merge(d.get(section) or {}, change)
+    assert message in _error(tmp_path, d)
+
+
+def test_out_of_range_value_fails_the_dry_run(tmp_path, capsys):
+    from compress.cli import main
+
+    d = _good()
+    d["train"]["batch_size"] = 0
+    path = _write(tmp_path, d)
+    assert main(["--dry-run", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "batch_size must be an integer >= 1, got 0" in out and len(out.strip().splitlines()) == 1
+
+
+def test_numbers_in_exponent_notation_are_numbers(tmp_path):
+    d = (RECIPES / "004.yaml").read_text().replace("weight_decay: 5.0e-4", "weight_decay: 5e-4")
+    assert "weight_decay: 5e-4" in d
+    (tmp_path / "004.yaml").write_text(d)
+    assert recipes.load(tmp_path / "004.yaml").train.optimizer.weight_decay == 5e-4

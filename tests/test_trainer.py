@@ -463,3 +463,103 @@ def test_with_overrides_replaces_only_what_is_given():
     assert c.with_overrides() == c and c.with_overrides(seed=4).seed == 4
     with pytest.raises(ValueError, match="lr must be > 0"):
         c.with_overrides(lr=0.0)
+
+
+def _all_json_is_strict(folder) -> list[str]:
+    """Names of the JSON files in ``folder``; each must parse as strict JSON (no NaN or Infinity)."""
+    def refuse(token):
+        raise AssertionError(f"{token} in a JSON file")
+
+    names = []
+    for p in sorted(folder.rglob("*.json")):
+        json.loads(p.read_text(), parse_constant=refuse)
+        names.append(p.name)
+    return names
+
+
+def test_one_diverged_epoch_is_not_a_measurement(data, tmp_path):
+    """lr 1e6 for one step: the training loss before the step is fine, the weights and test loss explode.
+    The run raises and writes no history, result or model (it used to report the epoch's accuracy)."""
+    with pytest.raises(NonFiniteLossError) as e:
+        train(tiny_net(), data, cfg(epochs=1, optimizer={"lr": 1e6}), out_dir=tmp_path, progress=False,
+              max_steps_per_epoch=1)
+    msg = str(e.value)
+    assert "training diverged: test loss is" in msg and "no checkpoint was written" in msg and "\n" not in msg
+    assert not any((tmp_path / n).exists() for n in ("history.json", "result.json", "model.pt", "checkpoint.pt"))
+
+
+class _EvalBlowsUp(nn.Module):
+    """A tiny net whose *evaluation* output becomes NaN once it has trained ``after`` steps."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+        self.after = after
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+        elif int(self.calls) >= self.after:
+            out = out * float("nan")
+        return out
+
+
+def test_guard_watches_the_test_loss_and_keeps_only_good_checkpoints(data, tmp_path):
+    steps = 4
+    with pytest.raises(NonFiniteLossError, match="test loss is nan in epoch 2") as e:
+        train(_EvalBlowsUp(steps + 1), data, cfg(epochs=3), out_dir=tmp_path, progress=False, max_steps_per_epoch=steps)
+    assert f"the last good checkpoint is kept at {tmp_path / 'checkpoint.pt'}" in str(e.value)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 1 and all(math.isfinite(v) for v in ck["history"][0].values())
+    assert _all_json_is_strict(tmp_path) == ["history.json"]
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 1
+
+
+class _WeightGoesNaN(nn.Module):
+    """A tiny net with a weight that turns NaN on its ``after``-th training step without touching the output."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.unused = nn.Parameter(torch.zeros(3))
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.after:
+                with torch.no_grad():
+                    self.unused.fill_(float("nan"))
+        return self.net(x)
+
+
+def test_guard_watches_the_weights(data, tmp_path):
+    with pytest.raises(NonFiniteLossError, match="weights became NaN or infinite in epoch 1"):
+        train(_WeightGoesNaN(2), data, cfg(epochs=2, optimizer={"lr": 0.1, "weight_decay": 0.0}), out_dir=tmp_path,
+              progress=False, max_steps_per_epoch=3)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "history.json").exists()
+
+
+def test_inputs_are_checked_before_anything_runs(data, tmp_path):
+    from compress.data import ImageData
+
+    cases = [
+        (dict(model=tiny_net(num_classes=5)), "the model predicts 5 classes but the data (synthetic) has 10"),
+        (dict(data=data.subset(n_test=0)), "has no test images: an accuracy over no images is not a measurement"),
+        (dict(data=data.subset(n_train=0)), "has no training images"),
+        (dict(data=ImageData(data.train_x[:, :1], data.train_y, data.test_x[:, :1], data.test_y, data.classes)),
+         "the images have 1 channel(s) but normalize.mean/std give 3"),
+        (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+        (dict(max_steps_per_epoch=0), "max_steps_per_epoch must be an integer >= 1 or None, got 0"),
+        (dict(config=cfg(val_split={"size": 256})), "val_split.size must be in 1..255"),
+        (dict(model=nn.Sequential(nn.Flatten(), nn.Linear(5, 10))), "the model cannot take the data's 3x8x8 images"),
+    ]
+    for change, message in cases:
+        kwargs = dict(model=tiny_net(), data=data, config=cfg(epochs=1), out_dir=tmp_path / "out", progress=False)
+        kwargs.update(change)
+        with pytest.raises(ValueError) as e:
+            train(kwargs.pop("model"), kwargs.pop("data"), kwargs.pop("config"), **kwargs)
+        assert message in str(e.value) and "\n" not in str(e.value), (message, str(e.value))
+        assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ helpers) live in :mod:`.augment`, :mod:`.optim` and :mod:`.distributed`.
 """
 
 from .config import *  # noqa: F401,F403
+from .checks import DIVERGED_LOSS, check_inputs
 from .config import __all__ as _config_all
 from .optim import EMA, Lookahead, build_ema, build_optimizer, build_scheduler
 from .trainer import NonFiniteLossError, TrainResult, train
@@ -14,6 +15,8 @@ __all__ = list(_config_all) + [
     "train",
     "TrainResult",
     "NonFiniteLossError",
+    "check_inputs",
+    "DIVERGED_LOSS",
     "Lookahead",
     "EMA",
     "build_optimizer",

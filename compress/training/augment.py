@@ -149,6 +149,37 @@ _STEPS: dict[str, tuple[Callable[..., torch.Tensor], set[str]]] = {
 }
 
 
+def _is_int(v: object, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_prob(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+
+
+_PARAMS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "padding": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "p": (_is_prob, "a probability in [0, 1]"),
+    "size": (lambda v: _is_int(v, 1), "an integer >= 1 (pixels)"),
+    "group": (lambda v: _is_int(v, 1), "an integer >= 1 (images)"),
+}
+
+
+def check_step(name: str, params: dict) -> None:
+    """Raise ValueError (naming the accepted values) unless ``name`` is an augmentation and ``params``
+    are its arguments with values in range."""
+    if name not in _STEPS:
+        raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(_STEPS)}")
+    allowed = _STEPS[name][1]
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"augmentation {name!r} takes {sorted(allowed)}, got {sorted(unknown)}")
+    for key, value in params.items():
+        ok, accepted = _PARAMS[key]
+        if not ok(value):
+            raise ValueError(f"augmentation {name!r}: {key} must be {accepted}, got {value!r}")
+
+
 def build_augment(
     steps: Sequence[AugmentStep], mean: Sequence[float] = (0.0, 0.0, 0.0)
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -158,12 +189,8 @@ def build_augment(
     """
     calls: list[tuple[Callable[..., torch.Tensor], dict]] = []
     for step in steps:
-        if step.name not in _STEPS:
-            raise ValueError(f"unknown augmentation {step.name!r}; known: {', '.join(_STEPS)}")
-        fn, allowed = _STEPS[step.name]
-        unknown = set(step.params) - allowed
-        if unknown:
-            raise ValueError(f"augmentation {step.name!r} takes {sorted(allowed)}, got {sorted(unknown)}")
+        check_step(step.name, step.params)
+        fn = _STEPS[step.name][0]
         kwargs = dict(step.params)
         if step.name == "cutout":
             kwargs["fill"] = [round(m * 255) for m in mean]

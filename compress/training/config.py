@@ -8,6 +8,7 @@ ResNet-18 on CIFAR-10: SGD 0.1/0.9/5e-4, cosine over 200 epochs, batch 128, crop
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +38,22 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _require(ok: bool, name: str, value: Any, accepted: str) -> None:
+    """Range checks run when a config is built (so loading a recipe, and ``--dry-run``, catch them)."""
+    if not ok:
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+
+
+def _number(x: Any, lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = True) -> bool:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(x) or math.isinf(x):
+        return False
+    return (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+
+
+def _count(x: Any, lo: int = 1) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """Optimizer and all its arguments. ``name``: sgd, adam, adamw or rmsprop.
@@ -53,6 +70,17 @@ class OptimizerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     alpha: float = 0.99
+
+    def __post_init__(self) -> None:
+        _require(_number(self.lr, 0), "lr", self.lr, "a number >= 0")
+        _require(_number(self.momentum, 0, 1), "momentum", self.momentum, "in [0, 1)")
+        _require(_number(self.weight_decay, 0), "weight_decay", self.weight_decay, "a number >= 0")
+        _require(len(self.betas) == 2 and all(_number(b, 0, 1) for b in self.betas), "betas", self.betas,
+                 "two numbers in [0, 1)")
+        _require(_number(self.eps, 0, lo_open=True), "eps", self.eps, "a number > 0")
+        _require(_number(self.alpha, 0, 1, hi_open=False), "alpha", self.alpha, "in [0, 1]")
+        _require(not (self.name == "sgd" and self.nesterov and self.momentum == 0), "momentum", self.momentum,
+                 "> 0 with nesterov: true")
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,16 @@ class ScheduleConfig:
     warmup_epochs: float = 0.0
     interval: Literal["epoch", "step"] = "epoch"
 
+    def __post_init__(self) -> None:
+        _require(self.t_max is None or _count(self.t_max), "t_max", self.t_max, "a whole number of epochs >= 1 or null")
+        _require(_number(self.eta_min, 0), "eta_min", self.eta_min, "a number >= 0")
+        _require(_count(self.step_size), "step_size", self.step_size, "a whole number of epochs >= 1")
+        _require(_number(self.gamma, 0, lo_open=True), "gamma", self.gamma, "a number > 0")
+        _require(_count(self.t_0), "t_0", self.t_0, "a whole number of epochs >= 1")
+        _require(_count(self.t_mult), "t_mult", self.t_mult, "an integer >= 1")
+        _require(_number(self.pct_start, 0, 1, lo_open=True), "pct_start", self.pct_start, "in (0, 1)")
+        _require(_number(self.warmup_epochs, 0), "warmup_epochs", self.warmup_epochs, "a number >= 0")
+
 
 @dataclass(frozen=True)
 class AugmentStep:
@@ -91,6 +129,11 @@ class AugmentStep:
     name: Literal["random_crop", "hflip", "vflip", "grayscale", "autoaugment", "cutout"]
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from .augment import check_step
+
+        check_step(self.name, self.params)
+
 
 @dataclass(frozen=True)
 class NormalizeConfig:
@@ -99,12 +142,19 @@ class NormalizeConfig:
     mean: tuple[float, float, float] = CIFAR10_MEAN
     std: tuple[float, float, float] = CIFAR10_STD
 
+    def __post_init__(self) -> None:
+        _require(all(_number(m, -math.inf) for m in self.mean), "mean", self.mean, "finite numbers")
+        _require(all(_number(v, 0, lo_open=True) for v in self.std), "std", self.std, "numbers > 0")
+
 
 @dataclass(frozen=True)
 class MixupConfig:
     """Mixup: one lambda per batch from Beta(alpha, alpha), each image mixed with the reversed batch."""
 
     alpha: float = 0.2
+
+    def __post_init__(self) -> None:
+        _require(_number(self.alpha, 0, lo_open=True), "alpha", self.alpha, "a number > 0")
 
 
 @dataclass(frozen=True)
@@ -114,6 +164,11 @@ class ClipConfig:
     value: float | None = None
     norm: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("value", "norm"):
+            v = getattr(self, name)
+            _require(v is None or _number(v, 0, lo_open=True), name, v, "a number > 0 or null")
+
 
 @dataclass(frozen=True)
 class LookaheadConfig:
@@ -121,6 +176,10 @@ class LookaheadConfig:
 
     k: int = 5
     alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(_count(self.k), "k", self.k, "an integer >= 1")
+        _require(_number(self.alpha, 0, 1, lo_open=True, hi_open=False), "alpha", self.alpha, "in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -134,6 +193,10 @@ class EarlyStoppingConfig:
     patience: int = 10
     min_delta: float = 0.0
 
+    def __post_init__(self) -> None:
+        _require(_count(self.patience), "patience", self.patience, "a whole number of epochs >= 1")
+        _require(_number(self.min_delta, 0), "min_delta", self.min_delta, "a number >= 0")
+
 
 @dataclass(frozen=True)
 class ValSplitConfig:
@@ -141,6 +204,9 @@ class ValSplitConfig:
 
     size: int = 5000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(_count(self.size), "size", self.size, "a number of images >= 1")
 
 
 @dataclass(frozen=True)
@@ -170,6 +236,13 @@ class TrainConfig:
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     compile: bool = False
     eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(_count(self.epochs), "epochs", self.epochs, "an integer >= 1")
+        _require(_count(self.batch_size), "batch_size", self.batch_size, "an integer >= 1")
+        _require(_number(self.label_smoothing, 0, 1), "label_smoothing", self.label_smoothing, "in [0, 1)")
+        _require(self.ema is None or _number(self.ema, 0, 1, lo_open=True), "ema", self.ema, "a decay in (0, 1) or null")
+        _require(_count(self.eval_batch_size), "eval_batch_size", self.eval_batch_size, "an integer >= 1")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train") -> "TrainConfig":

@@ -12,7 +12,6 @@ each rank takes its slice of every global batch (see :mod:`compress.training.dis
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
@@ -28,21 +27,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageData
+from ..files import atomic_open, write_json
 from . import distributed
 from .augment import build_augment, mixup, mixup_loss, normalize
+from .checks import NonFiniteLossError, check_diverged, check_inputs, check_loss
 from .config import TrainConfig
 from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
 
 __all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT", "autocast_dtype"]
 
 CHECKPOINT_FORMAT = "compress.checkpoint/1"
-_CHECK_EVERY = 20  # steps between progress updates (and, in one process, non-finite loss checks)
+_CHECK_EVERY = 20  # steps between progress updates (and, in one process, divergence checks)
 _PROGRESS_EVERY_S = 2.0  # ... and at most this many seconds between progress updates
 _AMP_ON_CPU = False  # tests set this to run the fp16 autocast/GradScaler code path on the CPU
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the last good checkpoint (if any) is left in place."""
 
 
 @dataclass
@@ -100,15 +97,16 @@ def train(
     an epoch ``checkpoint.pt`` is also rewritten once ``checkpoint_every_s`` seconds have passed since the
     last one (``None``: only at epoch ends; ``0``: after every step). ``resume=True`` continues from
     ``out_dir/checkpoint.pt`` if present, mid-epoch too, to the same result as an uninterrupted run (a
-    finished run returns its stored result at once). A NaN/inf loss raises :class:`NonFiniteLossError`.
-    Returns a :class:`TrainResult`.
+    finished run returns its stored result at once). Inputs that do not fit raise ``ValueError`` before
+    anything runs (:func:`~compress.training.checks.check_inputs`); a diverged epoch (NaN/inf or exploding
+    loss, NaN/inf weights) raises :class:`NonFiniteLossError` before it is recorded. Returns a
+    :class:`TrainResult`.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
-    n_epochs = int(epochs if epochs is not None else config.epochs)
-    if n_epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {n_epochs}")
     info = distributed.setup(device)
+    check_inputs(model, data, config, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, world_size=info.world_size)
+    n_epochs = int(epochs if epochs is not None else config.epochs)
     dev = info.device
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
@@ -116,10 +114,6 @@ def train(
     if config.val_split is not None and data.val_x is None:
         data = data.with_val_split(config.val_split.size, config.val_split.seed)
     has_val = data.val_x is not None
-    if config.early_stopping is not None and config.early_stopping.metric.startswith("val") and not has_val:
-        raise ValueError(f"early_stopping on {config.early_stopping.metric} needs a validation split (val_split)")
-    if config.batch_size % info.world_size:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {info.world_size} processes")
 
     saved = _load_checkpoint(ckpt_path) if resume and ckpt_path is not None and ckpt_path.is_file() else None
     if saved is not None:
@@ -296,7 +290,7 @@ def train(
                 seen += y.shape[0]
                 if (step + 1) % _CHECK_EVERY == 0 or step + 1 == steps:
                     if not info.enabled:  # in DDP all ranks must agree; checked after the all-reduce below
-                        _check_finite(float(loss_sum), epoch, step, ckpt_path)
+                        check_loss(float(loss_sum) / seen, epoch, step, ckpt_path)
                 if bar.due(step + 1, steps):
                     bar.update(epoch, n_epochs, step + 1, float(loss_sum) / seen, int(correct) / seen,
                                seen * info.world_size / (time.perf_counter() - t_steps))
@@ -315,7 +309,7 @@ def train(
             counts = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=dev, dtype=torch.float64)])
             distributed.all_reduce_sum(counts, info)
             train_loss, train_acc, n_seen = float(counts[0] / counts[2]), float(counts[1] / counts[2]), int(counts[2])
-            _check_finite(train_loss, epoch, steps - 1, ckpt_path)
+            check_loss(train_loss, epoch, steps - 1, ckpt_path)
 
             eval_net = ema.module if ema is not None else net
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
@@ -323,6 +317,7 @@ def train(
                 row[f"{name}_loss"], row[f"{name}_acc"] = _evaluate(
                     eval_net, ex, ey, (mean, std), config, amp_dtype, memory_format, info
                 )
+            check_diverged(row, [net] + ([ema.module] if ema is not None else []), ckpt_path)  # before it is recorded
             row["lr"] = lr
             row["epoch_time_s"] = time.perf_counter() - t_epoch
             row["images_per_s"] = n_seen / step_time
@@ -409,20 +404,6 @@ def _early_stop(config: TrainConfig, row: dict[str, Any], stopper: dict[str, Any
     return stopper["bad"] >= es.patience
 
 
-def _check_finite(value: float, epoch: int, step: int, ckpt_path: Path | None) -> None:
-    if math.isfinite(value):
-        return
-    where = (
-        f"the last good checkpoint is kept at {ckpt_path}"
-        if ckpt_path is not None and ckpt_path.is_file()
-        else "no checkpoint was written before it"
-    )
-    raise NonFiniteLossError(
-        f"training loss became {value} in epoch {epoch + 1} (by step {step + 1}); stopping. {where}. "
-        "Lower the learning rate, add gradient clipping, or use amp: none to rule out overflow."
-    )
-
-
 def _result(template: nn.Module, state: dict[str, Any], device: str, precision: dict[str, Any]) -> TrainResult:
     """The TrainResult of a run whose final state (or checkpoint) is ``state``."""
     history, best = state["history"], state["best"]
@@ -485,11 +466,9 @@ def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 # checkpoints and RNG ----------------------------------------------------------------------------
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write ``state`` to ``path`` atomically (:func:`compress.files.atomic_open`)."""
+    with atomic_open(path) as f:
+        torch.save(state, f)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -518,10 +497,7 @@ def _check_same_run(
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def _seed_everything(seed: int) -> None:

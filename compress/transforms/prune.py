@@ -282,8 +282,9 @@ def _prune(
                 prune_weakest(graph, group, importance, k)
 
     net.zero_grad(set_to_none=True)
-    if isinstance(net, ResNet):
-        net.config = net.config_from_modules()
+    for module in net.modules():  # the model itself, or one inside a wrapper (DataParallel, any `.module`)
+        if isinstance(module, ResNet):
+            module.config = module.config_from_modules()
     with torch.no_grad():
         net(torch.zeros(*input_size, device=device))  # a pruned model that cannot run is a bug: fail here
     net.train(was_training)
