@@ -111,7 +111,7 @@ def test_budget_mode_flops():
         (dict(ratios=-0.1), ValueError, r"outside \[0, 1\)"),
         (dict(ratios="half"), TypeError, "float or a mapping"),
         (dict(ratios={"layer9.*": 0.5}), ValueError, "matches no prunable layer"),
-        (dict(ratios={"linear": 0.5}), ValueError, "matches no prunable layer"),
+        (dict(ratios={"linear": 0.5}), ValueError, "linear cannot be pruned: its channels are the model output"),
         (dict(ratios={8: 0.5}), ValueError, "8 residual blocks"),
         (dict(ratios={"layer1.0.conv2": 0.5, "layer1.1.conv2": 0.25}), ValueError, "different ratios"),
         (dict(ratios=0.5, importance="magic"), ValueError, "choose one of l1"),

@@ -1,4 +1,5 @@
-"""Dependency-graph structured pruning (through torch-pruning) at per-layer ratios or to a budget."""
+"""Dependency-graph structured pruning (through torch-pruning): at ratios, ranked per layer or across
+layers, in one shot or in steps, or to a params/FLOPs budget. See docs/transforms/prune.md."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 import fnmatch
 import math
 import re
+import sys
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, Union
 
 import torch
@@ -13,10 +15,12 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from ..metrics import count_flops, count_params
 from ..models.resnet import ResNet
+from . import _depgraph as dg
+from ._cost import CostModel, measure
+from ._depgraph import PruneError
 
-__all__ = ["prune", "prunable_layers", "IMPORTANCES"]
+__all__ = ["prune", "prunable_layers", "IMPORTANCES", "PruneError"]
 
 Ratios = Union[float, Mapping[Union[str, int], float]]
 
@@ -30,7 +34,28 @@ IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
 """Channel importance criteria by name. ``taylor`` is data-aware (needs ``data=``); ``bn_scale`` ranks
 channels by the |gamma| of their batch norm, which is meaningful on a trained model."""
 
-_MAX_SEARCH_RATIO = 0.99
+RANKINGS = ("local", "global", "isomorphic")
+DEFAULT_INPUT_SIZE = (1, 3, 32, 32)
+
+# Torch-Pruning's MetaPruner argument names that prune() accepts, and the compress name each one means.
+TORCH_PRUNING_ALIASES = {
+    "pruning_ratio": "ratios",
+    "pruning_ratio_dict": "ratios",
+    "ch_sparsity": "ratios",
+    "ch_sparsity_dict": "ratios",
+    "global_pruning": "ranking",
+    "isomorphic": "ranking",
+    "max_pruning_ratio": "max_ratio",
+    "iterative_steps": "steps",
+    "ignored_layers": "ignore",
+    "example_inputs": "inputs",
+    "unwrapped_parameters": "unwrapped",
+}
+_TORCH_PRUNING_UNSUPPORTED = (
+    "prune_num_heads", "prune_head_dims", "head_pruning_ratio", "head_pruning_ratio_dict", "customized_pruners",
+    "root_module_types", "forward_fn", "output_transform", "in_channel_groups", "out_channel_groups",
+    "channel_groups", "iterative_pruning_ratio_scheduler",
+)
 
 
 def prune(
@@ -38,74 +63,214 @@ def prune(
     ratios: Ratios | None = None,
     *,
     importance: str | tp.importance.Importance = "l1",
+    ranking: Literal["local", "global", "isomorphic"] = "local",
+    max_ratio: float = 1.0,
+    steps: int = 1,
     round_to: int | None = None,
     mode: Literal["one-shot", "sequential"] = "one-shot",
     target_params: int | None = None,
     target_flops: int | None = None,
     ignore: Sequence[str] = (),
+    outputs: str | Sequence[str | int] = "all",
+    inputs: Any = None,
+    input_size: Sequence[int] | None = None,
     data: Any = None,
-    input_size: Sequence[int] = (1, 3, 32, 32),
+    num_heads: Mapping[Any, int] | None = None,
+    unwrapped: Mapping[str, int] | None = None,
+    fix: Callable[[nn.Module], Any] | None = None,
+    **torch_pruning_names: Any,
 ) -> nn.Module:
-    """Return a copy of ``model`` with output channels physically removed; ``model`` is untouched.
+    """Return a copy of ``model`` with channels physically removed; ``model`` is untouched.
 
-    ``ratios`` is the fraction of output channels to remove, in [0, 1):
+    **Ratios.** ``ratios`` is the fraction of channels to remove, in [0, 1): a float for every prunable
+    layer, or a mapping from module names, glob patterns (``"layer4.*.conv1"``; a name also covers the
+    modules inside it) or block indices (``3``: the 4th residual block, its convs but not its shortcut)
+    to ratios; later keys override earlier ones; layers not mentioned keep their channels. Layers that
+    share channels (a residual stream, a depthwise conv and its input) form one group and are pruned
+    together, so they must not be given different ratios. A group of ``n`` channels keeps
+    ``int(n * (1 - r))`` of them, as in Torch-Pruning.
 
-    - a float: every prunable conv/linear layer (the classifier's outputs are never pruned);
-    - a mapping from module names, glob patterns (``"layer4.*.conv1"``; a name also covers the modules
-      inside it, so ``"layer4"`` is the whole stage) or block indices (``3``: the 4th residual block,
-      counted across stages; its convs but not its shortcut) to ratios. Later keys override earlier
-      ones. Layers coupled through a residual connection are pruned together, so they must not be given
-      different ratios.
+    **Ranking.** ``"local"``: every group loses its own ``r`` (uniform widths). ``"global"``: channels are
+    ranked across all groups (scores normalised per group) and the weakest ``r`` of all of them go, so
+    widths become uneven; no group loses more than ``max_ratio`` of its channels or its last channel.
+    ``"isomorphic"``: ranked across groups of the same structure only. With a mapping, each key's
+    layers are ranked together. All groups are scored before any is pruned. ``steps=k`` reaches the
+    target in k equal steps, scoring again after each (and recomputing gradients for ``taylor``).
 
-    ``mode="one-shot"`` removes ``int(r * n)`` channels from each coupled group at once (n: its width).
-    ``mode="sequential"`` visits the matched layers in order and removes ``int(r * n)`` of their
-    *current* width, so ratios compound along a residual stream (the procedure of report 002a).
-    ``round_to`` rounds each kept width to a multiple of it. ``importance`` names a criterion in
-    :data:`IMPORTANCES` (``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"``, ``"taylor"``) or is a
-    torch-pruning ``Importance``; ``"taylor"`` needs ``data``: an ``(inputs, labels)`` pair or an
-    iterable of them, used to compute loss gradients.
+    **Budget.** ``target_params`` / ``target_flops`` instead of ``ratios``: the smallest ratio (uniform
+    with local ranking, global with global ranking) whose result fits the budget; FLOPs are counted on
+    ``inputs`` (or zeros of ``input_size``, default 1x3x32x32). ``mode="sequential"`` instead visits the
+    matched layers in order and removes ``int(r * n)`` of their *current* width, so ratios compound
+    along a residual stream (the procedure of torch-pruning 0.2.8 and report 002a).
 
-    Budget mode: give ``target_params`` or ``target_flops`` (instead of ``ratios``) and the smallest
-    uniform ratio whose result is at most that budget is found. FLOPs are counted at ``input_size``.
-    Layers whose names match a pattern in ``ignore`` are never pruned. A compress ResNet comes back as
-    a ResNet whose config describes the pruned widths, so it can be saved and loaded.
+    **Rounding.** ``round_to`` rounds each kept width *down* to a multiple of it (Torch-Pruning's rule).
+
+    **Importance.** ``importance`` names a criterion in :data:`IMPORTANCES` or is a torch-pruning
+    ``Importance``; ``"taylor"`` needs ``data``: an ``(inputs, labels)`` pair or an iterable of them.
+
+    **What is never pruned.** Layers matching a pattern in ``ignore`` (and the layers sharing their
+    channels); the channels of the model's outputs: ``outputs="all"`` protects every output, or give the
+    output keys/indices to protect (``["out"]`` for a dict output; ``[]`` protects none). A request that
+    would leave a layer with no channels, or a grouped conv with different channels in different
+    groups, is a ``ValueError`` naming the layer (:class:`PruneError`).
+
+    **Other models.** ``inputs`` are example inputs for tracing and the final check: a tensor, a tuple
+    (positional) or a dict (keyword), e.g. a real batch for data-dependent branches. ``num_heads``
+    (``{layer name: heads}``) keeps attention heads whole: head dims are removed alike in every head
+    (``nn.MultiheadAttention`` heads are read from the module). ``unwrapped`` gives the pruned dim of
+    parameters outside any layer (``{"class_token": 2}``; by default their last non-singleton dim).
+    ``fix(pruned)`` runs after pruning and before the check forward, to update attributes that store
+    widths (torchvision's ViT ``hidden_dim`` is fixed automatically). Torch-Pruning's argument names
+    (``pruning_ratio``, ``pruning_ratio_dict``, ``global_pruning``, ``isomorphic``,
+    ``max_pruning_ratio``, ``iterative_steps``, ``ignored_layers``, ``example_inputs``,
+    ``unwrapped_parameters``) are accepted as aliases.
+
+    A compress ResNet comes back as a ResNet whose config describes the pruned widths.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"prune() takes an nn.Module, got {type(model).__name__}")
+    given = dict(ratios=ratios, ranking=ranking, max_ratio=max_ratio, steps=steps, ignore=ignore, inputs=inputs, unwrapped=unwrapped)
+    opts = _from_torch_pruning_names(model, given, torch_pruning_names)
+    ratios, ranking, max_ratio, steps = opts["ratios"], opts["ranking"], opts["max_ratio"], opts["steps"]
+    ignore, inputs, unwrapped = opts["ignore"], opts["inputs"], opts["unwrapped"]
+
     if mode not in ("one-shot", "sequential"):
         raise ValueError(f"mode must be 'one-shot' or 'sequential', got {mode!r}")
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {', '.join(map(repr, RANKINGS))}, got {ranking!r}")
+    if mode == "sequential" and (ranking != "local" or steps != 1):
+        raise ValueError("mode='sequential' prunes layer by layer: it takes neither ranking='global'/'isomorphic' nor steps")
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
         raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    max_ratio = _check_ratio(max_ratio, "max_ratio", upper_inclusive=True)
+    if fix is not None and not callable(fix):
+        raise TypeError(f"fix must be a callable taking the pruned model, got {type(fix).__name__}")
     if isinstance(ignore, str):
         ignore = (ignore,)
+    if inputs is not None and input_size is not None:
+        raise TypeError("give example inputs or input_size, not both")
     imp = _importance(importance, data)
-    kwargs = dict(importance=imp, round_to=round_to, mode=mode, ignore=tuple(ignore), data=data, input_size=input_size)
+
+    budget = None
     if target_params is not None or target_flops is not None:
         if ratios is not None:
             raise TypeError("give either ratios or a budget (target_params / target_flops), not both")
-        return _prune_to_budget(model, target_params, target_flops, kwargs)
-    if ratios is None:
+        if target_params is not None and target_flops is not None:
+            raise TypeError("give one budget: target_params or target_flops")
+        what, value = ("params", target_params) if target_params is not None else ("flops", target_flops)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"target_{what} must be a positive integer, got {value!r}")
+        budget = (what, value)
+    elif ratios is None:
         raise TypeError("prune() needs ratios (a float or a mapping) or a budget (target_params / target_flops)")
-    return _prune(model, ratios, **kwargs)
+
+    job = _Job(model, imp, ignore=tuple(ignore), outputs=outputs, inputs=inputs, input_size=input_size,
+               num_heads=num_heads, unwrapped=unwrapped, data=data, fix=fix)
+    if mode == "sequential":
+        return job.sequential(ratios, round_to, budget)
+    return job.run(ratios, budget, ranking=ranking, max_ratio=max_ratio, steps=steps, round_to=round_to)
 
 
-def prunable_layers(model: nn.Module, ignore: Sequence[str] = (), input_size: Sequence[int] = (1, 3, 32, 32)) -> dict[str, nn.Module]:
-    """The layers :func:`prune` may remove output channels from, by name (the classifier excluded)."""
-    classifier = _classifier(model, input_size)
-    layers = {}
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not classifier and not _matches_any(name, ignore):
-            layers[name] = m
-    return layers
+def prunable_layers(
+    model: nn.Module,
+    ignore: Sequence[str] = (),
+    input_size: Sequence[int] | None = None,
+    *,
+    inputs: Any = None,
+    outputs: str | Sequence[str | int] = "all",
+) -> dict[str, nn.Module]:
+    """The layers :func:`prune` may remove output channels from, by name (of ``model``).
+
+    Excluded: layers matching ``ignore`` and those sharing channels with them, layers whose channels
+    are a protected output (the classifier), and groups of a single channel.
+    """
+    if isinstance(ignore, str):
+        ignore = (ignore,)
+    job = _Job(model, None, ignore=tuple(ignore), outputs=outputs, inputs=inputs, input_size=input_size,
+               num_heads=None, unwrapped=None, data=None, fix=None)
+    net, traced, groups = job.start()
+    names = [n for g in groups if job.blocked(g) is None for n in g.members]
+    modules = dict(model.named_modules())
+    order = [n for n, _ in model.named_modules()]
+    return {n: modules[n] for n in order if n in set(names)}
 
 
-# --- ratio resolution ------------------------------------------------------------------------------
+# --- argument handling -------------------------------------------------------------------------------
 
-def _check_ratio(value: Any, key: Any) -> float:
+def _from_torch_pruning_names(model: nn.Module, given: dict, names: dict) -> dict:
+    """Translate Torch-Pruning's MetaPruner argument names into compress's."""
+    out = dict(given)
+    for name in names:
+        if name in _TORCH_PRUNING_UNSUPPORTED:
+            raise TypeError(f"{name!r} is a Torch-Pruning option that compress.prune() does not support")
+        if name not in TORCH_PRUNING_ALIASES:
+            accepted = ", ".join(TORCH_PRUNING_ALIASES)
+            raise TypeError(f"prune() got an unexpected keyword argument {name!r} (Torch-Pruning names accepted: {accepted})")
+    defaults = dict(ratios=None, ranking="local", max_ratio=1.0, steps=1, ignore=(), inputs=None, unwrapped=None)
+
+    def put(target: str, value: Any, alias: str) -> None:
+        if out[target] is not None and out[target] != defaults[target] and not (target == "ratios" and alias.endswith("_dict")):
+            raise TypeError(f"give {target}= or its Torch-Pruning alias {alias}=, not both")
+        out[target] = value
+
+    module_names = {m: n for n, m in model.named_modules()}
+    ratio = names.get("pruning_ratio", names.get("ch_sparsity"))
+    ratio_dict = names.get("pruning_ratio_dict", names.get("ch_sparsity_dict"))
+    if ratio is not None or ratio_dict is not None:
+        if out["ratios"] is not None:
+            raise TypeError("give ratios= or Torch-Pruning's pruning_ratio=/pruning_ratio_dict=, not both")
+        mapping: dict = {}
+        if ratio_dict:
+            if ratio is not None:
+                mapping["*"] = ratio
+            for key, r in ratio_dict.items():
+                for m in key if isinstance(key, tuple) else (key,):
+                    mapping[module_names.get(m, m) if isinstance(m, nn.Module) else m] = r
+            out["ratios"] = mapping
+        else:
+            out["ratios"] = ratio
+    if names.get("isomorphic"):
+        put("ranking", "isomorphic", "isomorphic")
+    elif names.get("global_pruning"):
+        put("ranking", "global", "global_pruning")
+    for alias, target in (("max_pruning_ratio", "max_ratio"), ("iterative_steps", "steps"), ("example_inputs", "inputs")):
+        if alias in names:
+            put(target, names[alias], alias)
+    if "ignored_layers" in names:
+        layers = names["ignored_layers"] or []
+        resolved = []
+        for m in layers:
+            if isinstance(m, nn.Module):
+                if m not in module_names:
+                    raise ValueError("ignored_layers holds a module that is not part of the model")
+                resolved.append(module_names[m])
+            elif isinstance(m, str):
+                resolved.append(m)
+            else:
+                raise TypeError(f"ignored_layers takes modules or names, got {type(m).__name__}")
+        put("ignore", tuple(resolved), "ignored_layers")
+    if "unwrapped_parameters" in names:
+        params = {p: n for n, p in model.named_parameters()}
+        pairs = names["unwrapped_parameters"] or []
+        pairs = pairs.items() if isinstance(pairs, Mapping) else pairs
+        mapping = {}
+        for p, dim in pairs:
+            if p not in params:
+                raise ValueError("unwrapped_parameters holds a parameter that is not part of the model")
+            mapping[params[p]] = dim
+        put("unwrapped", mapping, "unwrapped_parameters")
+    return out
+
+
+def _check_ratio(value: Any, key: Any, *, upper_inclusive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"ratio for {key!r} must be a number in [0, 1), got {type(value).__name__} {value!r}")
-    if not 0 <= value < 1 or math.isnan(value):
-        raise ValueError(f"ratio {value!r} for {key!r} is outside [0, 1): it is the fraction of channels removed")
+    ok = 0 <= value <= 1 if upper_inclusive else 0 <= value < 1
+    if not ok or math.isnan(value):
+        interval = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise ValueError(f"ratio {value!r} for {key!r} is outside {interval}: it is the fraction of channels removed")
     return float(value)
 
 
@@ -126,17 +291,17 @@ def _blocks(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_modules() if re.fullmatch(r"layer\d+\.\d+", n)]
 
 
-def _resolve(model: nn.Module, ratios: Ratios, layers: dict[str, nn.Module]) -> dict[str, float]:
-    """Map every prunable layer name to its ratio (layers not mentioned are absent)."""
+def _resolve(model: nn.Module, ratios: Ratios, layers: Sequence[str]) -> dict[str, tuple[float, int]]:
+    """Map every matched layer name to (its ratio, the index of the key that set it), in layer order."""
     if isinstance(ratios, Mapping):
         items = list(ratios.items())
     elif isinstance(ratios, (int, float)) and not isinstance(ratios, bool):
         items = [("*", ratios)]
     else:
         raise TypeError(f"ratios must be a float or a mapping of layer names/patterns/block indices to floats, got {type(ratios).__name__}")
-    resolved: dict[str, float] = {}
+    resolved: dict[str, tuple[float, int]] = {}
     blocks = None
-    for key, value in items:
+    for index, (key, value) in enumerate(items):
         r = _check_ratio(value, key)
         if isinstance(key, int) and not isinstance(key, bool):
             blocks = blocks if blocks is not None else _blocks(model)
@@ -158,14 +323,11 @@ def _resolve(model: nn.Module, ratios: Ratios, layers: dict[str, nn.Module]) -> 
                 f"({len(layers)} in all; see compress.transforms.prunable_layers(model))"
             )
         for n in names:
-            resolved[n] = r
-    order = list(layers)
-    return {n: resolved[n] for n in order if n in resolved}
+            resolved[n] = (r, index)
+    return {n: resolved[n] for n in layers if n in resolved}
 
 
-# --- the pruning itself -----------------------------------------------------------------------------
-
-def _importance(importance: Any, data: Any) -> tp.importance.Importance:
+def _importance(importance: Any, data: Any) -> tp.importance.Importance | None:
     if isinstance(importance, tp.importance.Importance):
         return importance
     if importance not in IMPORTANCES:
@@ -175,23 +337,475 @@ def _importance(importance: Any, data: Any) -> tp.importance.Importance:
     return IMPORTANCES[importance]()
 
 
-def _classifier(model: nn.Module, input_size: Sequence[int]) -> nn.Module | None:
-    """The layer producing the model's outputs (never pruned): the last Linear, else the last conv."""
-    if isinstance(model, ResNet):
-        return model.linear
-    for kind in (nn.Linear, nn.Conv2d):
-        found = [m for m in model.modules() if isinstance(m, kind)]
-        if found:
-            return found[-1]
-    return None
+def _fix_known_models(net: nn.Module) -> None:
+    """Update width attributes of known torchvision models that pruning cannot see."""
+    vit = sys.modules.get("torchvision.models.vision_transformer")  # loaded if the model is one
+    if vit is None:
+        return
+    VisionTransformer = vit.VisionTransformer
+    for m in net.modules():
+        if isinstance(m, VisionTransformer):
+            m.hidden_dim = m.conv_proj.out_channels
 
 
-def _n_prune(n: int, ratio: float, round_to: int | None) -> int:
-    keep = n - int(ratio * n)
-    if round_to:
-        keep = min(n, max(round_to, round_to * round(keep / round_to)))
-    return n - keep
+# --- one pruning job ---------------------------------------------------------------------------------
 
+class _Job:
+    """The state of one prune() call: a copy of the model, its graph, its groups."""
+
+    def __init__(self, model, importance, *, ignore, outputs, inputs, input_size, num_heads, unwrapped, data, fix):
+        self.model = model
+        self.importance = importance
+        self.ignore = ignore
+        self.outputs = outputs
+        self.input_size = tuple(input_size) if input_size is not None else (DEFAULT_INPUT_SIZE if inputs is None else None)
+        self.raw_inputs = inputs
+        self.num_heads_arg = num_heads
+        self.unwrapped_arg = unwrapped
+        self.data = data
+        self.fix = fix
+
+    # setting up ---------------------------------------------------------------------------------
+    def start(self) -> tuple[nn.Module, dg.Traced, list[dg.Group]]:
+        """Copy the model, trace the copy and collect its groups."""
+        model = self.model
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            raise TypeError(f"prune() needs a model with parameters; {type(model).__name__} has none") from None
+        self.device = device
+        self.inputs = dg.to_device(self.raw_inputs, device) if self.raw_inputs is not None else torch.zeros(*self.input_size, device=device)
+        self.flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        self._check_names(model)
+        net = copy.deepcopy(model)
+        self.was_training = model.training
+        net.eval()
+        self.net = net
+        self.retrace()
+        return net, self.traced, self.groups
+
+    def _check_names(self, model: nn.Module) -> None:
+        names = dict(model.named_modules())
+        params = dict(model.named_parameters())
+        heads: dict[str, int] = {}
+        for key, value in (self.num_heads_arg or {}).items():
+            name = next((n for n, m in names.items() if m is key), None) if isinstance(key, nn.Module) else key
+            if name not in names:
+                raise ValueError(f"num_heads: {key!r} is not a layer of the model")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"num_heads for {name!r} must be a positive integer, got {value!r}")
+            heads[name] = value
+        self.heads_by_name = heads
+        unwrapped = {}
+        for name, dim in (self.unwrapped_arg or {}).items():
+            if name not in params:
+                raise ValueError(f"unwrapped: {name!r} is not a parameter of the model (named like {', '.join(list(params)[:3])}, ...)")
+            if isinstance(dim, bool) or not isinstance(dim, int) or not -params[name].dim() <= dim < params[name].dim():
+                raise ValueError(f"unwrapped: dim {dim!r} is not a dimension of {name!r} (shape {tuple(params[name].shape)})")
+            unwrapped[name] = dim % params[name].dim()
+        self.unwrapped_by_name = unwrapped
+
+    def retrace(self) -> None:
+        """(Re)build the graph of ``self.net`` and its groups."""
+        net = self.net
+        params = dict(net.named_parameters())
+        unwrapped = [(params[n], d) for n, d in self.unwrapped_by_name.items()] or None
+        self.traced = dg.trace(net, self.inputs, unwrapped)
+        self.protected = self._protected_outputs(self.traced)
+        modules = dict(net.named_modules())
+        self.num_heads = {m: m.num_heads for m in net.modules() if isinstance(m, nn.MultiheadAttention)}
+        self.num_heads.update({modules[n]: h for n, h in self.heads_by_name.items()})
+        self.ignored = [m for n, m in net.named_modules() if n and _matches_any(n, self.ignore)]
+        if self.ignore:
+            unmatched = [p for p in self.ignore if not any(_matches(n, p) for n in modules if n)]
+            if unmatched:
+                raise ValueError(f"ignore: {', '.join(map(repr, unmatched))} matches no module of the model")
+        self.groups = dg.collect_groups(self.traced, ignored=[], protected=self.protected, num_heads=self.num_heads)
+        ignored = set(self.ignored)
+        self.ignored_in = {}
+        for g in self.groups:
+            hits = [self.traced.names.get(d.target.module, "?") for d, _ in g.items
+                    if d.target.module in ignored and self.traced.graph.is_out_channel_pruning_fn(d.handler)]
+            if hits:
+                self.ignored_in[g.key] = hits
+        graph = self.traced.graph
+        self.candidates = [
+            n for n, m in net.named_modules() if isinstance(m, dg.ROOT_TYPES) and m in graph.module2node and m not in ignored
+        ]
+
+    def _protected_outputs(self, traced: dg.Traced) -> list[str]:
+        paths = list(traced.outputs)
+        if self.outputs == "all":
+            return paths
+        if isinstance(self.outputs, (str, int)):
+            wanted = [self.outputs]
+        else:
+            wanted = list(self.outputs)
+        found = []
+        for w in wanted:
+            key = str(w)
+            hits = [p for p in paths if p == key or p.startswith(key + ".")]
+            if not hits:
+                raise ValueError(f"outputs: {w!r} is not an output of the model; its outputs are {', '.join(paths)}")
+            found.extend(hits)
+        return found
+
+    def blocked(self, g: dg.Group) -> str | None:
+        """Why group ``g`` cannot be pruned at all (None: it can)."""
+        if g.unsupported:
+            return g.unsupported
+        if g.reaches:
+            return f"its channels are the model output {', '.join(map(repr, g.reaches))} (protected by outputs=)"
+        if g.key in self.ignored_in:
+            return f"it shares channels with ignored layer(s) {', '.join(self.ignored_in[g.key])}"
+        if g.channels % g.ch_groups:
+            return f"its {g.channels} channels do not split into {g.ch_groups} equal groups"
+        if g.units < 2:
+            return "it has a single channel" + (f" per group of {g.ch_groups}" if g.ch_groups > 1 else "")
+        if not g.members:
+            return "it has no prunable layer"
+        return None
+
+    # scoring --------------------------------------------------------------------------------------
+    def score(self) -> None:
+        net = self.net
+        if isinstance(self.importance, tp.importance.GroupTaylorImportance):
+            for p in net.parameters():
+                p.requires_grad_(True)
+            try:
+                _accumulate_gradients(net, self.data, self.device)
+            finally:
+                dg.restore_requires_grad(net, self.flags)
+        dg.score_groups(self.groups, self.importance)
+
+    # the main paths -------------------------------------------------------------------------------
+    def run(self, ratios, budget, *, ranking, max_ratio, steps, round_to) -> nn.Module:
+        net, traced, groups = self.start()
+        if budget is None:
+            targets = self._targets(ratios, ranking)
+        else:
+            targets = {g.key: (None, 0) for g in groups if self.blocked(g) is None and any(n in self.candidates for n in g.members)}
+        initial = {g.key: g.units for g in groups}
+        planner = _Planner(initial, ranking, max_ratio, round_to)
+        what = budget[0] if budget else None
+        start_cost = measure(net, what, self._flops_inputs(), self.input_size) if budget else None
+        if budget and start_cost <= budget[1]:
+            return self._finish()
+        for step in range(1, steps + 1):
+            if step > 1:
+                self.retrace()
+            self.score()
+            groups = [g for g in self.groups if g.key in targets and g.scores is not None]
+            if budget is None:
+                frac = step / steps
+                step_targets = {k: (r * frac, s) for k, (r, s) in targets.items()}
+                plan = planner.plan(groups, step_targets)
+            else:
+                goal = start_cost - (start_cost - budget[1]) * step // steps
+                plan = self._search(planner, groups, targets, what, goal, budget[1], last=step == steps)
+            dg.check_plan(self.traced, self.groups, plan)
+            dg.apply_plan(self.traced, self.groups, plan)
+            self._after_step()
+        return self._finish()
+
+    def _targets(self, ratios, ranking) -> dict[str, tuple[float, int]]:
+        """For every group with a requested ratio: (ratio, ranking scope)."""
+        resolved = _resolve(self.model, ratios, self.candidates)
+        targets: dict[str, tuple[float, int]] = {}
+        handled = set()
+        for g in self.groups:
+            members = [n for n in g.members if n in resolved]
+            if not members:
+                continue
+            handled.update(members)
+            found = {resolved[n][0] for n in members}
+            if len(found) > 1:
+                detail = ", ".join(f"{n}={resolved[n][0]}" for n in members)
+                raise ValueError(
+                    f"these layers share channels (a residual connection or a grouped/depthwise conv) and must be "
+                    f"pruned together, but were given different ratios: {detail}"
+                )
+            reason = self.blocked(g)
+            if reason is not None:
+                named = [n for n in members if isinstance(ratios, Mapping) and n in ratios]
+                if named:
+                    raise ValueError(f"{', '.join(named)} cannot be pruned: {reason}")
+                continue
+            ratio = found.pop()
+            if ratio > 0:
+                targets[g.key] = (ratio, resolved[members[0]][1])
+        missing = [n for n in resolved if n not in handled and isinstance(ratios, Mapping) and n in ratios]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} cannot be pruned: its output channels are not traced into a group")
+        return targets
+
+    def _search(self, planner, groups, targets, what, goal, budget, last) -> dict:
+        """The plan at the smallest ratio whose cost is at most ``goal`` (bisection over the ratio)."""
+        cost_model = CostModel(self.net, what, self._flops_inputs(), self.input_size, self._param_dims())
+
+        def evaluate(r: float):
+            plan = planner.plan(groups, {k: (r, s) for k, (_, s) in targets.items()})
+            removed = dg.check_plan(self.traced, self.groups, plan)
+            cost = cost_model.predict(removed)
+            if cost is None:
+                cost = self._measure_plan(plan, what)
+            return plan, cost
+
+        units = sum(planner.initial[g.key] for g in groups) or 1
+        lo, hi, best, floor = 0.0, 1.0, None, None
+        while hi - lo > min(1e-4, 0.5 / units):
+            mid = (lo + hi) / 2
+            try:
+                plan, cost = evaluate(mid)
+            except PruneError:
+                hi = mid
+                continue
+            if floor is None or mid > floor[0]:
+                floor = (mid, cost)
+            if cost <= goal:
+                hi, best = mid, (plan, cost)
+            else:
+                lo = mid
+        if best is None:
+            label = "params" if what == "params" else "FLOPs"
+            left = f" still leaves {floor[1]:,}" if floor else " empties a layer"
+            raise ValueError(
+                f"no ratio reaches {budget:,} {label}: pruning as much as every layer allows (ratio "
+                f"{(floor or (hi, 0))[0]:.3f}){left}"
+            )
+        return best[0]
+
+    def _measure_plan(self, plan: dict, what: str) -> int:
+        """Real params/FLOPs of the current model pruned by ``plan`` (for layers the cost model lacks)."""
+        saved = self.net, self.traced, self.groups
+        try:
+            self.net = copy.deepcopy(saved[0])
+            self.retrace()
+            dg.apply_plan(self.traced, self.groups, plan)
+            self._apply_fixes(self.net)
+            return measure(self.net, what, self._flops_inputs(self.net), self.input_size)
+        finally:
+            self.net, self.traced, self.groups = saved
+            self.protected = self._protected_outputs(self.traced)
+
+    def _param_dims(self) -> dict:
+        graph = self.traced.graph
+        return {m: node.pruning_dim for m, node in graph.module2node.items() if isinstance(m, nn.Parameter)}
+
+    def _flops_inputs(self, net: nn.Module | None = None):
+        return None if self.raw_inputs is None else self.inputs
+
+    def sequential(self, ratios, round_to, budget) -> nn.Module:
+        if budget is not None:
+            return self._sequential_budget(round_to, budget)
+        net, traced, groups = self.start()
+        resolved = _resolve(self.model, ratios, self.candidates)
+        modules = dict(net.named_modules())
+        graph = traced.graph
+        protected_nodes = {traced.output_nodes[p]: p for p in self.protected if p in traced.output_nodes}
+        ignored = set(self.ignored)
+        for name, (ratio, _) in resolved.items():
+            module = modules[name]
+            fn = graph.get_pruner_of_module(module).prune_out_channels
+            n = graph.get_out_channels(module)
+            group = dg.make_group(traced, graph.get_pruning_group(module, fn, list(range(n))), protected_nodes, self.num_heads)
+            blocked = [traced.names.get(d.target.module, "?") for d, _ in group.items
+                       if d.target.module in ignored and graph.is_out_channel_pruning_fn(d.handler)]
+            if blocked:
+                raise ValueError(f"{name} cannot be pruned: it shares channels with ignored layer(s) {', '.join(blocked)}")
+            if group.reaches:
+                raise ValueError(f"{name} cannot be pruned: its channels are the model output {', '.join(map(repr, group.reaches))}")
+            if group.channels % group.ch_groups:
+                raise ValueError(f"{name} cannot be pruned: its {group.channels} channels do not split into {group.ch_groups} groups")
+            keep = group.units - int(ratio * group.units)  # torch-pruning 0.2.8: remove int(r * n)
+            keep = _round_down(keep, _round_unit(round_to, group.ch_groups))
+            if keep < 1:
+                raise PruneError(f"{name}: ratio {ratio} with round_to={round_to} leaves no channel of {group.channels}")
+            if keep == group.units:
+                continue
+            self.score_one(group)
+            plan = {group.key: _weakest(group.scores, group.units - keep)}
+            dg.check_plan(traced, [group], plan)
+            dg.apply_plan(traced, [group], plan)
+        self._after_step()
+        return self._finish()
+
+    def _sequential_budget(self, round_to, budget) -> nn.Module:
+        what, value = budget
+        job = lambda r: _Job(self.model, self.importance, ignore=self.ignore, outputs=self.outputs,  # noqa: E731
+                             inputs=self.raw_inputs, input_size=self.input_size if self.raw_inputs is None else None,
+                             num_heads=self.num_heads_arg, unwrapped=self.unwrapped_arg, data=self.data,
+                             fix=self.fix).sequential(r, round_to, None)
+        cost = lambda m: measure(m, what, None if self.raw_inputs is None else dg.to_device(self.raw_inputs, next(m.parameters()).device), self.input_size)  # noqa: E731
+        if cost(self.model) <= value:
+            return copy.deepcopy(self.model)
+        lo, hi, best = 0.0, 0.99, None
+        while hi - lo > 1e-3:
+            mid = (lo + hi) / 2
+            try:
+                candidate = job(mid)
+            except PruneError:
+                hi = mid
+                continue
+            if cost(candidate) <= value:
+                hi, best = mid, candidate
+            else:
+                lo = mid
+        if best is None:
+            raise ValueError(f"no ratio reaches {value:,} {'params' if what == 'params' else 'FLOPs'} in sequential mode")
+        return best
+
+    def score_one(self, group: dg.Group) -> None:
+        if isinstance(self.importance, tp.importance.GroupTaylorImportance):
+            for p in self.net.parameters():
+                p.requires_grad_(True)
+            try:
+                _accumulate_gradients(self.net, self.data, self.device)
+            finally:
+                dg.restore_requires_grad(self.net, self.flags)
+        dg.score_groups([group], self.importance)
+        if group.scores is None:
+            raise PruneError(f"{group.key}: the importance criterion gives no scores for this group")
+
+    # finishing ------------------------------------------------------------------------------------
+    def _apply_fixes(self, net: nn.Module) -> None:
+        _fix_known_models(net)
+        if self.fix is not None:
+            self.fix(net)
+
+    def _after_step(self) -> None:
+        net = self.net
+        dg.restore_requires_grad(net, self.flags)
+        net.zero_grad(set_to_none=True)
+        self._apply_fixes(net)
+
+    def _finish(self) -> nn.Module:
+        net = self.net
+        dg.restore_requires_grad(net, self.flags)
+        net.zero_grad(set_to_none=True)
+        for module in net.modules():  # the model itself, or one inside a wrapper (DataParallel, any `.module`)
+            if isinstance(module, ResNet):
+                module.config = module.config_from_modules()
+        try:
+            with torch.no_grad():
+                out = dg.call_model(net, self.inputs)
+        except Exception as e:  # noqa: BLE001 - any failure here means the pruned model is broken
+            raise PruneError(
+                f"the pruned model fails on the example inputs ({type(e).__name__}: {e}); if the model stores "
+                "widths in attributes, update them with fix=lambda m: ..."
+            ) from e
+        shapes = {p: tuple(t.shape) for p, t in dg.flatten_outputs(out)}
+        for path in self.protected:
+            before = self.traced.outputs.get(path)
+            if shapes.get(path) != before:
+                raise PruneError(f"pruning changed the protected output {path!r} from {before} to {shapes.get(path)}")
+        net.train(self.was_training)
+        return net
+
+
+class _Planner:
+    """Turns scores and target ratios into a plan: which units of which group to remove."""
+
+    def __init__(self, initial: Mapping[str, int], ranking: str, max_ratio: float, round_to: int | None) -> None:
+        self.initial = dict(initial)  # units per group before the first step
+        self.ranking = ranking
+        self.max_ratio = max_ratio
+        self.round_to = round_to
+
+    def plan(self, groups: Sequence[dg.Group], targets: Mapping[str, tuple[float, int]]) -> dict:
+        groups = [g for g in groups if g.key in targets]
+        if self.ranking == "local":
+            return {g.key: self._local(g, targets[g.key][0]) for g in groups}
+        scopes: dict[Any, list[dg.Group]] = {}
+        for g in groups:
+            scope = (targets[g.key][1], g.tag if self.ranking == "isomorphic" else "")
+            scopes.setdefault(scope, []).append(g)
+        plan = {}
+        for members in scopes.values():
+            plan.update(self._ranked(members, targets[members[0].key][0]))
+        return plan
+
+    def _local(self, g: dg.Group, ratio: float) -> list[int]:
+        ratio = min(ratio, self.max_ratio)
+        keep = int(self.initial[g.key] * (1 - ratio))
+        keep = min(_round_down(keep, _round_unit(self.round_to, g.ch_groups)), g.units)
+        if keep < 1:
+            raise PruneError(
+                f"{_layer(g)} would keep no channel: ratio {ratio:g} of {self.initial[g.key] * g.ch_groups} channels"
+                + (f" rounded down to a multiple of round_to={self.round_to}" if self.round_to else "")
+                + "; lower the ratio for it or leave it out (ignore=...)"
+            )
+        return _weakest(g.scores, g.units - keep)
+
+    def _ranked(self, groups: Sequence[dg.Group], ratio: float) -> dict:
+        """Remove the weakest units across ``groups``: ``ratio`` of all their initial units in total."""
+        total = sum(self.initial[g.key] for g in groups)
+        to_remove = sum(g.units for g in groups) - int(total * (1 - ratio))
+        floors = {g.key: max(1, int(self.initial[g.key] * (1 - self.max_ratio))) for g in groups}
+        chosen: dict[str, list[int]] = {g.key: [] for g in groups}
+        if to_remove > 0:
+            order = sorted(
+                ((float(s), i, u) for i, g in enumerate(groups) for u, s in enumerate(g.scores.tolist())),
+                key=lambda t: (t[0], t[1], t[2]),
+            )
+            for _, i, u in order:
+                if to_remove <= 0:
+                    break
+                g = groups[i]
+                if g.units - len(chosen[g.key]) > floors[g.key]:
+                    chosen[g.key].append(u)
+                    to_remove -= 1
+        plan = {}
+        for g in groups:
+            keep = g.units - len(chosen[g.key])
+            unit = _round_unit(self.round_to, g.ch_groups)
+            if unit > 1 and keep < g.units:
+                if g.units < unit:
+                    keep = g.units
+                else:
+                    lowest = -(-floors[g.key] // unit) * unit
+                    keep = min(g.units, max(_round_down(keep, unit), lowest, unit))
+            plan[g.key] = _weakest(g.scores, g.units - keep)
+        return plan
+
+
+def _round_unit(round_to: int | None, ch_groups: int) -> int:
+    """Kept units must be a multiple of this so that kept channels are a multiple of ``round_to``."""
+    if not round_to:
+        return 1
+    return round_to // math.gcd(round_to, ch_groups)
+
+
+def _round_down(n: int, unit: int) -> int:
+    return n - n % unit if unit > 1 else n
+
+
+def _weakest(scores: torch.Tensor, n: int) -> list[int]:
+    if n <= 0:
+        return []
+    return sorted(torch.argsort(scores, stable=True)[:n].tolist())
+
+
+def _layer(g: dg.Group) -> str:
+    return ", ".join(g.members[:3]) + (f" (and {len(g.members) - 3} coupled layers)" if len(g.members) > 3 else "")
+
+
+def _accumulate_gradients(net: nn.Module, data: Any, device: torch.device) -> None:
+    batches = [data] if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1]) else data
+    net.zero_grad()
+    seen = False
+    with torch.enable_grad():
+        for x, y in batches:
+            out = dg.call_model(net, dg.to_device(x, device))
+            if not torch.is_tensor(out):
+                raise ValueError("importance='taylor' needs a model whose output is one tensor of class scores")
+            F.cross_entropy(out, y.to(device)).backward()
+            seen = True
+    if not seen:
+        raise ValueError("data for importance='taylor' yielded no batches")
+
+
+# --- kept for layer surgery (scale_width shrinks through these) ------------------------------------
 
 def build_graph(net: nn.Module, input_size: Sequence[int]) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of ``net``, traced on a zero input of ``input_size``."""
@@ -207,115 +821,3 @@ def prune_weakest(graph: tp.DependencyGraph, group, importance: tp.importance.Im
     idxs = torch.argsort(importance(group))[:n].tolist()
     root = group[0].dep
     graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
-
-
-def _accumulate_gradients(net: nn.Module, data: Any, device: torch.device) -> None:
-    batches = [data] if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]) else data
-    net.zero_grad()
-    seen = False
-    for x, y in batches:
-        F.cross_entropy(net(x.to(device)), y.to(device)).backward()
-        seen = True
-    if not seen:
-        raise ValueError("data for importance='taylor' yielded no batches")
-
-
-def _prune(
-    model: nn.Module,
-    ratios: Ratios,
-    *,
-    importance: tp.importance.Importance,
-    round_to: int | None,
-    mode: str,
-    ignore: tuple[str, ...],
-    data: Any,
-    input_size: Sequence[int],
-) -> nn.Module:
-    layers = prunable_layers(model, ignore, input_size)
-    resolved = _resolve(model, ratios, layers)  # validates before any copy is made
-    net = copy.deepcopy(model)
-    was_training = net.training
-    net.eval()
-    names = {m: n for n, m in net.named_modules()}
-    layers = {n: m for n, m in net.named_modules() if n in layers}
-    ignored = [m for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in layers]
-    device = next(net.parameters()).device
-    graph = build_graph(net, input_size)
-    if isinstance(importance, tp.importance.GroupTaylorImportance):
-        _accumulate_gradients(net, data, device)
-
-    def out_members(group) -> list[nn.Module]:
-        return [d.target.module for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)]
-
-    if mode == "one-shot":
-        handled: set[str] = set()
-        for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-            members = [names[m] for m in out_members(group) if names.get(m) in resolved]
-            handled.update(members)
-            found = {resolved[n] for n in members}
-            if not found:
-                continue
-            if len(found) > 1:
-                detail = ", ".join(f"{n}={resolved[n]}" for n in members)
-                raise ValueError(
-                    f"these layers share channels through a residual connection and must be pruned "
-                    f"together, but were given different ratios: {detail}"
-                )
-            n = graph.get_out_channels(group[0].dep.target.module)
-            k = _n_prune(n, found.pop(), round_to)
-            if k:
-                prune_weakest(graph, group, importance, k)
-        blocked = [n for n in resolved if n not in handled and isinstance(ratios, Mapping) and n in ratios]
-        if blocked:  # named explicitly (patterns and plain floats simply skip coupled-to-ignored layers)
-            raise ValueError(f"{', '.join(blocked)} cannot be pruned: coupled with an ignored layer or the classifier")
-    else:
-        for name, ratio in resolved.items():
-            module = layers[name]
-            fn = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
-            n = graph.get_out_channels(module)
-            group = graph.get_pruning_group(module, fn, list(range(n)))
-            blocked = [names[m] for m in out_members(group) if m in ignored]
-            if blocked:
-                raise ValueError(f"{name} cannot be pruned: it shares channels with ignored layer(s) {', '.join(blocked)}")
-            k = _n_prune(n, ratio, round_to)
-            if k:
-                prune_weakest(graph, group, importance, k)
-
-    net.zero_grad(set_to_none=True)
-    for module in net.modules():  # the model itself, or one inside a wrapper (DataParallel, any `.module`)
-        if isinstance(module, ResNet):
-            module.config = module.config_from_modules()
-    with torch.no_grad():
-        net(torch.zeros(*input_size, device=device))  # a pruned model that cannot run is a bug: fail here
-    net.train(was_training)
-    return net
-
-
-def _prune_to_budget(model: nn.Module, target_params: int | None, target_flops: int | None, kwargs: dict) -> nn.Module:
-    if target_params is not None and target_flops is not None:
-        raise TypeError("give one budget: target_params or target_flops")
-    if target_params is not None:
-        budget, what, measure = target_params, "params", count_params
-    else:
-        budget, what = target_flops, "FLOPs"
-        measure = lambda m: count_flops(m, kwargs["input_size"])  # noqa: E731
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"target_{what.lower()} must be a positive integer, got {budget!r}")
-    if measure(model) <= budget:
-        return copy.deepcopy(model)
-    smallest = _prune(model, _MAX_SEARCH_RATIO, **kwargs)
-    floor = measure(smallest)
-    if floor > budget:
-        raise ValueError(
-            f"no ratio reaches {budget:,} {what}: pruning {_MAX_SEARCH_RATIO:.0%} of every prunable layer "
-            f"still leaves {floor:,}"
-        )
-    lo, hi, best = 0.0, _MAX_SEARCH_RATIO, smallest
-    while hi - lo > 1e-3:
-        mid = (lo + hi) / 2
-        candidate = _prune(model, mid, **kwargs)
-        if measure(candidate) <= budget:
-            hi, best = mid, candidate
-        else:
-            lo = mid
-    return best
