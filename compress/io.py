@@ -1,10 +1,33 @@
-"""Save and load compressed models: structure and weights in one file."""
+"""Save and load compressed models: structure and weights in one file, checked when written.
+
+The file is a ``torch.save`` of plain data only (tensors, numbers, strings, tuples, lists, dicts), read
+back with ``weights_only=True``: loading never runs code from the file.
+
+- A compress :class:`~compress.models.ResNet` is stored with its config; :func:`load` rebuilds it alone.
+- Any other module (a pruned torchvision model, say) is stored with its state dict, the state dict's
+  per-module versions (``mnasnet`` needs them), and, for every submodule, its class name and every
+  instance attribute that is plain data: ``in_channels``/``out_channels``/``groups`` of a conv,
+  ``normalized_shape`` of a LayerNorm, ``num_features``/``num_channels`` of a BatchNorm/GroupNorm,
+  ``num_heads``/``embed_dim``/``head_dim`` of an attention layer, ``hidden_dim`` of a ViT, ... whatever a
+  pruned layer depends on. :func:`load` takes the classes from a template (a fresh instance of the
+  original class, ``model=``) and everything else from the file. Attributes that are code (a function,
+  a class, a ``functools.partial``, an enum) come from the template and are checked to be the same.
+
+:func:`save` reloads the file it wrote and runs both models on an example input before putting the file
+in place: a model that would not load back to the same outputs is refused, naming the layer, and any
+file already at that path is left as it was.
+"""
 
 from __future__ import annotations
 
+import copy
+import enum
+import io
+import functools
 import os
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -15,31 +38,61 @@ from .models.resnet import ResNet, ResNetConfig
 
 __all__ = ["save", "load"]
 
-FORMAT = "compress.model/1"
+FORMAT = "compress.model/2"
+_READABLE = ("compress.model/1", FORMAT)  # /1: no per-module attributes (conv/linear/BN sizes derived from shapes)
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__)  # training flag, parameter/buffer/module dicts, hooks
+_PLAIN_TYPES = (type(None), bool, int, float, str, bytes, torch.dtype, torch.device, torch.Tensor, torch.Size)
+_EXAMPLE_SIZES = (32, 224)  # spatial sizes tried for the check when no example_input is given
+_RTOL = 1e-4  # outputs must agree to float rounding (a copy may pick other kernels, e.g. another memory format)
 
 
-def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s structure and weights to ``path`` (atomically) and return the path.
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, Any] | None = None,
+    example_input: torch.Tensor | Sequence[torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model``'s structure and weights to ``path`` (atomically), check it loads back, return the path.
 
     A compress :class:`~compress.models.ResNet` is stored with its config, so :func:`load` rebuilds it
-    alone. Any other module (e.g. a pruned torchvision ResNet) is stored with its state dict and its
-    layer shapes; :func:`load` then needs a template instance of the original class (``model=``).
+    alone. Any other module (e.g. a pruned torchvision model) is stored with its state dict and every
+    plain-data attribute of its layers (channels, groups, normalized shapes, heads, ...); :func:`load`
+    then needs a template instance of the original class (``model=``).
+
+    Before the file is put in place it is read back (``weights_only``), rebuilt, and the rebuilt model
+    is run against ``model`` (both in eval mode) on ``example_input``: a tensor or a tuple of
+    positional inputs. Without it, a seeded random image batch of one is used, ``(1, C, 32, 32)`` with C
+    the first layer's input channels (224x224 if the model does not run at 32x32). If the outputs
+    differ, or a layer holds something that cannot be stored, a ``ValueError`` names the layer and
+    nothing is written (an existing file at ``path`` is left intact). ``model`` is not changed.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"save() takes an nn.Module, got {type(model).__name__}")
     metadata = check_metadata(metadata)  # before anything is written: a file load() refuses is never made
     path = Path(path)
+    state = model.state_dict()
     payload: dict[str, Any] = {
         "format": FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "state_versions": _state_versions(state),
         "metadata": metadata,
     }
     if isinstance(model, ResNet):
         payload["config"] = model.config.to_dict()
     else:
-        payload["class"] = f"{type(model).__module__}.{type(model).__qualname__}"
+        payload["class"] = _class_path(model)
+        payload["modules"] = _describe_modules(model, path)
+    buffer = io.BytesIO()  # checked in memory, then written atomically: a refused model leaves no file
+    torch.save(payload, buffer)
+    buffer.seek(0)
+    try:
+        written = torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - e.g. metadata that is not plain data
+        raise ValueError(f"save() refused to write {path}: the file would not load back ({_one_line(e)})") from e
+    _check_round_trip(model, written, example_input, path)
     with atomic_open(path) as f:
-        torch.save(payload, f)
+        f.write(buffer.getvalue())
     return path
 
 
@@ -80,6 +133,126 @@ def _plain(value: Any, where: str) -> Any:
                     f"back; metadata holds {_METADATA_TYPES}{hint}")
 
 
+
+
+def load(path: str | os.PathLike, *, model: nn.Module | None = None, with_metadata: bool = False):
+    """Rebuild the model saved at ``path`` (in eval mode, on the CPU), weights included.
+
+    For a compress ResNet nothing else is needed. For other models pass ``model=``, a fresh instance of
+    the original (unpruned) class; it is not changed: a copy gets the saved layer sizes, attributes and
+    weights. A template whose layers are not those of the saved model (another class, a missing or extra
+    layer, other code in an attribute) is refused with a ``ValueError`` naming the layer.
+    With ``with_metadata=True`` returns ``(model, metadata)``.
+    """
+    payload = _read(path)
+    if "config" not in payload and model is None:
+        raise ValueError(
+            f"{path} holds a {payload.get('class', 'non-compress')} model; pass model=<a fresh instance "
+            "of that class> to load it"
+        )
+    net = _rebuild(payload, None if model is None else copy.deepcopy(model))
+    return (net, payload["metadata"]) if with_metadata else net
+
+
+# --- what is stored ---------------------------------------------------------------------------------
+
+def _class_path(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_plain(value: Any) -> bool:
+    """Data that ``torch.load(weights_only=True)`` reads back as it was."""
+    if type(value) in _PLAIN_TYPES:
+        return True
+    if type(value) in (tuple, list, set, frozenset):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(isinstance(k, (str, int)) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _plain_copy(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().cpu().clone()
+    if type(value) in (tuple, list, set, frozenset):
+        return type(value)(_plain_copy(v) for v in value)
+    if type(value) is dict:
+        return {k: _plain_copy(v) for k, v in value.items()}
+    return value
+
+
+def _code_name(value: Any, depth: int = 0) -> str | None:
+    """A stable description of an attribute that is code (the template must hold the same), or None."""
+    if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
+        return _class_path(value) if isinstance(value, type) else f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, types.MethodType):
+        return f"{_code_name(value.__func__)} of a {_class_path(value.__self__)}"
+    if isinstance(value, enum.Enum):
+        return f"{_class_path(value)}.{value.name}"
+    if isinstance(value, functools.partial) and depth < 3:
+        args = [_code_or_value(a, depth) for a in value.args]
+        kwargs = {k: _code_or_value(v, depth) for k, v in sorted(value.keywords.items())}
+        func = _code_name(value.func, depth + 1)
+        if func is None or None in args or None in kwargs.values():
+            return None
+        return f"functools.partial({', '.join([func, *args, *(f'{k}={v}' for k, v in kwargs.items())])})"
+    return None
+
+
+def _code_or_value(value: Any, depth: int) -> str | None:
+    """A partial's argument as text: the repr of plain data (no tensors), else its code name, else None."""
+    if _is_plain(value) and not any(torch.is_tensor(v) for v in _leaves(value)):
+        return repr(value)
+    return _code_name(value, depth + 1)
+
+
+def _describe_modules(model: nn.Module, path: Path) -> dict[str, dict[str, Any]]:
+    """Per submodule: class, plain attributes, code attributes, non-persistent buffers."""
+    described = {}
+    for name, module in model.named_modules():
+        attrs, code = {}, {}
+        for key, value in vars(module).items():
+            if key in _MODULE_INTERNALS:
+                continue
+            if _is_plain(value):
+                attrs[key] = _plain_copy(value)
+            elif (desc := _code_name(value)) is not None:
+                code[key] = desc
+            else:
+                raise ValueError(
+                    f"save() cannot store attribute {key!r} of layer {name or '<model>'!r} ({type(module).__name__}): "
+                    f"it holds a {_class_path(value)}, which is neither plain data nor code, so a loaded model "
+                    f"could not be shown to match; nothing was written to {path}"
+                )
+        hooks = _hook_names(module)
+        if None in hooks:
+            raise ValueError(
+                f"save() cannot store the forward hooks of layer {name or '<model>'!r} ({type(module).__name__}): "
+                f"one is a callable object, not a function, so a loaded model could not be shown to have it; "
+                f"nothing was written to {path}"
+            )
+        buffers = {
+            k: b.detach().cpu() for k, b in module._buffers.items()
+            if b is not None and k in module._non_persistent_buffers_set
+        }
+        described[name] = {"class": _class_path(module), "attrs": attrs, "code": code, "hooks": hooks, "buffers": buffers}
+    return described
+
+
+def _hook_names(module: nn.Module) -> list[str | None]:
+    """Forward (pre-)hooks change what a layer computes: they are code the template must hold too."""
+    return [_code_name(h) for hooks in (module._forward_pre_hooks, module._forward_hooks) for h in hooks.values()]
+
+
+def _state_versions(state: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """A state dict's per-module metadata (versions read by ``_load_from_state_dict``, e.g. mnasnet's)."""
+    meta = getattr(state, "_metadata", None) or {}
+    return {k: {kk: vv for kk, vv in v.items() if _is_plain(vv)} for k, v in meta.items()}
+
+
+# --- reading and rebuilding -------------------------------------------------------------------------
+
 def _read(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -88,42 +261,84 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our file"
         raise ValueError(f"{path} is not a file written by compress.save ({e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in _READABLE:
         raise ValueError(f"{path} is not a file written by compress.save (format {FORMAT!r})")
     return payload
 
 
-def load(path: str | os.PathLike, *, model: nn.Module | None = None, with_metadata: bool = False):
-    """Rebuild the model saved at ``path`` (in eval mode), weights included.
+def _state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from collections import OrderedDict
 
-    For a compress ResNet nothing else is needed. For other models pass ``model=``, a fresh instance of
-    the original (unpruned) class: its layers are resized to the saved shapes, then loaded.
-    With ``with_metadata=True`` returns ``(model, metadata)``.
-    """
-    payload = _read(path)
-    state = payload["state_dict"]
+    state = OrderedDict(payload["state_dict"])
+    state._metadata = OrderedDict((k, dict(v)) for k, v in payload.get("state_versions", {}).items())  # type: ignore[attr-defined]
+    return state
+
+
+def _rebuild(payload: dict[str, Any], template: nn.Module | None) -> nn.Module:
+    """The saved model, in eval mode: from its config, or ``template`` (changed in place) made to match."""
+    state = _state_dict(payload)
     if "config" in payload:
         net: nn.Module = ResNet(ResNetConfig.from_dict(payload["config"]))
     else:
-        if model is None:
-            raise ValueError(
-                f"{path} holds a {payload.get('class', 'non-compress')} model; pass model=<a fresh instance "
-                "of that class> to load it"
-            )
-        import copy
-
-        net = copy.deepcopy(model)
-        _resize_to(net, state)
+        assert template is not None
+        net = template
+        if "modules" in payload:
+            _restore_modules(net, payload["modules"], state)
+        else:  # compress.model/1
+            _resize_to(net, state)
         for module in net.modules():  # a compress ResNet inside a wrapper: its config follows the new shapes
             if isinstance(module, ResNet):
                 module.config = module.config_from_modules()
     net.load_state_dict(state)
     net.eval()
-    return (net, payload["metadata"]) if with_metadata else net
+    return net
+
+
+def _restore_modules(net: nn.Module, saved: dict[str, dict[str, Any]], state: dict[str, torch.Tensor]) -> None:
+    """Give ``net``'s layers the saved attributes and parameter/buffer shapes; check classes and code."""
+    modules = dict(net.named_modules())
+    extra = [name for name in modules if name not in saved]
+    if extra:
+        raise ValueError(f"the template does not match the saved model: it has a layer {extra[0]!r} that the saved model lacks")
+    for name, entry in saved.items():
+        module = modules.get(name)
+        where = name or "<model>"
+        if module is None:
+            raise ValueError(f"the template does not match the saved model: it has no layer {where!r} ({entry['class']})")
+        if _class_path(module) != entry["class"]:
+            raise ValueError(
+                f"the template does not match the saved model at layer {where!r}: "
+                f"{_class_path(module)} in the template, {entry['class']} in the file"
+            )
+        for key, desc in entry["code"].items():
+            have = _code_name(vars(module).get(key))
+            if have != desc:
+                raise ValueError(
+                    f"the template does not match the saved model at layer {where!r}: attribute {key!r} is "
+                    f"{have or 'missing'} in the template, {desc} in the file"
+                )
+        if _hook_names(module) != entry["hooks"]:
+            raise ValueError(
+                f"the template does not match the saved model at layer {where!r}: forward hooks "
+                f"{_hook_names(module) or 'none'} in the template, {entry['hooks'] or 'none'} in the file"
+            )
+        for key, value in entry["attrs"].items():
+            setattr(module, key, value)
+        prefix = f"{name}." if name else ""
+        for pname, p in list(module._parameters.items()):
+            saved_p = state.get(prefix + pname)
+            if p is not None and saved_p is not None and saved_p.shape != p.shape:
+                setattr(module, pname, nn.Parameter(torch.empty_like(saved_p), requires_grad=p.requires_grad))
+        for bname, b in list(module._buffers.items()):
+            saved_b = state.get(prefix + bname)
+            if b is not None and saved_b is not None and saved_b.shape != b.shape:
+                module._buffers[bname] = torch.empty_like(saved_b)
+        for bname, b in entry["buffers"].items():
+            module.register_buffer(bname, b.clone(), persistent=False)
 
 
 def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give ``model``'s parameters and buffers the shapes in ``state`` (pruned layers are smaller)."""
+    """compress.model/1 files: give ``model``'s tensors the saved shapes and derive conv/linear/BN sizes."""
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         for pname, p in list(module.named_parameters(recurse=False)):
@@ -141,3 +356,163 @@ def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             module.out_features, module.in_features = module.weight.shape
         elif isinstance(module, nn.modules.batchnorm._NormBase) and module.weight is not None:
             module.num_features = module.weight.shape[0]
+
+
+# --- the check at save time -------------------------------------------------------------------------
+
+class _Unset:
+    """Stands for a stored attribute in the blank copy the check rebuilds into: any use of it fails."""
+
+    def __repr__(self) -> str:
+        return "<attribute not restored by compress.load>"
+
+
+def _blank_copy(model: nn.Module, saved: dict[str, dict[str, Any]]) -> nn.Module:
+    """A copy of ``model`` without what the file stores: empty parameters/buffers, stored attributes unset.
+
+    Rebuilding the file into it shows that everything the forward pass reads comes from the file.
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for p in module._parameters.values():
+            if p is not None:
+                memo[id(p)] = nn.Parameter(p.new_empty(0), requires_grad=p.requires_grad)
+        for b in module._buffers.values():
+            if b is not None:
+                memo[id(b)] = b.new_empty(0)
+    blank = copy.deepcopy(model, memo)
+    modules = dict(blank.named_modules())
+    for name, entry in saved.items():
+        for key in entry["attrs"]:
+            setattr(modules[name], key, _Unset())
+    return blank
+
+
+def _example_inputs(model: nn.Module, size: int) -> tuple[torch.Tensor, ...] | None:
+    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    first = first or next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+    try:
+        param = next(model.parameters())
+    except StopIteration:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    if isinstance(first, nn.modules.conv._ConvNd):
+        shape = (1, first.in_channels, *[size] * (first.weight.dim() - 2))
+    elif isinstance(first, nn.Linear):
+        shape = (1, first.in_features)
+    else:
+        return None
+    dtype = param.dtype if param.is_floating_point() else torch.float32
+    return (torch.randn(shape, generator=gen).to(device=param.device, dtype=dtype),)
+
+
+def _leaves(out: Any) -> list[Any]:
+    if torch.is_tensor(out):
+        return [out]
+    if isinstance(out, dict):
+        return [x for k in out for x in _leaves(out[k])]
+    if isinstance(out, (tuple, list)):
+        return [x for v in out for x in _leaves(v)]
+    return [out]
+
+
+def _same(a: Any, b: Any) -> bool:
+    la, lb = _leaves(a), _leaves(b)
+    if len(la) != len(lb):
+        return False
+    for x, y in zip(la, lb):
+        if torch.is_tensor(x) != torch.is_tensor(y):
+            return False
+        if not torch.is_tensor(x):
+            if x != y:
+                return False
+        elif x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        elif x.is_floating_point() or x.is_complex():
+            y = y.to(x.device)
+            scale = x.abs().max().item() if x.numel() else 0.0
+            if not torch.allclose(y, x, rtol=_RTOL, atol=_RTOL * scale, equal_nan=True):
+                return False
+        elif not torch.equal(x, y.to(x.device)):
+            return False
+    return True
+
+
+def _run(model: nn.Module, inputs: tuple, outputs: dict[str, Any] | None = None, entered: list | None = None) -> Any:
+    """``model(*inputs)`` without grad; with ``outputs``/``entered``, record each layer's output (in the
+    order layers finish) and the layers entered."""
+    handles = []
+    if outputs is not None:
+        for name, m in model.named_modules():
+            handles.append(m.register_forward_pre_hook(lambda _m, _i, name=name: entered.append(name)))
+            handles.append(m.register_forward_hook(lambda _m, _i, out, name=name: outputs.setdefault(name, out)))
+    try:
+        with torch.no_grad():
+            return model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _first_difference(model: nn.Module, rebuilt: nn.Module, inputs: tuple) -> str:
+    """Name the first layer to finish whose output differs between the two models (or the one that fails)."""
+    ours: dict[str, Any] = {}
+    _run(model, inputs, ours, [])
+    theirs: dict[str, Any] = {}
+    entered: list[str] = []
+    try:
+        _run(rebuilt, inputs, theirs, entered)
+    except Exception as e:  # noqa: BLE001 - reported with the layer it happened in
+        where = entered[-1] if entered else ""
+        return f"layer {where or '<model>'!r} fails after reloading ({type(e).__name__}: {_one_line(e)})"
+    kinds = {name: type(m).__name__ for name, m in model.named_modules()}
+    for name in ours:  # dicts keep insertion order: the order the layers finished in
+        if name in theirs and not _same(ours[name], theirs[name]):
+            return f"layer {name or '<model>'!r} ({kinds[name]}) gives different outputs after reloading"
+    return "the outputs differ after reloading"
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_round_trip(model: nn.Module, payload: dict[str, Any], example_input: Any, path: Path) -> None:
+    """Rebuild ``payload`` and compare it with ``model`` on an example input; ValueError if they differ."""
+    refused = f"save() refused to write {path}"
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        if example_input is not None:
+            candidates = [tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)]
+        else:
+            candidates = [c for s in _EXAMPLE_SIZES if (c := _example_inputs(model, s)) is not None]
+        if not candidates:
+            raise ValueError(f"{refused}: cannot guess an input for {type(model).__name__}; pass example_input=")
+        errors = []
+        for inputs in candidates:
+            try:
+                expected = _run(model, inputs)
+                break
+            except Exception as e:  # noqa: BLE001 - try the next size, then report them all
+                errors.append(f"{'x'.join(map(str, inputs[0].shape))}: {type(e).__name__}: {_one_line(e)}")
+        else:
+            if example_input is not None:
+                raise ValueError(f"{refused}: the model does not run on example_input ({errors[0]})")
+            raise ValueError(f"{refused}: the model does not run on a guessed input ({'; '.join(errors)}); pass example_input=")
+        template = None if "config" in payload else _blank_copy(model, payload["modules"])
+        try:
+            rebuilt = _rebuild(payload, template)
+        except Exception as e:  # noqa: BLE001 - e.g. a ResNet whose config no longer describes its layers
+            raise ValueError(f"{refused}: the file does not load back ({type(e).__name__}: {_one_line(e)})") from e
+        device = inputs[0].device if torch.is_tensor(inputs[0]) else torch.device("cpu")
+        rebuilt.to(device)
+        try:
+            got = _run(rebuilt, inputs)
+        except Exception:  # noqa: BLE001 - located below
+            got = _Unset()
+        if not _same(expected, got):
+            raise ValueError(f"{refused}: {_first_difference(model, rebuilt, inputs)}")
+    finally:
+        for m, training in modes.items():
+            m.training = training
