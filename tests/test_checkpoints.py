@@ -273,3 +273,13 @@ def test_shared_weights_import(name, tmp_path):
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
     assert back.config.input_mean == model.config.input_mean is not None
+
+
+def test_data_aware_pruning_through_a_frozen_shortcut(xs):
+    torch.manual_seed(7)
+    model = from_checkpoint(_randomize(RefResNet((8, 16), (1, 1), "A", 8)).state_dict())
+    data = (xs, torch.tensor([0, 1, 2, 3]))
+    small = compress.prune(model, 0.25, importance="taylor", data=data)
+    assert compress.count_params(small) < compress.count_params(model)
+    assert not small.layer2[0].shortcut[0].weight.requires_grad
+    assert all(p.grad is None for p in small.parameters())
