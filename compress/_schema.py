@@ -39,6 +39,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:  # Optional[X]: X's own error is the precise one
+            return _convert(others[0], value, where)
         for arg in args:
             if arg is type(None):
                 continue

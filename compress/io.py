@@ -215,6 +215,8 @@ def _describe_modules(model: nn.Module, path: Path) -> dict[str, dict[str, Any]]
         for key, value in vars(module).items():
             if key in _MODULE_INTERNALS:
                 continue
+            if isinstance(module, ResNet) and key == "config":  # a ResNet inside a wrapper: re-read from its layers on load
+                continue
             if _is_plain(value):
                 attrs[key] = _plain_copy(value)
             elif (desc := _code_name(value)) is not None:

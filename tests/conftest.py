@@ -47,3 +47,62 @@ def assert_unchanged(model, snap):
     for k, v in state.items():
         assert now[k].shape == v.shape and torch.equal(now[k], v), k
     assert model.training == training
+
+
+# --- the shared trained weights and real CIFAR-10 (../shared beside the checkout) ---------------------
+import os  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def shared_dir() -> Path | None:
+    """``$COMPRESS_SHARED``, else the first ``shared/`` (with ``weights/README.md``) beside the checkout or above it."""
+    env = os.environ.get("COMPRESS_SHARED")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents[1].parents:
+        if (parent / "shared" / "weights" / "README.md").is_file():
+            return parent / "shared"
+    return None
+
+
+def shared_weights() -> dict[str, dict]:
+    """The table of ``shared/weights/README.md``: file -> {path, sha256, params, accuracy (percent)}."""
+    root = shared_dir()
+    if root is None:
+        return {}
+    rows = {}
+    for line in (root / "weights" / "README.md").read_text().splitlines():
+        m = re.match(r"\|\s*`([^`]+)`\s*\|\s*`([0-9a-f]{64})`\s*\|.*\|\s*([\d,]+)\s*\|\s*([\d.]+)%\s*\|\s*$", line)
+        if m:
+            name, sha, params, acc = m.groups()
+            rows[name] = {"path": root / "weights" / name, "sha256": sha, "params": int(params.replace(",", "")),
+                          "accuracy": float(acc)}
+    return rows
+
+
+SHARED_WEIGHTS = shared_weights()
+needs_shared = pytest.mark.skipif(not SHARED_WEIGHTS, reason="../shared/weights (or $COMPRESS_SHARED) not found")
+
+
+@pytest.fixture(scope="session")
+def cifar10_test(tmp_path_factory):
+    """Real CIFAR-10 test images ``(uint8 NCHW, int64 labels)``: ``$COMPRESS_CIFAR10_NPZ``, /tmp/cifar10.npz,
+    or unpacked from ``shared/data/cifar10`` (about 6 s)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    npz = Path(os.environ.get("COMPRESS_CIFAR10_NPZ", "/tmp/cifar10.npz"))
+    if not npz.is_file():
+        root = shared_dir()
+        if root is None or not (root / "data" / "cifar10" / "unpack.py").is_file():
+            pytest.skip("real CIFAR-10 not found (no /tmp/cifar10.npz, no shared/data/cifar10)")
+        npz = tmp_path_factory.mktemp("cifar10") / "cifar10.npz"
+        parts = root / "data" / "cifar10"
+        subprocess.run([sys.executable, str(parts / "unpack.py"), str(parts), str(npz)], check=True)
+    with np.load(npz) as f:
+        x = torch.from_numpy(np.ascontiguousarray(f["test_x"].transpose(0, 3, 1, 2)))
+        y = torch.from_numpy(f["test_y"].astype(np.int64))
+    return x, y

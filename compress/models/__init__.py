@@ -1,5 +1,7 @@
-"""Model definitions: one configurable CIFAR ResNet (see :mod:`compress.models.resnet`)."""
+"""Model definitions: one configurable CIFAR ResNet (see :mod:`compress.models.resnet`), and the import
+of trained checkpoints published by others (:func:`from_checkpoint`, :mod:`compress.models.checkpoints`)."""
 
+from .checkpoints import LAYOUTS, CheckpointError, from_checkpoint, read_checkpoint
 from .resnet import (
     BasicBlock,
     BlockConfig,
@@ -7,8 +9,11 @@ from .resnet import (
     ResNetConfig,
     SqueezeExcite,
     StageConfig,
+    ZeroPadShortcut,
+    input_normalization,
     resnet18,
     resnet_from_config,
+    with_normalization,
 )
 
 __all__ = [
@@ -18,6 +23,13 @@ __all__ = [
     "ResNetConfig",
     "SqueezeExcite",
     "StageConfig",
+    "ZeroPadShortcut",
     "resnet18",
     "resnet_from_config",
+    "input_normalization",
+    "with_normalization",
+    "from_checkpoint",
+    "read_checkpoint",
+    "CheckpointError",
+    "LAYOUTS",
 ]

@@ -9,13 +9,19 @@ Module names follow the CIFAR ResNet of kuangliu/pytorch-cifar: ``conv1``/``bn1`
 (optional SE after the stem), ``layer1`` ... ``layerN`` (stages, 1-based names), inside each block
 ``conv1``, ``bn1``, ``conv2``, ``bn2``, optional ``se`` and ``shortcut`` (1x1 conv + BN), and
 ``linear`` (classifier). Stage *indices* in the Python API are 0-based: stage 0 is ``layer1``.
+
+A stage's shortcut is either a 1x1 conv + BN (``shortcut="conv"``, kuangliu and He et al.'s option B)
+or He et al.'s parameter-free zero padding (``shortcut="pad"``, option A), held as a frozen strided
+1x1 conv (:class:`ZeroPadShortcut`) so that torch-pruning's dependency graph follows it. A config may
+also carry the input normalisation the network was trained with (``input_mean``/``input_std``), which
+the trainer and :func:`compress.evaluate` then use.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +34,16 @@ __all__ = [
     "ResNet",
     "SqueezeExcite",
     "BasicBlock",
+    "ZeroPadShortcut",
+    "SHORTCUTS",
     "resnet18",
     "resnet_from_config",
+    "input_normalization",
+    "with_normalization",
 ]
+
+#: Shortcut kinds of a stage's first block (see :class:`StageConfig`).
+SHORTCUTS = ("conv", "pad")
 
 
 @dataclass(frozen=True)
@@ -58,14 +71,17 @@ class BlockConfig:
 class StageConfig:
     """A stage: ``blocks`` share one residual width ``width``; the first block applies ``stride``.
 
-    ``projection`` says whether the first block has a 1x1 conv + BN shortcut. ``None`` means "where
-    needed" (stride != 1 or the input width differs); ``True`` keeps one even where widths match.
+    ``projection`` says whether the first block has a shortcut module. ``None`` means "where needed"
+    (stride != 1 or the input width differs); ``True`` keeps one even where widths match.
+    ``shortcut`` says what that module is: ``"conv"``, a 1x1 conv + BN (trainable); ``"pad"``, He et
+    al.'s option A, a :class:`ZeroPadShortcut` (no trainable parameters).
     """
 
     width: int
     stride: int
     blocks: tuple[BlockConfig, ...]
     projection: bool | None = None
+    shortcut: Literal["conv", "pad"] = "conv"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
@@ -73,6 +89,8 @@ class StageConfig:
         _check_positive("stage stride", self.stride)
         if not self.blocks:
             raise ValueError("a stage needs at least one block")
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(f"stage shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {self.shortcut!r}")
 
     def needs_projection(self, in_width: int) -> bool:
         """Whether the first block of this stage has a conv shortcut when fed ``in_width`` channels."""
@@ -87,7 +105,12 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    """Everything needed to rebuild a :class:`ResNet`: stem, stages and head."""
+    """Everything needed to rebuild a :class:`ResNet`: stem, stages and head.
+
+    ``input_mean``/``input_std`` (one value per input channel, images scaled to [0, 1] first) are the
+    normalisation the network expects, when known (e.g. imported by
+    :func:`~compress.models.from_checkpoint`); ``None`` leaves it to the training config.
+    """
 
     stages: tuple[StageConfig, ...]
     stem_width: int = 64
@@ -95,9 +118,15 @@ class ResNetConfig:
     stem_se: int = 0
     in_channels: int = 3
     num_classes: int = 10
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
+        _check_normalization(self.input_mean, self.input_std, self.in_channels)
+        if self.input_mean is not None:
+            object.__setattr__(self, "input_mean", tuple(float(v) for v in self.input_mean))
+            object.__setattr__(self, "input_std", tuple(float(v) for v in self.input_std))
         if not self.stages:
             raise ValueError("a ResNet needs at least one stage")
         _check_positive("stem width", self.stem_width)
@@ -135,6 +164,9 @@ class ResNetConfig:
         for s in d["stages"]:
             for b in s["blocks"]:
                 b["kernels"] = list(b["kernels"])
+        for key in ("input_mean", "input_std"):
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
     @classmethod
@@ -179,6 +211,8 @@ class ResNetConfig:
         kernels = {b.kernels for s in self.stages for b in s.blocks}
         if kernels != {(3, 3)}:
             extra += " k=" + ",".join(f"{a}x{b}" for a, b in sorted(kernels))
+        if any(s.shortcut == "pad" for s in self.stages):
+            extra += " zero-pad shortcuts"
         return (
             f"stem {self.stem_width}(k{self.stem_kernel}) widths {self.widths} depths {self.depths} "
             f"strides {self.strides} mids [{' | '.join(mids)}]{extra}"
@@ -188,6 +222,20 @@ class ResNetConfig:
 def _check_positive(what: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
+
+
+def _check_normalization(mean: Any, std: Any, channels: int) -> None:
+    if mean is None and std is None:
+        return
+    if mean is None or std is None:
+        raise ValueError("input_mean and input_std must be given together (or both left None)")
+    for what, values in (("input_mean", mean), ("input_std", std)):
+        if not isinstance(values, (list, tuple)) or len(values) != channels or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            raise ValueError(f"{what} must be {channels} numbers (one per input channel), got {values!r}")
+    if not all(v > 0 for v in std):
+        raise ValueError(f"input_std must be positive, got {tuple(std)!r}")
 
 
 class SqueezeExcite(nn.Module):
@@ -204,10 +252,42 @@ class SqueezeExcite(nn.Module):
         return x * s
 
 
-class BasicBlock(nn.Module):
-    """Post-activation residual block described by a :class:`BlockConfig`."""
+class ZeroPadShortcut(nn.Conv2d):
+    """He et al.'s option-A shortcut as a frozen strided 1x1 conv: subsample, then zero-pad channels.
 
-    def __init__(self, in_width: int, width: int, stride: int, cfg: BlockConfig, projection: bool) -> None:
+    The weight is 0/1: input channel ``c`` goes to output channel ``c + (out - in) // 2`` and the other
+    outputs are zero, which is exactly ``F.pad(x[:, :, ::s, ::s], (0, 0, 0, 0, p, p))`` for an output
+    of ``in + 2p`` channels (products with 0 and 1 are exact). Being a conv, it lets torch-pruning
+    remove channels through it like through any other layer; pruning keeps a subset of its rows and
+    columns, so it stays a fixed channel selection. Its weight never trains: it is created with
+    ``requires_grad=False`` and every weight assigned later (torch-pruning assigns new ones) is frozen
+    too, so :func:`~compress.count_params` does not count it.
+    """
+
+    def __init__(self, in_width: int, width: int, stride: int) -> None:
+        super().__init__(in_width, width, 1, stride, bias=False)
+        with torch.no_grad():
+            self.weight.zero_()
+            offset = max(0, (width - in_width) // 2)
+            for c in range(min(in_width, width - offset)):
+                self.weight[c + offset, c] = 1.0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "weight" and isinstance(value, nn.Parameter):
+            value.requires_grad_(False)
+        super().__setattr__(name, value)
+
+
+class BasicBlock(nn.Module):
+    """Post-activation residual block described by a :class:`BlockConfig`.
+
+    ``projection`` gives the block a shortcut module: ``"conv"`` (1x1 conv + BN) or ``"pad"``
+    (:class:`ZeroPadShortcut`); ``False`` (or ``None``) keeps the identity.
+    """
+
+    def __init__(
+        self, in_width: int, width: int, stride: int, cfg: BlockConfig, projection: bool | str,
+    ) -> None:
         super().__init__()
         k1, k2 = cfg.kernels
         self.conv1 = nn.Conv2d(in_width, cfg.mid, k1, stride, k1 // 2, bias=False)
@@ -215,11 +295,12 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cfg.mid, width, k2, 1, k2 // 2, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.se = SqueezeExcite(width, cfg.se) if cfg.se else None
-        self.shortcut = (
-            nn.Sequential(nn.Conv2d(in_width, width, 1, stride, bias=False), nn.BatchNorm2d(width))
-            if projection
-            else nn.Identity()
-        )
+        if projection == "pad":
+            self.shortcut: nn.Module = nn.Sequential(ZeroPadShortcut(in_width, width, stride))
+        elif projection:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_width, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+        else:
+            self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -245,7 +326,8 @@ class ResNet(nn.Module):
         self.se = SqueezeExcite(c.stem_width, c.stem_se) if c.stem_se else None
         in_width = c.stem_width
         for i, stage in enumerate(c.stages):
-            projection = stage.needs_projection(in_width)
+            # False, or the kind of the first block's shortcut module ("conv" / "pad")
+            projection = stage.needs_projection(in_width) and stage.shortcut
             blocks = []
             for j, block in enumerate(stage.blocks):
                 first = j == 0
@@ -293,7 +375,9 @@ class ResNet(nn.Module):
                 )
             first = stage[0]
             has_proj = not isinstance(first.shortcut, nn.Identity)
-            stages.append(StageConfig(first.conv2.out_channels, old.stride, tuple(blocks), projection=has_proj))
+            stages.append(
+                StageConfig(first.conv2.out_channels, old.stride, tuple(blocks), projection=has_proj, shortcut=old.shortcut)
+            )
         return ResNetConfig(
             stages=tuple(stages),
             stem_width=self.conv1.out_channels,
@@ -301,6 +385,8 @@ class ResNet(nn.Module):
             stem_se=self.se.fc1.out_channels if self.se is not None else 0,
             in_channels=self.conv1.in_channels,
             num_classes=self.linear.out_features,
+            input_mean=self.config.input_mean,
+            input_std=self.config.input_std,
         )
 
 
@@ -314,3 +400,26 @@ def resnet_from_config(config: ResNetConfig | dict[str, Any]) -> ResNet:
 def resnet18(num_classes: int = 10) -> ResNet:
     """The CIFAR ResNet-18 (3x3 stem, no max-pool): 11,173,962 trainable parameters for 10 classes."""
     return ResNet(ResNetConfig.uniform((64, 128, 256, 512), (2, 2, 2, 2), (1, 2, 2, 2), num_classes=num_classes))
+
+
+def input_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The ``(mean, std)`` that ``model`` carries (a compress ResNet whose config has them), else ``None``."""
+    config = getattr(model, "config", None)
+    if isinstance(config, ResNetConfig) and config.input_mean is not None:
+        return config.input_mean, config.input_std
+    return None
+
+
+def with_normalization(
+    model: ResNet, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> ResNet:
+    """A copy of ``model`` carrying the input normalisation ``(mean, std)`` (``None, None``: none)."""
+    import copy
+
+    if not isinstance(model, ResNet):
+        raise TypeError(f"with_normalization() takes a compress ResNet, got {type(model).__name__}")
+    new = copy.deepcopy(model)
+    new.config = model.config.replace(
+        input_mean=None if mean is None else tuple(mean), input_std=None if std is None else tuple(std)
+    )
+    return new

@@ -803,6 +803,9 @@ def _accumulate_gradients(net: nn.Module, data: Any, device: torch.device) -> No
             seen = True
     if not seen:
         raise ValueError("data for importance='taylor' yielded no batches")
+    for p in net.parameters():  # frozen layers (e.g. a ZeroPadShortcut): torch-pruning reads every layer's .grad
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 # --- kept for layer surgery (scale_width shrinks through these) ------------------------------------
