@@ -42,8 +42,15 @@ def test_help_documents_every_flag(capsys):
 
 
 def test_dry_run_all_recipes(tmp_path, capsys):
+    import time
+
     out = tmp_path / "dry.json"
+    cpu = time.process_time()
     assert main(["--dry-run", "--recipes-dir", str(RECIPES), "--json", str(out)]) == 0
+    cpu = time.process_time() - cpu
+    # CPU seconds (all threads), not wall time, so a busy machine does not fail it: building and counting
+    # all 8 recipes took 4-6 CPU s on the 2-core machine on one thread, 24 s on torch's two threads
+    assert cpu < 15, f"the dry run took {cpu:.1f} CPU s"
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == len(recipes.recipe_paths(RECIPES)) == len(EXPECTED_PARAMS)
     by_name = {r["recipe"]: r for r in rows}

@@ -254,6 +254,12 @@ def test_tables_keep_every_number_whole_at_terminal_widths(width):
     assert "…" not in text and "how the paper chose it" in text and "11,173,962" in text and "800.8 M" in text
     assert report.MATCH_NOTE in text and report.BUDGET_NOTE in text  # `match` and `< 5M` explained
 
+    from test_deploy import _latency_rows  # with the four measured-speed columns: columns go, numbers stay whole
+
+    text = _render(report.table(_latency_rows(), width=width), width)
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= width
+    assert all(v in text for v in ("11,173,962", "556.65 M", "94.50%", "10.0 ms", "2.00x / 1.25x"))
+
 
 def test_accuracy_plot_legend_covers_no_marker():
     fig = report.accuracy_figure(_wide_rows(), "params", title="t")
