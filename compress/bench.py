@@ -437,8 +437,7 @@ def run(
     data_info = describe_data(data)
     manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, data_info, time_budget, overrides, threads)
     _check_manifest(out, manifest)  # read-only here; again under the lock
-    planned = {r.name: _prepare(r, data, train_config(r, budget, time_budget, overrides=overrides, epochs=epochs),
-                                epochs, max_steps_per_epoch)
+    planned = {r.name: _prepare(r, data, budget, time_budget, overrides, epochs, max_steps_per_epoch)
                for r in recipes if not (out / r.name / RESULT).is_file()}
 
     with ExitStack() as stack:
@@ -456,13 +455,16 @@ def run(
 
 
 def _prepare(
-    recipe: Recipe, data: Any, config: Any, epochs: int | None, max_steps: int | None
+    recipe: Recipe, data: Any, budget: Budget, time_budget: float | None, overrides: dict[str, Any],
+    epochs: int | None, max_steps: int | None,
 ) -> tuple[Any, torch.nn.Module]:
-    """``config`` and the freshly built model of ``recipe``, checked against ``data`` (writes nothing)."""
+    """The training config and the freshly built model of ``recipe``, checked against ``data`` (writes
+    nothing); a misfit raises :class:`TrainingError` naming the recipe."""
     from .training import check_inputs
 
-    model = _build(recipe, config.seed)  # the same architecture on resume, even for init-dependent pruning
     try:
+        config = train_config(recipe, budget, time_budget, overrides=overrides, epochs=epochs)
+        model = _build(recipe, config.seed)  # the same architecture on resume, even for init-dependent pruning
         check_inputs(model, data, config, epochs=epochs, max_steps_per_epoch=max_steps)
     except (ValueError, TypeError) as e:
         raise TrainingError(f"{recipe.name}: {e}") from e
@@ -498,9 +500,7 @@ def _run_locked(
             rows.append(_read_json(rdir / RESULT, "a finished recipe's row"))
             continue
         if recipe.name not in planned:  # its row.json was there when we looked, and is gone now
-            planned[recipe.name] = _prepare(
-                recipe, data, train_config(recipe, budget, time_budget, overrides=overrides, epochs=epochs),
-                epochs, max_steps_per_epoch)
+            planned[recipe.name] = _prepare(recipe, data, budget, time_budget, overrides, epochs, max_steps_per_epoch)
         config, model = planned.pop(recipe.name)
         resume = (rdir / "checkpoint.pt").is_file()
         if recipe.path is not None and not (resume and (rdir / "recipe.yaml").is_file()):

@@ -40,6 +40,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
+from .files import write_json
 from .metrics import count_flops, count_params
 from .provenance import device_name, git_commit
 
@@ -456,7 +457,7 @@ def measure_run(
         row = json.loads(path.read_text())
         if n in measured:
             row["latency"] = {**row.get("latency", {}), **measured[n]["latency"]}
-            bench._write_json(path, row)
+            write_json(path, row)
         rows.append(row)
     order = [r.get("recipe") for r in json.loads((run / bench.RESULTS).read_text()).get("rows", [])] \
         if (run / bench.RESULTS).is_file() else []

@@ -85,7 +85,7 @@ def test_bad_inputs_write_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
         main(_cmd(recipe, out, "--epochs", "0"))
-    assert e.value.code == 2 and "--epochs: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    assert e.value.code == 2 and "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
     cases = {
         "synthetic:0": "expected synthetic[:N_TRAIN[:N_TEST]] with image counts >= 1",
         str(_npz(tmp_path / "eleven.npz", train_y=np.arange(32) % 11)): "the model predicts 10 classes but the data",

@@ -282,7 +282,7 @@ class TrainConfig:
         that the total decay over the run stays the same. Early-stopping patience is not scaled.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
         if epochs == self.epochs:
             return self
         f = epochs / self.epochs
