@@ -452,7 +452,7 @@ def test_over_epochs_lays_the_schedule_over_a_shorter_run():
     assert s.step_size == 1 and s.gamma ** 30 == pytest.approx(0.95 ** 60)  # the same total decay
     restarts = TrainConfig.from_dict({"epochs": 150, "schedule": {"name": "cosine_restarts", "t_0": 50}})
     assert restarts.over_epochs(15).schedule.t_0 == 5
-    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         paper.over_epochs(0)
 
 
