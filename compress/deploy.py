@@ -220,7 +220,7 @@ class LatencyResult:
     def to_dict(self) -> dict[str, Any]:
         """The result as a JSON-friendly dict (:meth:`from_dict` reads it back)."""
         d = asdict(self)
-        d["image_shape"] = list(self.image_shape)
+        d["image_shape"], d["timings"] = list(self.image_shape), [asdict(t) for t in self.timings]
         return d
 
     @classmethod

@@ -255,6 +255,10 @@ def _flop_reduction(row: dict[str, Any], entry: dict[str, Any] | None) -> float 
     return None if ref is None or not row.get("flops") else ref / row["flops"]
 
 
+def _rate(v: float | None) -> str:
+    return "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
+
+
 def _x_(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
@@ -271,7 +275,7 @@ def _latency_columns(row: dict[str, Any], backend: str) -> list[tuple[str, str]]
     b256 = _timing(entry, 256)
     return [
         (f"latency b1 ({backend})", _ms(_timing(entry, 1))),
-        (f"inference img/s b256 ({backend})", "-" if b256 is None else _num(b256["images_per_s"])),
+        (f"inference img/s b256 ({backend})", _rate(None if b256 is None else b256["images_per_s"])),
         ("speed-up b1 / b256 vs ResNet-18", "-" if entry is None else f"{_x_(_speedup(entry, 1))} / {_x_(_speedup(entry, 256))}"),
         ("FLOP reduction", _x_(_flop_reduction(row, entry)) if entry is not None else "-"),
     ]
@@ -297,7 +301,7 @@ def _latency_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list
         tb = _timing(e, big)
         cells.append([str(r.get("recipe", "?")), b, _num(r.get("params")), _m(r.get("flops")), _x_(red),
                       _ms(_timing(e, 1), spread=True), _x_(_speedup(e, 1)),
-                      "-" if tb is None else _num(tb["images_per_s"]), _x_(fast),
+                      _rate(None if tb is None else tb["images_per_s"]), _x_(fast),
                       "-" if red is None or fast is None else f"{fast / red:.2f}"])
 
     def each(key: str) -> str:
