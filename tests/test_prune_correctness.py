@@ -446,3 +446,62 @@ def test_small_resnext_and_regnet_prune_and_run():
     assert pruned(x).shape == (1, 10)
     grouped = [c for c in pruned.modules() if isinstance(c, nn.Conv2d) and 1 < c.groups < c.out_channels]
     assert grouped and all(c.in_channels % c.groups == 0 and c.out_channels % c.groups == 0 for c in grouped)
+
+
+class FusedAttention(nn.Module):
+    """timm-style self-attention (one fused qkv layer, heads reshaped out of it), no norm layers."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.embed = nn.Linear(6, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 5)
+        self.heads, self.head_dim = heads, dim // heads
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * 0.25).softmax(-1)
+        x = x + self.proj((attn @ v).transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+        return self.head(x.mean(1))
+
+
+def test_fused_attention_with_num_heads_equals_masked_original():
+    """With num_heads the same head dims go in every head (Torch-Pruning's rule); zeroing them in the
+    original gives the same outputs."""
+    tokens = torch.randn(2, 7, 6, generator=torch.Generator().manual_seed(0))
+    fix = lambda m: setattr(m, "head_dim", m.qkv.out_features // 3 // m.heads)  # noqa: E731
+    for seed in range(2):
+        torch.manual_seed(seed)
+        model = distinct_biases(FusedAttention().eval(), seed)
+        assert check_pruned(model, tokens, ratios=0.5, num_heads={"qkv": 4}, fix=fix) == "ok"
+    pruned = prune(model, 0.5, inputs=tokens, num_heads={"qkv": 4}, fix=fix)
+    assert pruned.qkv.out_features == 48 and pruned.head_dim == 4 and pruned.proj.in_features == 16
+    theirs = __import__("copy").deepcopy(model)
+    tp.pruner.MetaPruner(theirs, tokens, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.5,
+                         num_heads={theirs.qkv: 4}, ignored_layers=[theirs.head]).step()
+    for (n, a), (_, b) in zip(pruned.state_dict().items(), theirs.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_unwrapped_parameters_follow_their_channels():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.scale = nn.Parameter(torch.rand(1, 8, 1, 1) + 0.5)  # a per-channel scale outside any layer
+            self.b = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.b(self.a(x) * self.scale)
+
+    torch.manual_seed(0)
+    model = distinct_biases(Scaled().eval())
+    m = prune(model, {"a": 0.5}, inputs=IMG, unwrapped={"scale": 1})
+    kept = kept_channels(model, m)["a"]
+    assert m.scale.shape == (1, 4, 1, 1) and torch.equal(m.scale.detach(), model.scale.detach()[:, kept])
+    assert check_pruned(model, IMG, ratios={"a": 0.5}, unwrapped={"scale": 1}) == "ok"
+    by_alias = prune(model, {"a": 0.5}, inputs=IMG, unwrapped_parameters=[(model.scale, 1)])
+    assert torch.equal(by_alias.scale, m.scale)

@@ -480,32 +480,40 @@ class _Job:
 
     # the main paths -------------------------------------------------------------------------------
     def run(self, ratios, budget, *, ranking, max_ratio, steps, round_to) -> nn.Module:
-        net, traced, groups = self.start()
+        net, _, groups = self.start()
         if budget is None:
             targets = self._targets(ratios, ranking)
         else:
             targets = {g.key: (None, 0) for g in groups if self.blocked(g) is None and any(n in self.candidates for n in g.members)}
         initial = {g.key: g.units for g in groups}
         planner = _Planner(initial, ranking, max_ratio, round_to)
-        what = budget[0] if budget else None
-        start_cost = measure(net, what, self._flops_inputs(), self.input_size) if budget else None
-        if budget and start_cost <= budget[1]:
-            return self._finish()
+        start_cost = None
+        if budget is not None:
+            cost_model = CostModel(net, budget[0], self._flops_inputs(), self.input_size, self._param_dims())
+            start_cost = cost_model.total
+            if start_cost <= budget[1]:
+                return self._finish()
         for step in range(1, steps + 1):
             if step > 1:
                 self.retrace()
+                if budget is not None:
+                    cost_model = CostModel(self.net, budget[0], self._flops_inputs(), self.input_size, self._param_dims())
             self.score()
             groups = [g for g in self.groups if g.key in targets and g.scores is not None]
             if budget is None:
                 frac = step / steps
-                step_targets = {k: (r * frac, s) for k, (r, s) in targets.items()}
-                plan = planner.plan(groups, step_targets)
+                plan = planner.plan(groups, {k: (r * frac, s) for k, (r, s) in targets.items()})
             else:
                 goal = start_cost - (start_cost - budget[1]) * step // steps
-                plan = self._search(planner, groups, targets, what, goal, budget[1], last=step == steps)
+                plan, expected = self._search(planner, groups, targets, cost_model, goal, budget[1])
             dg.check_plan(self.traced, self.groups, plan)
             dg.apply_plan(self.traced, self.groups, plan)
             self._after_step()
+        if budget is not None:
+            real = measure(self.net, budget[0], self._flops_inputs(), self.input_size)
+            if real != expected or real > budget[1]:  # never a silent miss of the budget
+                raise RuntimeError(f"prune() bug: the pruned model has {real:,} {budget[0]} where {expected:,} were "
+                                   f"predicted (budget {budget[1]:,}); please report it")
         return self._finish()
 
     def _targets(self, ratios, ranking) -> dict[str, tuple[float, int]]:
@@ -539,9 +547,10 @@ class _Job:
             raise ValueError(f"{', '.join(missing)} cannot be pruned: its output channels are not traced into a group")
         return targets
 
-    def _search(self, planner, groups, targets, what, goal, budget, last) -> dict:
-        """The plan at the smallest ratio whose cost is at most ``goal`` (bisection over the ratio)."""
-        cost_model = CostModel(self.net, what, self._flops_inputs(), self.input_size, self._param_dims())
+    def _search(self, planner, groups, targets, cost_model: CostModel, goal: int, budget: int) -> tuple[dict, int]:
+        """The plan at the smallest ratio whose cost is at most ``goal`` (bisection over the ratio), and
+        that cost."""
+        what = cost_model.what
 
         def evaluate(r: float):
             plan = planner.plan(groups, {k: (r, s) for k, (_, s) in targets.items()})
@@ -573,7 +582,7 @@ class _Job:
                 f"no ratio reaches {budget:,} {label}: pruning as much as every layer allows (ratio "
                 f"{(floor or (hi, 0))[0]:.3f}){left}"
             )
-        return best[0]
+        return best
 
     def _measure_plan(self, plan: dict, what: str) -> int:
         """Real params/FLOPs of the current model pruned by ``plan`` (for layers the cost model lacks)."""
@@ -583,7 +592,7 @@ class _Job:
             self.retrace()
             dg.apply_plan(self.traced, self.groups, plan)
             self._apply_fixes(self.net)
-            return measure(self.net, what, self._flops_inputs(self.net), self.input_size)
+            return measure(self.net, what, self._flops_inputs(), self.input_size)
         finally:
             self.net, self.traced, self.groups = saved
             self.protected = self._protected_outputs(self.traced)
@@ -592,7 +601,7 @@ class _Job:
         graph = self.traced.graph
         return {m: node.pruning_dim for m, node in graph.module2node.items() if isinstance(m, nn.Parameter)}
 
-    def _flops_inputs(self, net: nn.Module | None = None):
+    def _flops_inputs(self):
         return None if self.raw_inputs is None else self.inputs
 
     def sequential(self, ratios, round_to, budget) -> nn.Module:
