@@ -552,13 +552,15 @@ class _Job:
         that cost."""
         what = cost_model.what
 
-        def evaluate(r: float):
-            plan = planner.plan(groups, {k: (r, s) for k, (_, s) in targets.items()})
+        def evaluate_plan(plan: dict):
             removed = dg.check_plan(self.traced, self.groups, plan)
             cost = cost_model.predict(removed)
             if cost is None:
                 cost = self._measure_plan(plan, what)
             return plan, cost
+
+        def evaluate(r: float):
+            return evaluate_plan(planner.plan(groups, {k: (r, s) for k, (_, s) in targets.items()}))
 
         units = sum(planner.initial[g.key] for g in groups) or 1
         lo, hi, best, floor = 0.0, 1.0, None, None
@@ -577,11 +579,12 @@ class _Job:
                 lo = mid
         if best is None:
             label = "params" if what == "params" else "FLOPs"
-            left = f" still leaves {floor[1]:,}" if floor else " empties a layer"
-            raise ValueError(
-                f"no ratio reaches {budget:,} {label}: pruning as much as every layer allows (ratio "
-                f"{(floor or (hi, 0))[0]:.3f}){left}"
-            )
+            try:
+                _, least = evaluate_plan(planner.fewest(groups))
+            except PruneError:
+                least = floor[1] if floor else None
+            left = f"leaves {least:,}" if least is not None else "empties a layer"
+            raise ValueError(f"no ratio reaches {budget:,} {label}: even keeping the fewest channels every layer allows {left}")
         return best
 
     def _measure_plan(self, plan: dict, what: str) -> int:
@@ -732,6 +735,17 @@ class _Planner:
         plan = {}
         for members in scopes.values():
             plan.update(self._ranked(members, targets[members[0].key][0]))
+        return plan
+
+    def fewest(self, groups: Sequence[dg.Group]) -> dict:
+        """The plan keeping the fewest channels allowed in every group (one, or one round_to multiple,
+        and no less than ``max_ratio`` allows)."""
+        plan = {}
+        for g in groups:
+            unit = _round_unit(self.round_to, g.ch_groups)
+            floor = max(1, int(self.initial[g.key] * (1 - self.max_ratio)))
+            keep = min(g.units, -(-floor // unit) * unit)
+            plan[g.key] = _weakest(g.scores, g.units - keep)
         return plan
 
     def _local(self, g: dg.Group, ratio: float) -> list[int]:
