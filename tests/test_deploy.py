@@ -326,6 +326,11 @@ def test_cli_latency_of_a_run_folder_goes_into_its_report(tmp_path, capsys):
     assert "choose from eager, compile, onnxruntime" in capsys.readouterr().out
     assert main(["latency", "--run", str(run), "--batch-sizes", "one"]) == 2
     assert "--batch-sizes takes comma-separated integers" in capsys.readouterr().out
+    from compress.files import lock_folder
+
+    with lock_folder(run, "run folder"):  # e.g. a training run still writing into it
+        assert main(["latency", "--run", str(run)]) == 2
+    assert "in use by another process" in " ".join(capsys.readouterr().out.split())
 
 
 def test_cli_latency_of_recipes_writes_json(tmp_path, capsys):
