@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from . import bench, report
 from .data import DatasetError
-from .files import write_json
+from .files import FolderBusyError, write_json
 from .recipes import FAST_TRAIN, RecipeError, check_unique_names, find, load, recipe_paths, recipes_dir
 
 __all__ = ["main", "build_parser"]
@@ -227,9 +227,9 @@ def _latency_main(argv: Sequence[str], console: Console) -> int:
         console.print(report.latency_table(rows))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps({"mode": "latency", "rows": rows}, indent=2, default=str) + "\n")
+            write_json(args.json, {"mode": "latency", "rows": rows})
             say(f"rows written to {args.json}")
-    except (RecipeError, ValueError, FileNotFoundError) as e:
+    except (RecipeError, ValueError, FileNotFoundError, FolderBusyError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         return 2
     return 0

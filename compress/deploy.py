@@ -40,7 +40,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from .files import write_json
+from .files import lock_folder, write_json
 from .metrics import count_flops, count_params
 from .provenance import device_name, git_commit
 
@@ -450,17 +450,18 @@ def measure_run(
     chosen = list(names) or list(finished)
     if REFERENCE in finished and REFERENCE not in chosen:  # the run's own ResNet-18 is the reference
         chosen.append(REFERENCE)
-    models = {n: load(run / n / "model.pt") for n in chosen}
-    measured = {r["recipe"]: r for r in measure(models, **kwargs)}
-    rows = []
-    for n, path in finished.items():
-        row = json.loads(path.read_text())
-        if n in measured:
-            row["latency"] = {**row.get("latency", {}), **measured[n]["latency"]}
-            write_json(path, row)
-        rows.append(row)
-    order = [r.get("recipe") for r in json.loads((run / bench.RESULTS).read_text()).get("rows", [])] \
-        if (run / bench.RESULTS).is_file() else []
-    rows.sort(key=lambda r: order.index(r["recipe"]) if r["recipe"] in order else len(order))
-    bench.collect(run, rows)
+    with lock_folder(run, "run folder"):  # no training run writes its rows meanwhile (FolderBusyError if one does)
+        models = {n: load(run / n / "model.pt") for n in chosen}
+        measured = {r["recipe"]: r for r in measure(models, **kwargs)}
+        rows = []
+        for n, path in finished.items():
+            row = json.loads(path.read_text())
+            if n in measured:
+                row["latency"] = {**row.get("latency", {}), **measured[n]["latency"]}
+                write_json(path, row)
+            rows.append(row)
+        results = run / bench.RESULTS
+        order = [r.get("recipe") for r in json.loads(results.read_text()).get("rows", [])] if results.is_file() else []
+        rows.sort(key=lambda r: order.index(r["recipe"]) if r["recipe"] in order else len(order))
+        bench.collect(run, rows)
     return rows

@@ -20,7 +20,7 @@ from compress import bench, deploy
 from compress.cli import main
 from compress.models import BlockConfig, ResNet, ResNetConfig, StageConfig
 
-from conftest import assert_unchanged, snapshot
+from conftest import SHARED_WEIGHTS, assert_unchanged, needs_shared, snapshot
 
 
 def _scaled(model: torch.nn.Module) -> torch.nn.Module:
@@ -88,6 +88,21 @@ def test_pruned_torchvision_model_exports_and_matches(tmp_path):
     np.testing.assert_allclose(_ort_logits(result.path, x), want, rtol=1e-4, atol=1e-5)
     with pytest.raises(Exception, match="Got invalid dimensions|Invalid rank|dimension"):  # the batch is fixed
         _ort_logits(result.path, torch.randn(3, 3, 48, 48))
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["resnet20-12fca82f.th", "report003-b2x1x1x1-c16-k3.pth"])
+def test_imported_trained_model_exports_and_matches(name, tmp_path):
+    """A trained network imported by from_checkpoint (option-A shortcuts as fixed convs, normalisation inside)."""
+    model = compress.models.from_checkpoint(SHARED_WEIGHTS[name]["path"])
+    result = compress.export(model, tmp_path / "trained.onnx")
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))  # images in [0, 1]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(want).max() > 1.0  # a trained classifier's logits
+    got = _ort_logits(result.path, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == want.argmax(1)).all() and result.max_abs_diff <= result.tolerance
 
 
 def test_export_mismatch_is_an_error_and_leaves_no_file(tiny, tmp_path, monkeypatch):
@@ -326,6 +341,11 @@ def test_cli_latency_of_a_run_folder_goes_into_its_report(tmp_path, capsys):
     assert "choose from eager, compile, onnxruntime" in capsys.readouterr().out
     assert main(["latency", "--run", str(run), "--batch-sizes", "one"]) == 2
     assert "--batch-sizes takes comma-separated integers" in capsys.readouterr().out
+    from compress.files import lock_folder
+
+    with lock_folder(run, "run folder"):  # e.g. a training run still writing into it
+        assert main(["latency", "--run", str(run)]) == 2
+    assert "in use by another process" in " ".join(capsys.readouterr().out.split())
 
 
 def test_cli_latency_of_recipes_writes_json(tmp_path, capsys):
