@@ -4,17 +4,24 @@ FLOP convention (fvcore): one fused multiply-add counts as one FLOP; convolution
 batch norms (in eval mode: 2 per element with affine) are counted; ReLU, pooling by ``mean``, sigmoid
 and elementwise products are not. For the CIFAR ResNet-18 on a 1x3x32x32 input this gives
 556,651,520 (555.42 M of it conv + linear), the number quoted by the reports.
+
+FLOPs depend on the input size, so it is part of every count: give ``input_size`` (a zero tensor of
+that shape is traced) or ``example_input``. Only a compress :class:`~compress.models.ResNet` (the CIFAR
+family) has a default, :data:`CIFAR_INPUT` (1x3x32x32); any other model without one is an error.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["count_params", "count_flops", "flops_by_module", "summary"]
+__all__ = ["count_params", "count_flops", "flops_by_module", "summary", "CIFAR_INPUT"]
+
+CIFAR_INPUT = (1, 3, 32, 32)
+"""The input size FLOPs of a compress ResNet are counted at unless told otherwise: one CIFAR image."""
 
 
 def count_params(model: nn.Module) -> int:
@@ -22,47 +29,82 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _flop_analysis(model: nn.Module, input_size: Sequence[int]):
-    from fvcore.nn import FlopCountAnalysis
+def _flop_inputs(model: nn.Module, input_size: Sequence[int] | None = None, example_input: Any = None) -> tuple:
+    """The inputs FLOPs are counted on: ``example_input``, a zero tensor of ``input_size``, or the default.
 
+    Only a compress ResNet has a default (:data:`CIFAR_INPUT`); for other models a ``TypeError`` asks
+    for the size, since a count at a guessed size would be silently wrong (a torchvision ResNet-18 has
+    1,819,065,856 FLOPs at 224x224 and 37,625,344 at 32x32).
+    """
+    from .models.resnet import ResNet
+
+    if example_input is not None:
+        if input_size is not None:
+            raise TypeError("give input_size or example_input, not both")
+        return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+    if input_size is None:
+        if not isinstance(model, ResNet):
+            raise TypeError(
+                f"FLOPs depend on the input size: pass input_size=(N, C, H, W) or example_input= for a "
+                f"{type(model).__name__} (only a compress ResNet defaults to CIFAR's {'x'.join(map(str, CIFAR_INPUT))})"
+            )
+        input_size = CIFAR_INPUT
+    if isinstance(input_size, (str, bytes)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_size
+    ):
+        raise ValueError(f"input_size must be a sequence of positive ints such as (1, 3, 224, 224), got {input_size!r}")
     try:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    x = torch.zeros(*input_size, device=device)
-    analysis = FlopCountAnalysis(model, x)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return analysis
+    return (torch.zeros(*input_size, device=device),)
 
 
-def count_flops(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)) -> int:
-    """FLOPs (fvcore multiply-adds, BN included) of one forward pass on a tensor of ``input_size``.
+def count_flops(model: nn.Module, input_size: Sequence[int] | None = None, *, example_input: Any = None) -> int:
+    """FLOPs (fvcore multiply-adds, BN included) of one forward pass at ``input_size``, e.g. ``(1, 3, 224, 224)``.
 
-    The model is measured in eval mode and left in the mode it was in.
+    The count is for that input (a zero tensor of the shape is traced), or for ``example_input`` (a
+    tensor or a tuple of positional inputs) if given instead. A compress ResNet defaults to one CIFAR
+    image, ``(1, 3, 32, 32)``; any other model needs one of the two (``TypeError`` otherwise). The model
+    is measured in eval mode and left in the mode it was in.
     """
-    return sum(flops_by_module(model, input_size, names=[""]).values())
+    return sum(flops_by_module(model, input_size, names=[""], example_input=example_input).values())
 
 
 def flops_by_module(
-    model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), names: Sequence[str] | None = None
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    example_input: Any = None,
 ) -> dict[str, int]:
-    """FLOPs per named submodule (``""`` is the whole model); ``names`` picks which to return."""
-    was_training = model.training
+    """FLOPs per named submodule (``""`` is the whole model) at ``input_size``; ``names`` picks which to return.
+
+    The input is given as for :func:`count_flops` (a compress ResNet defaults to ``(1, 3, 32, 32)``).
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    inputs = _flop_inputs(model, input_size, example_input)
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            by_module = _flop_analysis(model, input_size).by_module()
+            analysis = FlopCountAnalysis(model, inputs)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            by_module = analysis.by_module()
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     if names is None:
         return dict(by_module)
     return {n: int(by_module.get(n, 0)) for n in names}
 
 
-def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *, print_table: bool = True):
+def summary(model: nn.Module, input_size: Sequence[int] = CIFAR_INPUT, *, print_table: bool = True):
     """A rich table of a :class:`~compress.models.ResNet`: per stage width, blocks, stride, params, FLOPs.
 
+    FLOPs are counted at ``input_size`` (one CIFAR image by default), which the title states.
     Returns the ``rich.table.Table``; prints it too unless ``print_table=False``.
     """
     from rich.console import Console
@@ -75,7 +117,8 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *, pri
     cfg = model.config
     names = ["conv1", "bn1", "se", *[f"layer{i + 1}" for i in range(len(cfg.stages))], "linear", ""]
     flops = flops_by_module(model, input_size, names)
-    table = Table(title=f"{type(model).__name__}, {len(cfg.stages)} stages", title_justify="left")
+    size = "x".join(map(str, input_size))
+    table = Table(title=f"{type(model).__name__}, {len(cfg.stages)} stages, FLOPs at {size}", title_justify="left")
     for col in ("part", "width", "blocks", "stride", "mids", "k", "SE", "params", "MFLOPs"):
         table.add_column(
             col,

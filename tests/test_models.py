@@ -20,6 +20,31 @@ def test_count_flops_leaves_mode_alone(r18):
         r18.eval()
 
 
+def test_count_flops_needs_the_input_size_of_other_models(r18):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False))
+    with pytest.raises(TypeError, match=r"pass input_size=\(N, C, H, W\) or example_input= for a Sequential"):
+        compress.count_flops(net)
+    # 4 output channels x 27 multiply-adds per output pixel
+    assert compress.count_flops(net, (1, 3, 10, 10)) == 4 * 27 * 8 * 8
+    assert compress.count_flops(net, (1, 3, 34, 34)) == 4 * 27 * 32 * 32
+    assert compress.count_flops(net, example_input=torch.randn(2, 3, 10, 10)) == 2 * 4 * 27 * 8 * 8
+    assert 3.99 * compress.count_flops(r18) < compress.count_flops(r18, (1, 3, 64, 64)) < 4 * compress.count_flops(r18)
+    with pytest.raises(ValueError, match="positive ints"):
+        compress.count_flops(net, (1, 3, 0, 10))
+    with pytest.raises(TypeError, match="not both"):
+        compress.count_flops(net, (1, 3, 10, 10), example_input=torch.randn(1, 3, 10, 10))
+
+
+def test_count_flops_keeps_each_layers_mode(r18):
+    r18.train()
+    r18.bn1.eval()
+    try:
+        compress.count_flops(r18)
+        assert r18.training and not r18.bn1.training and r18.layer1.training
+    finally:
+        r18.eval()
+
+
 def test_config_round_trips_through_dict(r18):
     cfg = r18.config
     assert ResNetConfig.from_dict(cfg.to_dict()) == cfg
@@ -36,6 +61,7 @@ def test_config_rejects_missing_projection():
 
 def test_summary_table_rows(r18):
     table = compress.summary(r18, print_table=False)
+    assert table.title.endswith("FLOPs at 1x3x32x32")
     parts = list(table.columns[0].cells)
     assert parts == ["stem", "layer1", "layer2", "layer3", "layer4", "head", "total"]
     assert list(table.columns[-2].cells)[-1] == "11,173,962"
