@@ -563,3 +563,14 @@ def test_inputs_are_checked_before_anything_runs(data, tmp_path):
             train(kwargs.pop("model"), kwargs.pop("data"), kwargs.pop("config"), **kwargs)
         assert message in str(e.value) and "\n" not in str(e.value), (message, str(e.value))
         assert not (tmp_path / "out").exists()
+
+
+def test_mid_epoch_checkpoints_never_hold_a_diverged_state(data, tmp_path):
+    # a checkpoint after every step: the one after the step whose weights went NaN must not be written
+    with pytest.raises(NonFiniteLossError, match="weights became NaN or infinite in epoch 1") as e:
+        train(_WeightGoesNaN(2), data, cfg(epochs=2, optimizer={"lr": 0.1, "weight_decay": 0.0}), out_dir=tmp_path,
+              progress=False, max_steps_per_epoch=4, checkpoint_every_s=0)
+    assert f"the last good checkpoint is kept at {tmp_path / 'checkpoint.pt'}" in str(e.value)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (ck["epoch"], ck["step"]) == (0, 1)
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())

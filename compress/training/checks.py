@@ -22,7 +22,7 @@ from torch import nn
 from ..data import ImageData
 from .config import TrainConfig
 
-__all__ = ["check_inputs", "check_diverged", "NonFiniteLossError", "DIVERGED_LOSS"]
+__all__ = ["check_inputs", "check_diverged", "check_loss", "check_weights", "NonFiniteLossError", "DIVERGED_LOSS"]
 
 #: A mean cross-entropy above this is divergence, not learning (a uniform guess scores ln(classes), 2.3 for 10).
 DIVERGED_LOSS = 1e4
@@ -108,10 +108,16 @@ def check_diverged(row: dict[str, Any], nets: list[nn.Module], ckpt_path: Path |
     for key, value in row.items():
         if key.endswith("_loss") and not _sane(value):
             _diverged(f"{key.replace('_', ' ')} is {value:.4g} in epoch {epoch}", ckpt_path)
+    check_weights(nets, f"in epoch {epoch}", ckpt_path)
+
+
+def check_weights(nets: list[nn.Module], when: str, ckpt_path: Path | None) -> None:
+    """Raise :class:`NonFiniteLossError` if a weight or buffer of ``nets`` is NaN or infinite (``when``:
+    where in the run, for the message). Run before every checkpoint, so none holds such weights."""
     for net in nets:
         tensors = [t for t in net.state_dict().values() if t.is_floating_point()]
         if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-            _diverged(f"weights became NaN or infinite in epoch {epoch}", ckpt_path)
+            _diverged(f"weights became NaN or infinite {when}", ckpt_path)
 
 
 def check_loss(value: float, epoch: int, step: int, ckpt_path: Path | None) -> None:

@@ -30,7 +30,7 @@ from ..data import ImageData
 from ..files import atomic_open, write_json
 from . import distributed
 from .augment import build_augment, mixup, mixup_loss, normalize
-from .checks import NonFiniteLossError, check_diverged, check_inputs, check_loss
+from .checks import NonFiniteLossError, check_diverged, check_inputs, check_loss, check_weights
 from .config import TrainConfig
 from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
 
@@ -200,6 +200,10 @@ def train(
         """``checkpoint.pt`` after ``epoch_done`` epochs and ``step_done`` steps of the next (``in_epoch``:
         this rank's sums so far in that epoch); history.json at epoch ends. Every rank must call it."""
         nonlocal last_save
+        if in_epoch is not None:  # a mid-epoch state passes the guard an epoch's end passes: none saved diverged
+            check_weights([net] + ([ema.module] if ema is not None else []), f"in epoch {epoch_done + 1}", ckpt_path)
+            if not info.enabled:  # in DDP the loss sums differ per rank; the epoch end checks their all-reduce
+                check_loss(in_epoch["loss_sum"] / max(in_epoch["seen"], 1), epoch_done, step_done - 1, ckpt_path)
         gathered = _gather_rng(info, dev, in_epoch)  # same `out` on every rank
         if info.is_main:
             rngs = [g["rng"] for g in gathered]
