@@ -12,6 +12,9 @@ training images (never test images). The baseline (unpruned) accuracy is measure
 
     # the measurement (17 evaluations of 10,000 images: about 10-15 minutes on a 2-core CPU)
     python benchmarks/prune_criteria.py --data /tmp/cifar10.npz
+    # the same settings in plain Torch-Pruning too (MetaPruner), beside each of compress's
+    python benchmarks/prune_criteria.py --data /tmp/cifar10.npz --rankings global --importances l1,l2 \\
+        --torch-pruning --out benchmarks/results/prune-criteria-resnet56-vs-torch-pruning.json
     # a smoke run (500 test images, two settings; not a measurement)
     python benchmarks/prune_criteria.py --data /tmp/cifar10.npz --limit 500 --rankings global \\
         --importances l1 --out runs/prune-criteria-smoke.json
@@ -24,6 +27,8 @@ JSON (``--out``) records which loader was used, with the command, commit, device
 from __future__ import annotations
 
 import argparse
+import copy
+import fnmatch
 import json
 import sys
 import time
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 import compress
@@ -106,6 +112,38 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: tuple, de
     return 100.0 * correct / len(x)
 
 
+def torch_pruning(model: nn.Module, scope: str, ranking: str, importance: str, budget: int, taylor_data) -> nn.Module:
+    """The same setting in plain Torch-Pruning: ``MetaPruner`` with the scope's layers (and the classifier)
+    ignored, its ``pruning_ratio`` bisected to the largest FLOP count within ``budget``."""
+    ignored_names = SCOPES[scope] + ("linear",)
+
+    def run(ratio: float) -> nn.Module:
+        net = copy.deepcopy(model).eval()
+        ignored = [m for n, m in net.named_modules() if n and any(fnmatch.fnmatchcase(n, p) for p in ignored_names)]
+        imp = {"l1": tp.importance.GroupMagnitudeImportance(p=1), "l2": tp.importance.GroupMagnitudeImportance(p=2),
+               "taylor": tp.importance.GroupTaylorImportance(), "bn_scale": tp.importance.BNScaleImportance()}[importance]
+        pruner = tp.pruner.MetaPruner(net, torch.zeros(1, 3, 32, 32), importance=imp, pruning_ratio=ratio,
+                                      ignored_layers=ignored, global_pruning=ranking == "global")
+        if importance == "taylor":
+            net.zero_grad()
+            for x, y in taylor_data:
+                nn.functional.cross_entropy(net(x), y).backward()
+            for q in net.parameters():
+                if q.grad is None:
+                    q.grad = torch.zeros_like(q)
+        pruner.step()
+        return net
+
+    lo, hi = 0.0, 0.95
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        if compress.count_flops(run(mid)) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return run(hi)
+
+
 def describe(model: nn.Module) -> str:
     cfg = getattr(model, "config", None)
     return cfg.describe() if cfg is not None else ""
@@ -125,9 +163,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--limit", type=int, default=0, help="evaluate on the first N test images only (0: all 10,000)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--torch-pruning", action="store_true",
+                   help="also prune each setting with plain Torch-Pruning (MetaPruner, ratio bisected to the budget) and evaluate it")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
     args = p.parse_args(argv)
 
+    prov = provenance(args.device)  # the code that runs: taken before anything else, not when writing
     data = cifar10(args.data)
     test_x, test_y = data.test_x, data.test_y
     if args.limit:
@@ -161,10 +202,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          widths=describe(pruned)))
         print(f"{scope:>5} {ranking:>6} {importance:<8} {acc:6.2f}%  {params:>9,} params  {flops:>12,} FLOPs "
               f"({flops0 / flops:.2f}x)  pruned in {prune_s:.1f} s", flush=True)
+        if args.torch_pruning:
+            ref = torch_pruning(model, scope, ranking, importance, budget, taylor_data)
+            same = [a.shape for a in pruned.state_dict().values()] == [b.shape for b in ref.state_dict().values()]
+            ref_acc = accuracy(ref, test_x, test_y, norm, args.device, args.batch_size)
+            runs[-1]["torch_pruning"] = dict(params=compress.count_params(ref), flops=compress.count_flops(ref),
+                                             accuracy=round(ref_acc, 2), same_widths=same)
+            print(f"{'':>5} {'':>6} {'':<8} {ref_acc:6.2f}%  {compress.count_params(ref):>9,} params  "
+                  f"{compress.count_flops(ref):>12,} FLOPs  Torch-Pruning (same widths: {same})", flush=True)
     best = max(runs, key=lambda r: r["accuracy"])
     result = {
         "format": FORMAT,
-        "provenance": provenance(args.device),
+        "provenance": prov,
         "note": "accuracy right after pruning, no fine-tuning; top-1 on the CIFAR-10 test images evaluated",
         "model": {"weights": str(args.weights), "loader": loader, "params": params0, "flops": flops0,
                   "accuracy": round(base_acc, 2), "normalization": {"mean": norm[0], "std": norm[1]}},

@@ -193,3 +193,72 @@ def test_cost_model_predicts_the_real_counts(r20, name, what):
         predicted = CostModel(net, what, inputs, None, {}).predict(removed)
         dg.apply_plan(traced, groups, plan)
         assert predicted == measure(net, what, inputs, None)
+
+
+# --- trained networks: keep_residual and trained= -------------------------------------------------
+
+def stream_widths(m):
+    """Widths of the residual streams: the stem and each block's last conv (and shortcut conv)."""
+    return [c.out_channels for n, c in m.named_modules()
+            if isinstance(c, nn.Conv2d) and (n == "conv1" or n.endswith(".conv2") or ".shortcut" in n)]
+
+
+def inner_widths(m):
+    return [c.out_channels for n, c in m.named_modules() if isinstance(c, nn.Conv2d) and n.endswith(".conv1") and "." in n]
+
+
+def test_keep_residual_prunes_only_inside_the_blocks(r20):
+    pruned = prune(r20, 0.5, keep_residual=True)
+    assert stream_widths(pruned) == stream_widths(r20)
+    assert inner_widths(pruned) == [w // 2 for w in inner_widths(r20)]
+    everything = prune(r20, 0.5)
+    assert stream_widths(everything) == [w // 2 for w in stream_widths(r20)]
+    # the same as ignoring the stream layers by name
+    by_name = prune(r20, 0.5, ignore=("conv1", "layer*.*.conv2", "layer*.*.shortcut"))
+    assert_same(pruned, by_name)
+
+
+def test_keep_residual_finds_additions_in_any_model():
+    class Plain(nn.Module):  # no addition: nothing is a residual stream
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.fc = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3), nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(self.b(self.a(x).relu()).mean((2, 3)))
+
+    class Residual(Plain):  # b's output is added to a's: a and b share one stream
+        def forward(self, x):
+            h = self.a(x).relu()
+            return self.fc((h + nn.functional.pad(self.b(h), (1, 1, 1, 1))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    plain, res = Plain().eval(), Residual().eval()
+    assert widths(prune(plain, 0.5, keep_residual=True)) == [8, 8]
+    res.load_state_dict(plain.state_dict())
+    assert widths(prune(res, 0.5)) == [8, 8]
+    assert widths(prune(res, 0.5, keep_residual=True)) == [16, 16]  # a and b are one stream: kept
+
+
+def test_trained_defaults(r20):
+    from compress.transforms.prune import TRAINED
+    assert TRAINED == {"ranking": "global", "importance": "l2", "keep_residual": True}
+    budget = compress.count_flops(r20) // 2
+    a = prune(r20, target_flops=budget, trained=True)
+    b = prune(r20, target_flops=budget, ranking="global", importance="l2", keep_residual=True)
+    assert_same(a, b)
+    assert stream_widths(a) == stream_widths(r20) and len(set(inner_widths(a))) > 1  # global: uneven widths
+    # what is given explicitly wins over trained=True
+    c = prune(r20, 0.5, trained=True, ranking="local", keep_residual=False)
+    assert_same(c, prune(r20, 0.5, importance="l2"))
+    # without trained=, the untrained defaults: local L1, streams pruned
+    assert_same(prune(r20, 0.5), prune(r20, 0.5, ranking="local", importance="l1", keep_residual=False))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"trained": "yes"}, "trained must be True or False"),
+    ({"keep_residual": 1}, "keep_residual must be True or False"),
+])
+def test_trained_options_are_checked(r20, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        prune(r20, 0.5, **kwargs)

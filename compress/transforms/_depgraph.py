@@ -178,6 +178,7 @@ class Group:
     scores: torch.Tensor | None = None  # one per unit (channels // ch_groups)
     tag: str = ""  # structure tag for isomorphic ranking
     unsupported: str | None = None  # why torch-pruning cannot prune it
+    residual: bool = False  # its channels meet in an addition of two tensors (a residual stream)
     _maps: list | None = field(default=None, repr=False)
 
     @property
@@ -262,8 +263,17 @@ def make_group(traced: Traced, tg, protected_nodes: Mapping[Any, str], num_heads
     return Group(
         key=key, root=root.target.module, handler=root.handler, tp_group=tg, members=members,
         channels=len(tg[0].idxs), ch_groups=ch_groups, reaches=reaches, tag=_isomorphic_tag(graph, tg),
-        unsupported=_unsupported(traced, tg),
+        unsupported=_unsupported(traced, tg), residual=_is_residual(tg),
     )
+
+
+def _is_residual(tg) -> bool:
+    """Whether the group's channels meet in an addition of two tensors: a residual stream."""
+    for dep, _ in tg:
+        node = dep.target
+        if isinstance(node.module, tp.ops._ElementWiseOp) and "Add" in str(getattr(node, "grad_fn", "")) and len(node.inputs) >= 2:
+            return True
+    return False
 
 
 def _unsupported(traced: Traced, tg) -> str | None:
