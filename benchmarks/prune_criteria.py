@@ -19,9 +19,8 @@ training images (never test images). The baseline (unpruned) accuracy is measure
     python benchmarks/prune_criteria.py --data /tmp/cifar10.npz --limit 500 --rankings global \\
         --importances l1 --out runs/prune-criteria-smoke.json
 
-The model comes from :func:`compress.models.from_checkpoint` when compress has it; otherwise from the
-stand-in loader below, which builds the same network (option-A shortcuts as frozen 0/1 1x1 convs). The
-JSON (``--out``) records which loader was used, with the command, commit, device and date.
+The model comes from :func:`compress.models.from_checkpoint` (option-A shortcuts as frozen 0/1 1x1
+convs). The JSON (``--out``) records the command, commit, device and date.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from torch import nn
 
 import compress
 from compress.data import cifar10
+from compress.models import from_checkpoint, input_normalization
 from compress.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,41 +58,8 @@ SCOPES = {"all": (), "inner": ("conv1", "layer*.*.conv2", "layer*.*.shortcut")}
 
 def load_trained(path: Path) -> tuple[nn.Module, tuple, str]:
     """The trained network as a compress ResNet, its input normalisation, and which loader made it."""
-    try:
-        from compress.models import from_checkpoint, input_normalization
-    except ImportError:
-        return option_a_resnet(path), OPTION_A_NORMALIZATION, "stand-in loader (benchmarks/prune_criteria.py)"
     model = from_checkpoint(path)
     return model, input_normalization(model) or OPTION_A_NORMALIZATION, "compress.models.from_checkpoint"
-
-
-def option_a_resnet(path: Path) -> nn.Module:
-    """Stand-in for ``compress.models.from_checkpoint``: akamaster's ResNet-20/32/44/56/110 (option A).
-
-    Stages 16/32/64 wide with n blocks each; the parameter-free shortcut (subsample by 2, zero-pad the
-    channels, half before and half after) is a frozen strided 1x1 conv whose 0/1 weight does exactly
-    that, so torch-pruning's graph follows the residual stream through it.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    n = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
-    model = compress.models.ResNet(compress.ResNetConfig.uniform((16, 32, 64), (n, n, n), (1, 2, 2), stem_width=16))
-    for stage in model.stages[1:]:
-        block = stage[0]
-        old = block.shortcut[0]
-        pad = nn.Conv2d(old.in_channels, old.out_channels, 1, old.stride, bias=False)
-        with torch.no_grad():
-            pad.weight.zero_()
-            offset = (old.out_channels - old.in_channels) // 2
-            for c in range(old.in_channels):
-                pad.weight[c + offset, c] = 1.0
-        pad.weight.requires_grad_(False)
-        block.shortcut = pad
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    expected_missing = {k for k in model.state_dict() if ".shortcut." in k}
-    if set(missing) != expected_missing or unexpected:
-        raise ValueError(f"{path}: not an option-A CIFAR ResNet (missing {sorted(set(missing) - expected_missing)}, unexpected {unexpected})")
-    return model.eval()
 
 
 def normalized(x: torch.Tensor, norm: tuple) -> torch.Tensor:

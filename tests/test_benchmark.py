@@ -1,19 +1,16 @@
 """benchmarks/train_speed.py runs both loops on the CPU and writes a complete JSON record."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_speed")
 
 
 def _speedup_fits_rates(trainer: float, plain: float, speedup: float) -> bool:

@@ -1,22 +1,17 @@
-"""benchmarks/prune_criteria.py: its option-A stand-in loader computes what the checkpoint computes,
-and a tiny end-to-end run writes one result per setting, each at >= the asked FLOP reduction."""
+"""benchmarks/prune_criteria.py: the network it measures computes what the checkpoint computes, a
+tiny end-to-end run writes one result per setting, each at >= the asked FLOP reduction, and
+--torch-pruning sets plain Torch-Pruning's result beside each."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parent.parent
+from scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("prune_criteria", ROOT / "benchmarks" / "prune_criteria.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prune_criteria")
 
 
 def _option_a_checkpoint(path, n=1, seed=0):
@@ -59,9 +54,10 @@ def _option_a_checkpoint(path, n=1, seed=0):
     return reference
 
 
-def test_stand_in_loader_matches_the_option_a_code(tmp_path):
+def test_loaded_network_matches_the_option_a_code(tmp_path):
     reference = _option_a_checkpoint(tmp_path / "r8.th")
-    model = _script().option_a_resnet(tmp_path / "r8.th")
+    model, _, loader = _script().load_trained(tmp_path / "r8.th")
+    assert loader == "compress.models.from_checkpoint"
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
@@ -85,3 +81,16 @@ def test_end_to_end_writes_every_setting(tmp_path):
     assert all(r["speedup"] >= 2 and r["flops"] <= saved["settings"]["target_flops"] for r in saved["runs"])
     inner = [r for r in saved["runs"] if r["scope"] == "inner"]
     assert all("widths [16, 32, 64]" in r["widths"] for r in inner)  # residual streams kept whole
+
+
+def test_torch_pruning_beside_each_setting(tmp_path):
+    _option_a_checkpoint(tmp_path / "r8.th")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cifar.npz", train_x=rng.integers(0, 255, (64, 32, 32, 3), dtype=np.uint8), train_y=rng.integers(0, 10, 64),
+             test_x=rng.integers(0, 255, (40, 32, 32, 3), dtype=np.uint8), test_y=rng.integers(0, 10, 40))
+    result = _script().main(["--weights", str(tmp_path / "r8.th"), "--data", str(tmp_path / "cifar.npz"), "--importances", "l1,l2",
+                             "--rankings", "local,global", "--torch-pruning", "--out", str(tmp_path / "r.json")])
+    for run in result["runs"]:
+        ref = run["torch_pruning"]
+        assert ref["same_widths"], run
+        assert (ref["params"], ref["flops"], ref["accuracy"]) == (run["params"], run["flops"], run["accuracy"]), run
