@@ -71,6 +71,15 @@ def count_flops(model: nn.Module, input_size: Sequence[int] | None = None, *, ex
     return sum(flops_by_module(model, input_size, names=[""], example_input=example_input).values())
 
 
+def fvcore_flop_count() -> type:
+    """fvcore's ``FlopCountAnalysis``, imported without the FutureWarning that fvcore's own import raises
+    on current torch (its ``focal_loss`` module calls the deprecated ``torch.jit.script``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+    return FlopCountAnalysis
+
+
 def flops_by_module(
     model: nn.Module,
     input_size: Sequence[int] | None = None,
@@ -82,7 +91,7 @@ def flops_by_module(
 
     The input is given as for :func:`count_flops` (a compress ResNet defaults to ``(1, 3, 32, 32)``).
     """
-    from fvcore.nn import FlopCountAnalysis
+    FlopCountAnalysis = fvcore_flop_count()
 
     inputs = _flop_inputs(model, input_size, example_input)
     modes = {m: m.training for m in model.modules()}

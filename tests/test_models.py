@@ -70,3 +70,14 @@ def test_summary_table_rows(r18):
 def test_summary_rejects_other_models():
     with pytest.raises(TypeError, match="ResNet"):
         compress.summary(torch.nn.Linear(2, 2))
+
+
+def test_counting_flops_prints_no_warning_of_fvcore():
+    # fvcore's import calls the deprecated torch.jit.script: a new user's first command must not show it
+    import subprocess
+    import sys
+
+    code = "import compress; print(compress.count_flops(compress.resnet18()))"
+    done = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "556651520" and "FutureWarning" not in done.stderr

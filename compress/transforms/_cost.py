@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..metrics import count_params, flops_by_module
+from ..metrics import count_params, flops_by_module, fvcore_flop_count
 from ._depgraph import call_model
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
@@ -25,7 +25,7 @@ def flops_per_module(model: nn.Module, inputs: Any, input_size: Any) -> dict[str
     """fvcore FLOPs per named module (``""``: the whole model) on ``inputs`` (or zeros of ``input_size``)."""
     if inputs is None:
         return flops_by_module(model, input_size)
-    from fvcore.nn import FlopCountAnalysis
+    FlopCountAnalysis = fvcore_flop_count()
 
     if isinstance(inputs, Mapping):
         raise ValueError("target_flops needs positional example inputs (a tensor or a tuple), not a dict")
