@@ -9,10 +9,13 @@ input), metrics, and save/load::
     compress.count_params(small), compress.count_flops(small)
     compress.save(small, "small.pt"); same = compress.load("small.pt")
     compress.export(small, "small.onnx"); compress.benchmark(small, backend="onnxruntime")
+    trained = compress.models.from_checkpoint("resnet56.th")   # trained weights published by others
+    compress.evaluate(trained, compress.data.cifar10("data"))   # accuracy, loss, per class
 """
 
 from . import data, models, training, transforms
 from .deploy import benchmark, export
+from .evaluation import EvalResult, evaluate
 from .io import load, save
 from .metrics import count_flops, count_params, flops_by_module, summary
 from .models import ResNet, ResNetConfig, resnet18
@@ -57,4 +60,6 @@ __all__ = [
     "load",
     "export",
     "benchmark",
+    "evaluate",
+    "EvalResult",
 ]

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..data import ImageData
 from ..files import atomic_open, write_json
+from ..models.resnet import input_normalization
 from . import distributed
 from .augment import build_augment, mixup, mixup_loss, normalize
 from .checks import NonFiniteLossError, check_diverged, check_inputs, check_loss, check_weights
@@ -101,6 +102,8 @@ def train(
     anything runs (:func:`~compress.training.checks.check_inputs`); a diverged epoch (NaN/inf or exploding
     loss, NaN/inf weights) raises :class:`NonFiniteLossError` before it is recorded. Returns a
     :class:`TrainResult`.
+    Inputs are normalised with what ``model`` carries (:func:`~compress.models.input_normalization`),
+    else with ``config.normalize``.
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -153,7 +156,8 @@ def train(
     precision = _precision(config, dev)
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    augment = build_augment(config.augment, config.normalize.mean)
+    stats = input_normalization(model) or (config.normalize.mean, config.normalize.std)
+    augment = build_augment(config.augment, stats[0])
 
     # run state --------------------------------------------------------------------------------
     history: list[dict[str, Any]] = []
@@ -190,8 +194,8 @@ def train(
     if has_val:
         evals = {"val": (data.val_x[shard].to(dev, **to_dev), data.val_y[shard].to(dev, **to_dev)), **evals}
 
-    mean = torch.tensor(config.normalize.mean, device=dev)  # once: a copy per step would sync with CUDA
-    std = torch.tensor(config.normalize.std, device=dev)
+    mean = torch.tensor(stats[0], device=dev)  # once: a copy per step would sync with CUDA
+    std = torch.tensor(stats[1], device=dev)
     bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps + start_step)
     stopped_early = False
     last_save = time.perf_counter()

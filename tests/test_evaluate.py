@@ -1,0 +1,107 @@
+"""compress.evaluate: the numbers of a plain loop, the model's normalisation, clear errors, and every shared
+trained network evaluating to the accuracy its README gives."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import compress
+from compress.data import synthetic
+from compress.models import ResNetConfig, from_checkpoint, resnet_from_config, with_normalization
+from compress.training.augment import normalize
+from compress.training.config import CIFAR10_MEAN, CIFAR10_STD
+
+from conftest import SHARED_WEIGHTS, needs_shared
+
+STATS = ((0.3, 0.5, 0.7), (0.2, 0.25, 0.3))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = resnet_from_config(ResNetConfig.uniform((8, 16), (1, 1), (1, 2)))
+    return with_normalization(model, *STATS), synthetic(16, 45)
+
+
+def test_matches_a_plain_loop(tiny):
+    model, data = tiny
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = compress.evaluate(model, data, batch_size=7, device="cpu", progress=False)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with torch.no_grad():
+        logits = model.eval()(normalize(data.test_x, *STATS))
+    model.train()
+    pred, y = logits.argmax(1), data.test_y
+    assert result.correct == int((pred == y).sum()) and result.total == 45
+    assert result.accuracy == result.correct / 45
+    assert result.loss == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+    for i, name in enumerate(data.classes):
+        n = int((y == i).sum())
+        want = None if n == 0 else int(((pred == y) & (y == i)).sum()) / n
+        assert result.per_class[name] == want
+    assert result.mean == STATS[0] and result.to_dict()["std"] == list(STATS[1])
+
+
+def test_normalisation_model_then_override_then_default(tiny):
+    model, data = tiny
+    assert compress.evaluate(model, data, device="cpu", progress=False).mean == STATS[0]
+    other = compress.evaluate(model, data, device="cpu", progress=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert other.mean == (0.5,) * 3
+    bare = compress.evaluate(with_normalization(model, None, None), (data.test_x, data.test_y), device="cpu", progress=False)
+    assert bare.mean == CIFAR10_MEAN and bare.std == CIFAR10_STD
+    assert list(bare.per_class) == [str(i) for i in range(10)]
+
+
+def test_clear_errors(tiny):
+    model, data = tiny
+    with pytest.raises(ValueError, match="uint8 NCHW"):
+        compress.evaluate(model, (data.test_x.float(), data.test_y), progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        compress.evaluate(model, data, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.9"):
+        compress.evaluate(model, (data.test_x, data.test_y + 10), device="cpu", progress=False)
+    with pytest.raises(TypeError, match="ImageData or an"):
+        compress.evaluate(model, [1, 2, 3], progress=False)
+    with pytest.raises(ValueError, match="no val split"):
+        compress.evaluate(model, data, split="val", progress=False)
+
+
+# --- the shared trained networks on the real CIFAR-10 test set ----------------------------------------
+# The two cheapest run in every test session (about 60 CPU-seconds together); the other three
+# (about 4x that) run with COMPRESS_EVAL_ALL=1.
+CHEAP = {"report003-b2x1x1x1-c16-k3.pth", "resnet20-12fca82f.th"}
+
+
+@needs_shared
+@pytest.mark.parametrize("name", sorted(SHARED_WEIGHTS))
+def test_shared_weights_evaluate_to_their_readme_accuracy(name, cifar10_test):
+    if name not in CHEAP and not os.environ.get("COMPRESS_EVAL_ALL"):
+        pytest.skip("a larger network: set COMPRESS_EVAL_ALL=1 to evaluate it too")
+    info = SHARED_WEIGHTS[name]
+    result = compress.evaluate(from_checkpoint(info["path"]), cifar10_test, device="cpu", progress=False)
+    assert result.total == 10_000
+    assert abs(100 * result.accuracy - info["accuracy"]) <= 0.01 + 1e-9, (name, result.accuracy)
+
+
+def test_trainer_uses_the_models_normalisation(tiny):
+    import dataclasses
+
+    from compress.training import NormalizeConfig, TrainConfig, train
+
+    model, data = tiny
+    cfg = TrainConfig(epochs=1, batch_size=16, amp="none", channels_last=False, eval_batch_size=64)
+
+    def run(m, c):
+        return train(m, data, c, max_steps_per_epoch=2, progress=False, device="cpu")
+
+    carried = run(model, cfg)  # the model carries STATS; cfg.normalize is the CIFAR-10 default
+    same = run(with_normalization(model, None, None), dataclasses.replace(cfg, normalize=NormalizeConfig(*STATS)))
+    assert carried.history[0]["train_loss"] == same.history[0]["train_loss"]
+    assert carried.history[0]["test_acc"] == same.history[0]["test_acc"]
+    assert run(with_normalization(model, None, None), cfg).history[0]["train_loss"] != carried.history[0]["train_loss"]
+    assert carried.model.config.input_mean == STATS[0]
