@@ -24,6 +24,7 @@ __all__ = [
     "LookaheadConfig",
     "EarlyStoppingConfig",
     "ValSplitConfig",
+    "DistillConfig",
     "TrainConfig",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -210,6 +211,22 @@ class ValSplitConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from a teacher (:mod:`compress.training.distill`, Hinton et al. 2015).
+
+    The loss is ``(1 - weight) * plain + weight * temperature**2 * KL(teacher || student)`` on logits
+    softened by ``temperature``; ``weight = 0`` is the plain loss.
+    """
+
+    temperature: float = 4.0
+    weight: float = 0.9
+
+    def __post_init__(self) -> None:
+        _require(_number(self.temperature, 0, lo_open=True), "temperature", self.temperature, "a number > 0")
+        _require(_number(self.weight, 0, 1, hi_open=False), "weight", self.weight, "in [0, 1]")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything about one training run; defaults are the baseline ResNet-18 setup."""
 
@@ -229,6 +246,7 @@ class TrainConfig:
     ema: float | None = None
     early_stopping: EarlyStoppingConfig | None = None
     val_split: ValSplitConfig | None = None
+    distill: DistillConfig | None = None
     tta_flip: bool = False
     seed: int = 0
     # speed knobs (do not change the maths)
@@ -250,8 +268,15 @@ class TrainConfig:
         return from_dict(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict that :meth:`from_dict` accepts."""
-        return to_dict(self)
+        """Plain dict that :meth:`from_dict` accepts.
+
+        ``distill`` is left out while it is ``None``, so configs (and the recipe fingerprints and
+        checkpoints built from them) written before distillation existed stay equal.
+        """
+        d = to_dict(self)
+        if d.get("distill") is None:
+            d.pop("distill", None)
+        return d
 
     def with_overrides(
         self, *, batch_size: int | None = None, lr: float | None = None, seed: int | None = None

@@ -33,6 +33,7 @@ from . import distributed
 from .augment import build_augment, mixup, mixup_loss, normalize
 from .checks import NonFiniteLossError, check_diverged, check_inputs, check_loss, check_weights
 from .config import TrainConfig
+from .distill import make_distiller
 from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
 
 __all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT", "autocast_dtype"]
@@ -88,6 +89,7 @@ def train(
     epochs: int | None = None,
     max_steps_per_epoch: int | None = None,
     checkpoint_every_s: float | None = 300.0,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train a copy of ``model`` on ``data`` as ``config`` says; the caller's model is not modified.
 
@@ -103,7 +105,8 @@ def train(
     loss, NaN/inf weights) raises :class:`NonFiniteLossError` before it is recorded. Returns a
     :class:`TrainResult`.
     Inputs are normalised with what ``model`` carries (:func:`~compress.models.input_normalization`),
-    else with ``config.normalize``.
+    else with ``config.normalize``. ``teacher`` (any model) is distilled into the student with
+    ``config.distill`` (:mod:`compress.training.distill`).
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -158,6 +161,7 @@ def train(
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     stats = input_normalization(model) or (config.normalize.mean, config.normalize.std)
     augment = build_augment(config.augment, stats[0])
+    distiller = make_distiller(teacher, config.distill, dev, stats, memory_format)
 
     # run state --------------------------------------------------------------------------------
     history: list[dict[str, Any]] = []
@@ -272,6 +276,8 @@ def train(
                 with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
                     logits = forward(x)
                     loss = mixup_loss(criterion, logits, y, y_b, lam) if config.mixup is not None else criterion(logits, y)
+                    if distiller is not None:
+                        loss = distiller(x, logits, loss)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
