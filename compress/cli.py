@@ -8,6 +8,7 @@
     compress-bench --dry-run --json - | jq .rows   # rows as JSON on stdout (the table goes to stderr)
     compress-bench export 003 --out onnx/       # ONNX file, checked against PyTorch with ONNX Runtime
     compress-bench latency --run runs/paper     # measured CPU speed of the trained models, into the report
+    compress-bench eval model.pt --data /tmp/cifar10.npz   # test accuracy, loss, per class
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
             "sub-commands (each has its own --help):\n"
             "  compress-bench report RUN_DIR   re-render report.md, plots and the table from RUN_DIR/results.json\n"
             "  compress-bench export RECIPE|MODEL.pt ... --out DIR   write ONNX files, checked with ONNX Runtime\n"
-            "  compress-bench latency [RECIPE|MODEL.pt ...] [--run RUN_DIR]   measure inference speed (no training)"
+            "  compress-bench latency [RECIPE|MODEL.pt ...] [--run RUN_DIR]   measure inference speed (no training)\n"
+            "  compress-bench eval PATH        test accuracy, loss and per-class accuracy of a saved model or a\n"
+            "                                  trained checkpoint (see compress-bench eval --help)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
@@ -235,6 +238,82 @@ def _latency_main(argv: Sequence[str], console: Console) -> int:
     return 0
 
 
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="compress-bench eval",
+        description="Test accuracy, loss and per-class accuracy of a model: a file written by compress.save "
+                    "(e.g. a run folder's model.pt) or a trained checkpoint that compress.models.from_checkpoint "
+                    "imports (option_a, kuangliu or report003 layout). The model's own input normalisation is used.")
+    p.add_argument("path", metavar="PATH", help="the model or checkpoint file")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="CIFAR-10 as for the main command (default: $COMPRESS_DATA, else ./data)")
+    p.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per forward pass (default 500)")
+    p.add_argument("--layout", default="auto", choices=("auto", "option_a", "kuangliu", "report003"),
+                   help="checkpoint layout for a file not written by compress.save (default: auto)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the result to PATH as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _load_any(path: str, layout: str):
+    """(model, notes): a compress.save file, else a checkpoint imported by from_checkpoint."""
+    from .io import load
+    from .models import from_checkpoint, input_normalization, with_normalization
+
+    try:
+        model, meta = load(path, with_metadata=True)
+    except ValueError as e:
+        if "not a file written by compress.save" not in str(e):
+            raise
+        model, meta = from_checkpoint(path, layout, with_metadata=True)
+        return model, {"kind": f"checkpoint ({meta.pop('layout')} layout)", **{k: v for k, v in meta.items() if k != "config"}}
+    normalize = (meta.get("config") or {}).get("normalize") if isinstance(meta, dict) else None
+    if input_normalization(model) is None and normalize:  # a model.pt of the trainer: its training normalisation
+        model = with_normalization(model, normalize["mean"], normalize["std"])
+    return model, {"kind": "compress.save file"}
+
+
+def _eval_main(argv: Sequence[str], console: Console) -> int:
+    from rich.table import Table
+
+    from .evaluation import evaluate
+    from .metrics import count_flops, count_params
+
+    args = _eval_parser().parse_args(argv)
+    try:
+        model, notes = _load_any(args.path, args.layout)
+        data = bench.resolve_data(args.data)
+        result = evaluate(model, data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        return 2
+    info = {"path": args.path, **notes, "params": count_params(model), "flops": count_flops(model),
+            "data": bench.describe_data(data), **result.to_dict()}
+    t = Table(title=f"compress-bench eval {escape(args.path)}", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("model", escape(notes["kind"]))
+    for k, v in notes.items():
+        if k != "kind":
+            t.add_row(f"checkpoint {escape(k)}", escape(str(v)))
+    t.add_row("params / FLOPs", f"{info['params']:,} / {info['flops'] / 1e6:,.2f} M")
+    t.add_row("data", f"{data.name}, {result.total:,} test images")
+    t.add_row("normalisation", f"mean {result.mean}, std {result.std}")
+    t.add_row("[bold]accuracy", f"[bold]{100 * result.accuracy:.2f}% ({result.correct:,} / {result.total:,})")
+    t.add_row("loss", f"{result.loss:.4f}")
+    for name, acc in result.per_class.items():
+        t.add_row(f"  {escape(name)}", "-" if acc is None else f"{100 * acc:.2f}%")
+    console.print(t)
+    if args.json:
+        try:
+            write_json(args.json, info)
+        except OSError as e:
+            _error(console, _os_error(e))
+            return 1
+    return 0
+
+
 def _select(names: Sequence[str], directory: str | None) -> list:
     paths = [find(n, directory) for n in names] if names else recipe_paths(directory)
     if not paths:
@@ -367,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export_main(argv[1:], _console())
     if argv[:1] == ["latency"]:
         return _latency_main(argv[1:], _console())
+    if argv[:1] == ["eval"]:
+        return _eval_main(argv[1:], _console())
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)

@@ -1,8 +1,9 @@
 """compress.evaluate: the numbers of a plain loop, the model's normalisation, clear errors, and every shared
-trained network evaluating to the accuracy its README gives."""
+trained network evaluating to the accuracy its README gives; compress-bench eval."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import compress
+from compress.cli import main
 from compress.data import synthetic
 from compress.models import ResNetConfig, from_checkpoint, resnet_from_config, with_normalization
 from compress.training.augment import normalize
@@ -105,3 +107,30 @@ def test_trainer_uses_the_models_normalisation(tiny):
     assert carried.history[0]["test_acc"] == same.history[0]["test_acc"]
     assert run(with_normalization(model, None, None), cfg).history[0]["train_loss"] != carried.history[0]["train_loss"]
     assert carried.model.config.input_mean == STATS[0]
+
+
+# --- compress-bench eval ------------------------------------------------------------------------------
+def test_cli_eval_saved_model_and_checkpoint(tiny, tmp_path, capsys):
+    model, data = tiny
+    path = compress.save(model, tmp_path / "m.pt")
+    out = tmp_path / "r.json"
+    assert main(["eval", str(path), "--data", "synthetic:16:45", "--device", "cpu", "--no-progress", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    want = compress.evaluate(model, synthetic(16, 45), device="cpu", progress=False)
+    assert got["accuracy"] == want.accuracy and got["params"] == compress.count_params(model)
+    assert got["kind"] == "compress.save file" and got["mean"] == list(STATS[0])
+    assert "accuracy" in capsys.readouterr().out
+
+    torch.save({"net": with_normalization(model, None, None).state_dict(), "acc": 12.5}, tmp_path / "ckpt.pth")
+    assert main(["eval", str(tmp_path / "ckpt.pth"), "--data", "synthetic:16:45", "--device", "cpu",
+                 "--no-progress", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["kind"] == "checkpoint (kuangliu layout)" and got["acc"] == 12.5 and got["mean"] == list(CIFAR10_MEAN)
+
+
+def test_cli_eval_errors(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.pt"), "--data", "synthetic:16:8"]) == 2
+    assert "no saved model at" in capsys.readouterr().out
+    torch.save({"net": {"weird.weight": torch.zeros(2)}}, tmp_path / "w.pth")
+    assert main(["eval", str(tmp_path / "w.pth"), "--data", "synthetic:16:8"]) == 2
+    assert "error" in capsys.readouterr().out
