@@ -19,6 +19,9 @@ or a concurrent start.
 
 Rows are plain dicts (JSON-friendly). Accuracies in rows are in percent. Keys that start with
 ``claimed_`` come from the reports; ``measured_*`` and the timing keys come from our own training.
+A recipe that starts from trained weights also gets ``accuracy_before`` (the trained model) and
+``accuracy_compressed`` (right after its transforms, before any training), with ``params_before`` and
+``flops_before``; with ``finetune: false`` it is not trained and ``measured_accuracy`` is the latter.
 """
 
 from __future__ import annotations
@@ -386,6 +389,56 @@ def _measured_row(
     return row
 
 
+def _evaluate_compression(
+    recipe: Recipe, model: torch.nn.Module, data: Any, device: str | None, progress: bool, log: Callable[[str], None]
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(trained model, row keys): the recipe's weights evaluated before its transforms, and ``model`` (the
+    recipe built from them) right after them, with no training in between."""
+    from .evaluation import evaluate
+
+    trained = recipe.initial_model()
+    before = evaluate(trained, data, device=device, progress=progress)
+    after = evaluate(model, data, device=device, progress=progress) if recipe.model else before
+    log(f"{recipe.name}: test accuracy {100 * before.accuracy:.2f}% before compression, "
+        f"{100 * after.accuracy:.2f}% right after it ({count_params(trained):,} -> {count_params(model):,} params)")
+    return trained, {
+        "accuracy_before": 100.0 * before.accuracy,
+        "accuracy_compressed": 100.0 * after.accuracy,
+        "params_before": count_params(trained),
+        "flops_before": _count_flops(trained),
+    }
+
+
+def _evaluated_row(
+    recipe: Recipe, model: torch.nn.Module, start: dict[str, Any], device: str | None,
+    command: Sequence[str] | None, data: dict[str, Any],
+) -> dict[str, Any]:
+    """The row of a recipe that is only evaluated (``finetune: false``); its ``difference`` against the
+    claim is given when it was evaluated on the whole CIFAR-10 test set."""
+    row = spec_row(recipe, model)
+    acc = start["accuracy_compressed"]
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    why = None
+    if recipe.claims.accuracy is None:
+        why = "the paper claims no accuracy"
+    elif data.get("name") != "CIFAR-10":
+        why = f"evaluated on {data.get('name')}, not CIFAR-10"
+    elif data.get("test") != 10_000:
+        why = f"evaluated on {data.get('test'):,} of CIFAR-10's 10,000 test images"
+    row.update(
+        {
+            "measured_accuracy": acc,
+            "difference": None if why else acc - recipe.claims.accuracy,
+            "no_difference_because": why,
+            "budget": None,
+            "epochs_run": 0,
+            **provenance(dev, command),
+            "curve": [],
+        }
+    )
+    return row
+
+
 def run(
     recipes: Sequence[Recipe],
     out: str | os.PathLike,
@@ -488,7 +541,7 @@ def _run_locked(
     plans = {}
     if time_budget is not None:  # probe all first, on a machine as quiet as the start of the run
         for recipe in recipes:
-            if not (out / recipe.name / RESULT).is_file():
+            if recipe.finetune and not (out / recipe.name / RESULT).is_file():
                 config = train_config(recipe, budget, time_budget, overrides=overrides)
                 with torch_threads(threads):
                     plans[recipe.name] = _plan(recipe, out / recipe.name, data, config, time_budget, device, log)
@@ -502,6 +555,17 @@ def _run_locked(
         if recipe.name not in planned:  # its row.json was there when we looked, and is gone now
             planned[recipe.name] = _prepare(recipe, data, budget, time_budget, overrides, epochs, max_steps_per_epoch)
         config, model = planned.pop(recipe.name)
+        trained, start = None, {}
+        if recipe.weights is not None:  # the trained network (the teacher) and its accuracy before/after the transforms
+            with torch_threads(threads):
+                trained, start = _evaluate_compression(recipe, model, data, device, progress, log)
+        if not recipe.finetune:  # evaluated only: no training, no checkpoint
+            if recipe.path is not None:
+                atomic_write(rdir / "recipe.yaml", recipe.path.read_bytes())  # provenance: the exact file that was run
+            row = {**_evaluated_row(recipe, model, start, device, command, data_info), **start}
+            write_json(rdir / RESULT, row)
+            rows.append(row)
+            continue
         resume = (rdir / "checkpoint.pt").is_file()
         if recipe.path is not None and not (resume and (rdir / "recipe.yaml").is_file()):
             atomic_write(rdir / "recipe.yaml", recipe.path.read_bytes())  # provenance: the exact file that was run
@@ -514,6 +578,7 @@ def _run_locked(
                 result = train(
                     model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
                     epochs=r_epochs, max_steps_per_epoch=r_steps, checkpoint_every_s=checkpoint_every_s,
+                    teacher=trained if config.distill is not None else None,
                 )
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"{recipe.name}: {e}") from e
@@ -521,7 +586,7 @@ def _run_locked(
             raise TrainingError(f"{recipe.name}: {e}") from e
         why = comparable(recipe, budget, data_info, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
                          time_budget=time_budget, overrides=overrides)
-        row = _measured_row(recipe, result.model, result, budget, command, why)
+        row = {**_measured_row(recipe, result.model, result, budget, command, why), **start}
         if plan is not None:
             row["time_budget_min"] = time_budget
             row["plan"] = plan.to_dict()

@@ -314,12 +314,19 @@ def _eval_main(argv: Sequence[str], console: Console) -> int:
     return 0
 
 
-def _select(names: Sequence[str], directory: str | None) -> list:
+def _select(names: Sequence[str], directory: str | None, console: Console | None = None) -> list:
     paths = [find(n, directory) for n in names] if names else recipe_paths(directory)
     if not paths:
         raise RecipeError(f"no recipes in {directory or recipes_dir()}")
     check_unique_names(paths)
-    return [load(p) for p in paths]
+    recipes = [load(p) for p in paths]
+    if not names:  # all recipes: leave out those whose weights file is not there, saying so
+        missing = [r for r in recipes if r.weights is not None and not r.weights_path().is_file()]
+        if missing and console is not None:
+            console.print(f"compress-bench: skipping {', '.join(r.name for r in missing)}: weights file not found "
+                          f"({missing[0].weights_path()}; see ../shared/weights)", highlight=False, markup=False)
+        recipes = [r for r in recipes if r not in missing]
+    return recipes
 
 
 def _default_out(recipes: list, directory: str | None, budget: str) -> Path:
@@ -467,7 +474,7 @@ def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: A
         _error(console, f"--json {args.json} is a folder; it takes the path of a file to write")
         return 2
     try:
-        recipes = _select(args.recipes, args.recipes_dir)
+        recipes = _select(args.recipes, args.recipes_dir, console)
         if args.dry_run:
             return _dry_run(recipes, args, console, stdout)
         reason = _why_not_train(args)

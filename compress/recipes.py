@@ -17,6 +17,15 @@ A recipe is data, never code per paper::
       accuracy: 96.04           # percent, as the report states it (null: no claim)
       accuracy_basis: maximum test accuracy over epochs
 
+A recipe may start from trained weights instead of a fresh ResNet-18 (imported with
+:func:`compress.models.from_checkpoint`; the path is relative to the recipe file, or found by its name
+in ``$COMPRESS_WEIGHTS``; the file's SHA-256 is checked before it is read)::
+
+    weights: {path: ../../shared/weights/resnet56-4bfd9763.th, sha256: 4bfd9763..., layout: auto}
+    finetune: false             # only evaluate (before and after the transforms); default true
+
+Such a recipe may distil the model before its transforms into the transformed one (``train.distill``).
+
 :func:`load` validates the file (unknown or mistyped keys, unknown transforms or transform arguments
 raise :class:`RecipeError` naming the file, the key and the accepted keys) and returns a
 :class:`Recipe`; :meth:`Recipe.build` gives the model.
@@ -46,6 +55,7 @@ __all__ = [
     "FAST_TRAIN",
     "TIME_BUDGET_TRAIN",
     "Claims",
+    "Weights",
     "Recipe",
     "RecipeError",
     "check_unique_names",
@@ -102,21 +112,40 @@ class Claims:
 
 
 @dataclass(frozen=True)
+class Weights:
+    """A trained starting point: a checkpoint file (``path`` relative to the recipe file), its SHA-256
+    (checked before the file is read) and its layout (see :func:`compress.models.from_checkpoint`)."""
+
+    path: str
+    sha256: str
+    layout: Literal["auto", "option_a", "kuangliu", "report003"] = "auto"
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"weights.sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class _RecipeFile:
     """The top-level keys of a recipe file (the schema :func:`load` checks)."""
 
     name: str
     source: str
     model: list[dict[str, Any]]
-    train: TrainConfig
+    train: TrainConfig | None = None
     claims: Claims
     title: str = ""
     fast: dict[str, Any] | None = None
+    weights: Weights | None = None
+    finetune: bool = True
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe: how to build one model from ResNet-18 and how to train it."""
+    """A validated recipe: how to build one model (from ResNet-18 or trained weights) and how to train it.
+
+    ``finetune=False`` (only with ``weights``) means the model is evaluated, never trained.
+    """
 
     name: str
     title: str
@@ -126,13 +155,50 @@ class Recipe:
     fast: TrainConfig
     claims: Claims
     path: Path | None = None
+    weights: Weights | None = None
+    finetune: bool = True
 
     def build(self) -> nn.Module:
-        """A fresh ResNet-18 with the recipe's transforms applied in order (new random init each call)."""
-        from .models import resnet18
+        """The recipe's transforms applied in order to :meth:`initial_model` (a fresh ResNet-18 gets a new
+        random init each call)."""
+        return self.transform(self.initial_model())
+
+    def weights_path(self) -> Path | None:
+        """Where the recipe's weights file is: ``weights.path`` (relative to the recipe file's folder), or,
+        if that is not there and ``$COMPRESS_WEIGHTS`` names a folder, the file of that name in it."""
+        if self.weights is None:
+            return None
+        p = Path(self.weights.path).expanduser()
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        elsewhere = os.environ.get("COMPRESS_WEIGHTS")
+        if not p.is_file() and elsewhere and (Path(elsewhere) / p.name).is_file():
+            return Path(elsewhere) / p.name
+        return p
+
+    def initial_model(self) -> nn.Module:
+        """What the transforms start from: the trained weights (SHA-256 checked), else a fresh ResNet-18."""
+        from .models import from_checkpoint, resnet18
+
+        if self.weights is None:
+            return resnet18()
+        path = self.weights_path()
+        if not path.is_file():
+            raise RecipeError(f"{self._where()}: weights file {path} not found (weights.path {self.weights.path!r})")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != self.weights.sha256:
+            raise RecipeError(f"{self._where()}: weights file {path} has SHA-256 {digest}, the recipe expects "
+                              f"{self.weights.sha256}; refusing a different file")
+        try:
+            return from_checkpoint(path, self.weights.layout)
+        except ValueError as e:
+            raise RecipeError(f"{self._where()}: cannot import {path}: {e}") from e
+
+    def transform(self, model: nn.Module) -> nn.Module:
+        """``model`` with the recipe's transforms applied in order (transforms never change their input;
+        a recipe without steps returns ``model`` itself)."""
         from .transforms import REGISTRY
 
-        model: nn.Module = resnet18()
         for i, (name, args) in enumerate(self.model):
             try:
                 model = REGISTRY[name](model, **copy.deepcopy(args))
@@ -156,12 +222,19 @@ class Recipe:
         default that changes nothing) does not make earlier run folders unresumable.
         """
         train = {b: _non_default(self.train_config(b)) for b in (("paper", "fast") if budget is None else (budget,))}
-        blob = json.dumps({"model": [[n, a] for n, a in self.model], "train": train}, sort_keys=True, default=str)
+        spec: dict[str, Any] = {"model": [[n, a] for n, a in self.model], "train": train}
+        if self.weights is not None:  # only then, so recipes without weights keep their fingerprints
+            spec.update(weights=self.weights.sha256, finetune=self.finetune)
+        blob = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def transforms_summary(self) -> str:
-        """One line: the transform steps, e.g. ``remove_stage(index=3) -> add_se(where=stem)``."""
-        return " -> ".join(f"{n}({_fmt_args(a)})" for n, a in self.model) or "(none)"
+        """One line: the transform steps, e.g. ``remove_stage(index=3) -> add_se(where=stem)`` (after
+        ``weights(FILE)`` for a recipe starting from trained weights)."""
+        steps = [f"{n}({_fmt_args(a)})" for n, a in self.model]
+        if self.weights is not None:
+            steps.insert(0, f"weights({Path(self.weights.path).name})")
+        return " -> ".join(steps) or "(none)"
 
     def _where(self) -> str:
         return str(self.path) if self.path else f"recipe {self.name!r}"
@@ -252,8 +325,18 @@ def from_mapping(data: Any, where: str = "recipe", path: Path | None = None) -> 
         raise _schema_error(where, e) from e
     if path is not None and spec.name != path.stem:
         raise RecipeError(f"{where}: name {spec.name!r} must match the file name {path.stem!r}")
+    if spec.train is None and spec.finetune:
+        raise RecipeError(f"{where}: missing required key 'train' (only a recipe with finetune: false may leave it out)")
+    if not spec.finetune and spec.weights is None:
+        raise RecipeError(f"{where}: finetune: false needs weights: (a fresh ResNet-18 would be evaluated untrained)")
+    for section, cfg in (("train", spec.train), ("fast", fast)):
+        if cfg is not None and cfg.distill is not None and spec.weights is None:
+            raise RecipeError(f"{where}: {section}.distill needs a teacher: give the recipe weights: (the teacher is "
+                              "the trained model before the recipe's transforms)")
     steps = _check_steps(where, spec.model)
-    return Recipe(spec.name, spec.title or spec.name, spec.source, steps, spec.train, fast, spec.claims, path)
+    train = spec.train if spec.train is not None else TrainConfig()
+    return Recipe(spec.name, spec.title or spec.name, spec.source, steps, train, fast, spec.claims, path,
+                  spec.weights, spec.finetune)
 
 
 class _Loader(yaml.SafeLoader):

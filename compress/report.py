@@ -72,15 +72,22 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
 
-def _columns(row: dict[str, Any], latency: str | None = None) -> list[tuple[str, str]]:
-    """The cells of one table row; ``latency`` names the backend of the measured-speed columns (none if None)."""
+def _columns(row: dict[str, Any], latency: str | None = None, trained_start: bool = False) -> list[tuple[str, str]]:
+    """The cells of one table row; ``latency`` names the backend of the measured-speed columns (none if None);
+    ``trained_start`` adds the accuracy of recipes that start from trained weights, before compression and
+    right after it (no training)."""
     epochs = row.get("epochs_run")
     if epochs is not None and row.get("selected_epoch") not in (None, epochs):
         epochs = f"{epochs} (best {row['selected_epoch']})"
+    start = [
+        ("acc before compression", _pct(row.get("accuracy_before"))),
+        ("acc after compression", _pct(row.get("accuracy_compressed"))),
+    ] if trained_start else []
     return [
         ("recipe", str(row.get("recipe", "?"))),
         ("params", _num(row.get("params"))),
         ("FLOPs", _m(row.get("flops"))),
+        *start,
         ("measured acc (ours)", _pct(row.get("measured_accuracy"))),
         ("claimed acc (paper)", _pct(row.get("claimed_accuracy"))),
         ("how the paper chose it", row.get("claim_basis") or "-"),
@@ -165,6 +172,14 @@ def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results",
         ("recipe", "recipe", {"no_wrap": True}),
         ("params", "params", _NUM),
         ("FLOPs", "FLOPs", _NUM),
+    ]
+    start = _trained_start(rows)
+    if start:  # recipes that start from trained weights: accuracy before compression and right after it
+        columns += [
+            ("acc before compression", "acc before\ncompression", _NUM),
+            ("acc after compression", "acc after\ncompression", _NUM),
+        ]
+    columns += [
         ("measured acc (ours)", "measured\n(ours)", {**_NUM, "style": "bold"}),
         ("claimed acc (paper)", "claimed\n(paper)", {**_NUM, "style": "dim"}),
         (_PROSE, _PROSE, {"max_width": 48, "style": "dim"}),
@@ -183,14 +198,18 @@ def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results",
         ]
     cells = []
     for row in rows:
-        values = dict(_columns(row, backend))
+        values = dict(_columns(row, backend, start))
         values["diff"] = values["diff"].removesuffix(" pp")
         if one_device:
             values["train time"] = _time(row.get("train_time_s"))
         cells.append([escape(values[key]) for key, _, _ in columns])
     # left out first when a terminal is too narrow even without the prose column: speeds before accuracy
-    optional = ("images/s", "train time", *[k for k, _, _ in reversed(columns[10:])], "epochs", "FLOPs")
+    optional = ("images/s", "train time", *[k for k, _, _ in reversed(columns[10 + 2 * start:])], "epochs", "FLOPs")
     return _fit(title, columns, cells, width, [_diff_note(rows)], optional=optional)
+
+
+def _trained_start(rows: Sequence[dict[str, Any]]) -> bool:
+    return any("accuracy_before" in r for r in rows)
 
 
 def _diff_note(rows: Sequence[dict[str, Any]], name: str = "diff") -> str:
@@ -388,13 +407,19 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         lines[-1:] = ["", f"The *latency*, *inference img/s* and *speed-up* columns ({backend} backend) were measured by "
                       "`compress-bench latency` on the saved models, without training; a `-` means not measured. "
                       "Details under *Measured inference speed*.", ""]
-    cols = _columns(rows[0], backend) if rows else []
+    start = _trained_start(rows)
+    cols = _columns(rows[0], backend, start) if rows else []
     lines.append("| " + " | ".join(h for h, _ in cols) + " |")
     lines.append("|" + "|".join("---" if h in ("recipe", "how the paper chose it") else "---:" for h, _ in cols) + "|")
     for r in rows:
-        lines.append("| " + " | ".join(v.replace("|", "\\|") for _, v in _columns(r, backend)) + " |")
+        lines.append("| " + " | ".join(v.replace("|", "\\|") for _, v in _columns(r, backend, start)) + " |")
     lines.append("")
     lines.append(f"Budget line: {BUDGET_PARAMS / 1e6:.0f} M parameters. {_diff_note(rows, '`diff`')}")
+    if start:
+        lines.append("Recipes that start from trained weights: *acc before compression* is the test accuracy of the "
+                     "imported model, *acc after compression* that of the transformed one before any training, and "
+                     "*measured* the one after fine-tuning (the same as after compression where the recipe is only "
+                     "evaluated, 0 epochs).")
     if backend:
         lines += ["", "## Measured inference speed", "", latency_markdown(rows)]
     for key, caption in (("params", "Accuracy vs parameters"), ("flops", "Accuracy vs FLOPs"),

@@ -14,6 +14,10 @@ EXPECTED_PARAMS = {
     "004": 1_050_202,
     "resnet18": 11_173_962,
     "ours-l1-prune": 4_782_210,
+    # published trained networks, evaluated as they are (shared/weights/README.md gives the same counts)
+    "report003-b2x2-c64-k3": 676_682,
+    "report003-b2x2x1-c32-k3": 401_194,
+    "report003-b2x1x1x1-c16-k3": 313_498,
 }
 
 
@@ -82,6 +86,8 @@ def shared_weights() -> dict[str, dict]:
 
 
 SHARED_WEIGHTS = shared_weights()
+if SHARED_WEIGHTS:  # the bundled recipes' weights, also from a checkout that is not beside ../shared
+    os.environ.setdefault("COMPRESS_WEIGHTS", str(shared_dir() / "weights"))
 needs_shared = pytest.mark.skipif(not SHARED_WEIGHTS, reason="../shared/weights (or $COMPRESS_SHARED) not found")
 
 
