@@ -355,7 +355,8 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
         if stored.get("minutes") != minutes:
             raise RunFolderError(f"{path} was planned for {stored.get('minutes')} min, this command asks for {minutes}")
         return BudgetPlan.from_dict({k: stored[k] for k in BudgetPlan.__dataclass_fields__})
-    p = plan(_build(recipe, config.seed), data, config, minutes, device=device)
+    teacher = recipe.initial_model() if config.distill is not None else None  # distilled from the trained weights
+    p = plan(_build(recipe, config.seed), data, config, minutes, device=device, teacher=teacher)
     write_json(path, {**p.to_dict(), **provenance(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
     length = f"{p.epochs} epochs" if p.max_steps_per_epoch is None else f"{p.max_steps_per_epoch} of {p.steps_per_epoch} steps of 1 epoch"
     log(f"{recipe.name}: {minutes:g} min fit {length} ({p.train_images_per_s:,.0f} train img/s, "

@@ -141,3 +141,12 @@ def test_all_recipes_skip_those_whose_weights_are_missing(ckpt, tmp_path, monkey
     assert "skipping gone: weights file not found" in capsys.readouterr().out
     assert main(["--dry-run", "--recipes-dir", str(tmp_path / "r"), "gone"]) == 2  # named: an error
     assert "not found" in capsys.readouterr().out
+
+
+def test_time_budget_probes_a_distilled_recipe_with_its_teacher(ckpt, tmp_path):
+    trained = recipes.load(_recipe(ckpt.parent.parent / "recipes", ckpt))
+    assert trained.train_config("fast").distill is not None
+    rows = bench.run([trained], tmp_path / "run", synthetic(64, 32), budget="fast", time_budget=0.05, device="cpu",
+                     progress=False, log=lambda s: None)
+    assert rows[0]["plan"]["epochs"] >= 1 and rows[0]["epochs_run"] == rows[0]["plan"]["epochs"]
+    assert rows[0]["params_before"] > rows[0]["params"]

@@ -60,6 +60,7 @@ def plan(
     *,
     device: str | torch.device | None = None,
     probe_steps: int = 4,
+    teacher: nn.Module | None = None,
 ) -> BudgetPlan:
     """The run length of ``config`` on ``data`` that fits ``minutes`` of wall time on ``device``.
 
@@ -69,7 +70,8 @@ def plan(
     test images gives the evaluation speed. Each planned epoch costs its training steps plus one
     evaluation of the test (and validation) set. The plan is ``floor`` whole epochs or ``ceil`` epochs
     cut to the steps that fit (``max_steps_per_epoch``), whichever trains on more images; when not even
-    one epoch fits, one cut epoch. At least one step is always planned.
+    one epoch fits, one cut epoch. At least one step is always planned. ``teacher`` is the distillation
+    teacher of a config with ``distill`` (its forward passes are part of each step's time).
     """
     from .trainer import train
 
@@ -86,7 +88,7 @@ def plan(
     probe_config = TrainConfig.from_dict({**config.to_dict(), "val_split": None, "early_stopping": None})
 
     t0 = time.perf_counter()
-    result = train(model, probe_data, probe_config, device=device, progress=False, epochs=2)
+    result = train(model, probe_data, probe_config, device=device, progress=False, epochs=2, teacher=teacher)
     probe_s = time.perf_counter() - t0
     timed = result.history[-1]
     train_ips = float(timed["images_per_s"])
