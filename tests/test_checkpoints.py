@@ -262,8 +262,17 @@ def test_shared_readme_parsed():
 
 @needs_shared
 @pytest.mark.parametrize("name", sorted(SHARED_WEIGHTS))
-def test_shared_weights_import(name, tmp_path):
-    info = SHARED_WEIGHTS[name]
+def test_shared_weights_import_save_load_prune_evaluate(name, tmp_path, cifar10_test):
+    """Each shared file: imported, saved, loaded, pruned to half its FLOPs, saved and loaded again, and
+    evaluated on 250 real test images (the whole test set: tests/test_evaluate.py). One thread: tracing,
+    budget search and small batches run several times faster so on a busy 2-core machine."""
+    from compress.bench import torch_threads
+
+    with torch_threads(1):
+        _import_save_load_prune_evaluate(SHARED_WEIGHTS[name], name, tmp_path, cifar10_test)
+
+
+def _import_save_load_prune_evaluate(info, name, tmp_path, cifar10_test):
     assert hashlib.sha256(info["path"].read_bytes()).hexdigest() == info["sha256"]
     model, meta = from_checkpoint(info["path"], with_metadata=True)
     assert compress.count_params(model) == info["params"]
@@ -273,6 +282,20 @@ def test_shared_weights_import(name, tmp_path):
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
     assert back.config.input_mean == model.config.input_mean is not None
+    images = (cifar10_test[0][:250], cifar10_test[1][:250])
+    trained = compress.evaluate(back, images, device="cpu", progress=False)
+    assert trained.total == 250 and trained.accuracy > 0.85  # the model's own normalisation came along
+
+    budget = compress.count_flops(back) // 2
+    small = compress.prune(back, target_flops=budget)
+    assert compress.count_flops(small) <= budget and compress.count_params(small) < info["params"]
+    assert small.config.input_mean == model.config.input_mean
+    again = compress.load(compress.save(small, tmp_path / "small.pt"))
+    assert [s.shortcut for s in again.config.stages] == [s.shortcut for s in model.config.stages]
+    pruned = compress.evaluate(small, images, device="cpu", progress=False)
+    reloaded = compress.evaluate(again, images, device="cpu", progress=False)
+    assert (reloaded.correct, reloaded.loss, reloaded.mean) == (pruned.correct, pruned.loss, pruned.mean)
+    assert pruned.correct < trained.correct  # pruning without fine-tuning costs accuracy
 
 
 def test_data_aware_pruning_through_a_frozen_shortcut(xs):
