@@ -25,6 +25,8 @@ in ``$COMPRESS_WEIGHTS``; the file's SHA-256 is checked before it is read)::
     finetune: false             # only evaluate (before and after the transforms); default true
 
 Such a recipe may distil the model before its transforms into the transformed one (``train.distill``).
+Its ``prune`` steps use prune's defaults for trained networks (``trained: true``: global ranking, L2,
+residual streams kept) unless the step says otherwise (``trained: false``).
 
 :func:`load` validates the file (unknown or mistyped keys, unknown transforms or transform arguments
 raise :class:`RecipeError` naming the file, the key and the accepted keys) and returns a
@@ -200,8 +202,11 @@ class Recipe:
         from .transforms import REGISTRY
 
         for i, (name, args) in enumerate(self.model):
+            args = copy.deepcopy(args)
+            if name == "prune" and self.weights is not None:
+                args.setdefault("trained", True)  # prune's defaults for trained networks (compress.prune docs)
             try:
-                model = REGISTRY[name](model, **copy.deepcopy(args))
+                model = REGISTRY[name](model, **args)
             except Exception as e:  # noqa: BLE001 - re-raised with the recipe position
                 raise RecipeError(f"{self._where()}: model[{i}] {name}({_fmt_args(args)}) failed: {e}") from e
         return model

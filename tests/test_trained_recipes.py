@@ -65,6 +65,19 @@ def test_weights_are_checked_and_transformed(ckpt):
     assert other.fingerprint() != r.fingerprint()
 
 
+def test_prune_in_a_weights_recipe_uses_the_trained_defaults(ckpt):
+    from compress import prune
+
+    here = ckpt.parent.parent
+    built = recipes.load(_recipe(here / "rt", ckpt)).build()
+    start = recipes.load(_recipe(here / "rt", ckpt)).initial_model()
+    expected = prune(start, 0.5, trained=True)
+    assert [p.shape for p in built.state_dict().values()] == [p.shape for p in expected.state_dict().values()]
+    assert built.config.widths == start.config.widths  # residual streams kept whole
+    untrained = recipes.load(_recipe(here / "ru", ckpt, model=[{"prune": {"ratios": 0.5, "trained": False}}])).build()
+    assert untrained.config.widths == [w // 2 for w in start.config.widths]
+
+
 def test_wrong_hash_or_missing_file(ckpt, tmp_path):
     path = _recipe(tmp_path / "r", ckpt, weights={"path": str(ckpt), "sha256": "0" * 64})
     with pytest.raises(RecipeError, match="has SHA-256 .* expects 0000"):
