@@ -59,6 +59,160 @@ def tiny():
     return m.eval()
 
 
+# --- compress-bench flags ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--time-budget", "inf", "positive number of minutes"),  # was: a traceback (NaN-refusing manifest write), folder made
+    ("--time-budget", "nan", "positive number of minutes"),
+    ("--lr", "inf", "positive finite"),            # was: accepted, then refused as the recipe's lr
+    ("--seed", "4294967296", "0..4294967295"),      # was: an overflow mid-training (seed * 100003 + epoch)
+    ("--seed", "99999999999999999999999", "0..4294967295"),
+])
+def test_non_finite_or_out_of_range_flags_are_usage_errors(tmp_path, capsys, flag, value, says):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main([str(_recipe(tmp_path)), "--data", "synthetic:16:8", "--device", "cpu", "--out", str(out), flag, value])
+    assert e.value.code == 2
+    line = _one_error(capsys.readouterr().err)
+    assert flag in line and says in line
+    assert not out.exists()
+
+
+def test_time_budget_is_checked_before_the_folder_is_made(tmp_path):
+    with pytest.raises(ValueError, match="positive finite"):
+        bench.run([recipes.load(_recipe(tmp_path))], tmp_path / "run", bench.resolve_data("synthetic:16:8"),
+                  time_budget=math.inf, device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_path_that_starts_with_synthetic_is_a_path(tmp_path, monkeypatch):
+    # was: `--data synthetic10` or `--data synthetic_cifar.npz` silently trained on generated data
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError, match="no dataset at synthetic10"):
+        bench.resolve_data("synthetic10")
+    rng = np.random.default_rng(0)
+    np.savez("synthetic_cifar.npz", train_x=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), train_y=np.arange(8),
+             test_x=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), test_y=np.arange(4))
+    data = bench.resolve_data("synthetic_cifar.npz")
+    assert len(data.train_y) == 8 and data.source.endswith("synthetic_cifar.npz")
+    assert len(bench.resolve_data("synthetic:8:4").train_y) == 8
+
+
+def test_an_unwritable_json_target_is_found_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = tmp_path / "run"
+    code = main([str(_recipe(tmp_path)), "--data", "synthetic:16:8", "--device", "cpu", "--out", str(out),
+                 "--json", str(blocker / "rows.json")])
+    assert code == 2 and "is a file, not a folder" in _one_error(capsys.readouterr().out)
+    assert not out.exists()
+
+
+def test_error_lines_print_text_as_it_is(tmp_path, capsys):
+    # rich turned ":x:" (as in /etc/passwd's "root:x:0") into an emoji
+    assert main(["report", str(tmp_path / "a:x:b")]) == 2
+    assert f"{tmp_path}/a:x:b" in _one_error(capsys.readouterr().out)
+
+
+# --- export and latency sub-commands -------------------------------------------------------------
+
+def test_export_out_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    target = tmp_path / "onnx"
+    target.write_text("not a folder")
+    assert main(["export", str(_recipe(tmp_path)), "--out", str(target)]) == 2  # was: FileExistsError traceback
+    assert "is a file" in _one_error(capsys.readouterr().out)
+
+
+def test_export_onto_a_folder_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    (tmp_path / "onnx" / "tiny.onnx").mkdir(parents=True)
+    assert main(["export", str(_recipe(tmp_path)), "--out", str(tmp_path / "onnx")]) == 1  # was: a traceback
+    assert "it is a folder" in _one_error(capsys.readouterr().out)
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["tiny.onnx"]
+
+
+def test_latency_flags_are_checked_before_measuring(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["latency", "--repeats", "0"])  # was: found after building every model
+    assert e.value.code == 2 and "--repeats" in _one_error(capsys.readouterr().err)
+    assert main(["latency", str(_recipe(tmp_path)), "--json", str(tmp_path)]) == 2  # was: a traceback after measuring
+    assert "is a folder" in _one_error(capsys.readouterr().out)
+
+
+def test_latency_of_a_run_with_a_damaged_row_is_one_line(tmp_path, capsys):
+    (tmp_path / "run" / "tiny").mkdir(parents=True)
+    (tmp_path / "run" / "tiny" / bench.RESULT).write_text("[1, 2]")
+    assert main(["latency", "--run", str(tmp_path / "run"), "--repeats", "1", "--warmup", "1"]) == 2
+    assert "row.json" in _one_error(capsys.readouterr().out)
+
+
+# --- reports and run folders ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, says", [
+    ('{"rows": [', "cannot be read"),                                  # was: the JSON error alone, no file named
+    ('{"rows": [{"recipe": "x", "measured_accuracy": NaN}]}', "NaN"),   # was: rendered as "nan%"
+    ('{"rows": ["x", 3]}', "rows[0] is a str"),                         # was: AttributeError traceback
+])
+def test_report_of_a_damaged_results_file(tmp_path, capsys, content, says):
+    (tmp_path / "results.json").write_text(content)
+    assert main(["report", str(tmp_path)]) == 2
+    line = _one_error(capsys.readouterr().out)
+    assert says in line and "results.json" in line
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_report_of_another_file_is_refused(tmp_path, capsys):
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    assert main(["report", str(other)]) == 2  # was: "no results in <its folder>"
+    assert "is a file, not a run folder" in _one_error(capsys.readouterr().out)
+
+
+def _folder(tmp_path: Path, **manifest_changes) -> tuple[list, Path, object]:
+    recipe = recipes.load(_recipe(tmp_path / "r"))
+    data = bench.resolve_data("synthetic:16:8")
+    out = tmp_path / "run"
+    out.mkdir()
+    manifest = {**bench._manifest([recipe], "fast", 1, 1, bench.describe_data(data)), **manifest_changes}
+    files.write_json(out / bench.MANIFEST, manifest)
+    return [recipe], out, data
+
+
+def test_a_finished_row_that_is_not_an_object_is_refused(tmp_path):
+    rs, out, data = _folder(tmp_path)
+    files.write_json(out / "tiny" / bench.RESULT, [1, 2])  # was: AttributeError in the report after the run
+    with pytest.raises(bench.RunFolderError, match="row.json .* not an object"):
+        bench.run(rs, out, data, epochs=1, max_steps_per_epoch=1, device="cpu", progress=False)
+
+
+def test_a_manifest_with_mistyped_fields_is_refused(tmp_path):
+    rs, out, data = _folder(tmp_path, data="x")
+    (out / "tiny").mkdir()
+    files.write_json(out / "tiny" / bench.RESULT, {"recipe": "tiny"})
+    with pytest.raises(bench.RunFolderError, match="not a compress-bench manifest"):  # was: AttributeError
+        bench.run(rs, out, data, epochs=1, max_steps_per_epoch=1, device="cpu", progress=False)
+
+
+def test_a_damaged_time_budget_plan_is_refused(tmp_path):
+    recipe = recipes.load(_recipe(tmp_path / "r"))
+    (tmp_path / "tiny").mkdir()
+    files.write_json(tmp_path / "tiny" / bench.PLAN, {"minutes": 1.0})  # was: KeyError traceback
+    config = bench.train_config(recipe, "fast", 1.0)
+    with pytest.raises(bench.RunFolderError, match="lacks epochs"):
+        bench._plan(recipe, tmp_path / "tiny", bench.resolve_data("synthetic:16:8"), config, 1.0, "cpu", print)
+
+
+def test_atomic_open_names_the_target_when_no_temporary_can_be_made(tmp_path, monkeypatch):
+    target = tmp_path / "rows.json"
+
+    def refuse(dir, prefix, suffix):  # noqa: A002 - what a read-only folder does to mkstemp
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, f"{prefix}abc123{suffix}"))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as e:
+        files.write_json(target, {"a": 1})
+    assert str(e.value.filename) == str(target) and "cannot write" in e.value.strerror  # was: the temporary's name
+
+
 # --- recipes -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("params, accuracy, says", [
