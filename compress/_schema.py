@@ -16,6 +16,12 @@ class SchemaError(ValueError):
     """A dict does not fit a config dataclass; the message names the key path and the accepted keys."""
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message quotes what it got, not a whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -51,7 +57,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 errors.append(str(e))
         if len(errors) == 1 and isinstance(value, dict):  # `X | None` given a mapping: X's own, precise error
             raise SchemaError(errors[0])
-        raise SchemaError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise SchemaError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {_show(value)}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -59,7 +65,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise SchemaError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+            raise SchemaError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {_show(value)}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -70,7 +76,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise SchemaError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise SchemaError(f"{where}: expected a mapping, got {type(value).__name__} {_show(value)}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
@@ -80,18 +86,18 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SchemaError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            raise SchemaError(f"{where}: expected an integer, got {type(value).__name__} {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SchemaError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            raise SchemaError(f"{where}: expected a number, got {type(value).__name__} {_show(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise SchemaError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+            raise SchemaError(f"{where}: expected a string, got {type(value).__name__} {_show(value)}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise SchemaError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise SchemaError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {_show(value)}")
     return value
 
 
@@ -100,7 +106,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise SchemaError(f"{where}: expected a mapping with keys {_keys(cls)}, got {type(data).__name__} {data!r}")
+        raise SchemaError(f"{where}: expected a mapping with keys {_keys(cls)}, got {type(data).__name__} {_show(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]

@@ -27,6 +27,7 @@ A recipe that starts from trained weights also gets ``accuracy_before`` (the tra
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from contextlib import ExitStack, contextmanager
@@ -166,7 +167,7 @@ def resolve_data(
     Raises ``compress.data.DatasetError`` when nothing is found or a subset is larger than the data."""
     from .data import DatasetError, cifar10, synthetic
 
-    if spec is not None and spec.startswith("synthetic"):
+    if spec is not None and (spec == "synthetic" or spec.startswith("synthetic:")):  # not "synthetic.npz"
         parts = spec.split(":")[1:]
         try:
             n_train = int(parts[0]) if parts else 512
@@ -232,12 +233,16 @@ def _started(out: Path, name: str) -> bool:
     return (out / name / "checkpoint.pt").is_file() or (out / name / RESULT).is_file()
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; :class:`RunFolderError` if it cannot be read or is not an object."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a {type(data).__name__}, not an object")
     except (OSError, ValueError) as e:
         raise RunFolderError(f"{path} ({what}) cannot be read ({type(e).__name__}: {e}); compress-bench writes it "
                              "atomically, so something else changed it: restore or delete it, or use a new --out") from e
+    return data
 
 
 def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
@@ -258,7 +263,8 @@ def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
                                  f"and has no {MANIFEST}: not a compress-bench run folder; use a new --out")
         return want
     have = _read_json(path, "the run's manifest")
-    if not isinstance(have, dict) or have.get("format") != RUN_FORMAT or not isinstance(have.get("recipes"), dict):
+    if (have.get("format") != RUN_FORMAT or not isinstance(have.get("recipes"), dict)
+            or not isinstance(have.get("data") or {}, dict) or not isinstance(have.get("overrides") or {}, dict)):
         raise RunFolderError(f"{path} is not a compress-bench manifest (format {RUN_FORMAT!r}); use a new --out")
     started = sorted(n for n in have["recipes"] if _started(out, n))
     problems = []
@@ -354,6 +360,10 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
         stored = _read_json(path, "the time-budget plan")
         if stored.get("minutes") != minutes:
             raise RunFolderError(f"{path} was planned for {stored.get('minutes')} min, this command asks for {minutes}")
+        missing = [k for k in BudgetPlan.__dataclass_fields__ if k not in stored]
+        if missing:
+            raise RunFolderError(f"{path} (the time-budget plan) lacks {', '.join(missing)}; something else changed it: "
+                                 "delete it to plan again, or use a new --out")
         return BudgetPlan.from_dict({k: stored[k] for k in BudgetPlan.__dataclass_fields__})
     teacher = recipe.initial_model() if config.distill is not None else None  # distilled from the trained weights
     p = plan(_build(recipe, config.seed), data, config, minutes, device=device, teacher=teacher)
@@ -482,6 +492,9 @@ def run(
         raise RecipeError(f"recipe {twice[0]!r} is given more than once: each recipe name is one run sub-folder")
     if budget not in ("fast", "paper"):
         raise ValueError(f"budget must be 'fast' or 'paper', got {budget!r}")
+    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
+                                    or not 0 < time_budget < math.inf):
+        raise ValueError(f"time_budget must be a positive finite number of minutes, got {time_budget!r}")
     if time_budget is not None and (epochs is not None or max_steps_per_epoch is not None):
         raise ValueError("a time budget fixes the epochs itself: give either it or epochs/max_steps_per_epoch")
     if time_budget is not None:

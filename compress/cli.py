@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +29,7 @@ from . import bench, report
 from .data import DatasetError
 from .files import FolderBusyError, write_json
 from .recipes import FAST_TRAIN, RecipeError, check_unique_names, find, load, recipe_paths, recipes_dir
+from .training.config import MAX_SEED
 
 __all__ = ["main", "build_parser"]
 
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
                    help="train N epochs, the schedule laid over them (its lengths in epochs scaled to N): a shorter "
                         "run that still warms up and anneals")
-    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+    p.add_argument("--time-budget", type=_minutes, default=None, metavar="MIN",
                    help="minutes of wall time per recipe: a short probe measures images/s on this machine and fixes "
                         "the epochs that fit (stored in the run folder, reused on resume); the fast schedule, with "
                         "batch 128 and flip test-time augmentation, is laid over them")
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override every recipe's batch size (the learning rate is not rescaled)")
     p.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
                    help="override every recipe's (peak) learning rate")
-    p.add_argument("--seed", type=_non_negative_int, default=None, metavar="N", help="override every recipe's seed")
+    p.add_argument("--seed", type=_seed, default=None, metavar="N", help=f"override every recipe's seed (0..{MAX_SEED})")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads torch uses for training (default: torch's choice)")
     p.add_argument("--checkpoint-every", type=_non_negative_float, default=5.0, metavar="MIN",
@@ -115,9 +118,10 @@ def _number(kind: type, ok: Any, what: str) -> Any:
 
 
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_seed = _number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}")
+_positive_float = _number(float, lambda v: 0 < v < math.inf, "a positive finite number")
 _non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+_minutes = _number(float, lambda v: 0 < v < math.inf, "a positive number of minutes")
 
 
 def _report_parser() -> argparse.ArgumentParser:
@@ -136,7 +140,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="RECIPE|MODEL.pt", help="recipe names or YAML paths, or saved models")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the .onnx files")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
-    p.add_argument("--image-size", type=int, default=32, metavar="N", help="input images are 3 x N x N (default 32)")
+    p.add_argument("--image-size", type=_positive_int, default=32, metavar="N", help="input images are 3 x N x N (default 32)")
     return p
 
 
@@ -154,9 +158,9 @@ def _latency_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="eager", metavar="B[,B...]",
                    help="comma-separated: eager, compile, onnxruntime (default: eager)")
     p.add_argument("--batch-sizes", default="1,256", metavar="N[,N...]", help="default: 1,256")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's, the core count)")
-    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed repeats per batch size (default 10)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls first (default 3)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads (default: torch's, the core count)")
+    p.add_argument("--repeats", type=_positive_int, default=10, metavar="N", help="timed repeats per batch size (default 10)")
+    p.add_argument("--warmup", type=_positive_int, default=3, metavar="N", help="untimed calls first (default 3)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
     return p
@@ -196,6 +200,10 @@ def _export_main(argv: Sequence[str], console: Console) -> int:
 
     args = _export_parser().parse_args(argv)
     say = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
+    problem = _folder_problem(args.out, "--out")
+    if problem:
+        _error(console, problem)
+        return 2
     try:
         models = _named_models(args.models, args.recipes_dir)
         for name, model in models.items():
@@ -204,8 +212,11 @@ def _export_main(argv: Sequence[str], console: Console) -> int:
                 f"PyTorch on {r.checked_batch} random images: max abs diff {r.max_abs_diff:.2g} "
                 f"(tolerance {r.tolerance:.2g})")
     except (RecipeError, deploy.ExportError, ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        _error(console, str(e))
         return 2
+    except OSError as e:  # a full disk, a read-only folder: nothing half-written is left
+        _error(console, _os_error(e))
+        return 1
     return 0
 
 
@@ -214,6 +225,10 @@ def _latency_main(argv: Sequence[str], console: Console) -> int:
 
     args = _latency_parser().parse_args(argv)
     say = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
+    problem = _json_problem(args.json) or (_folder_problem(args.run, "--run") if args.run else None)
+    if problem:
+        _error(console, problem)
+        return 2
     try:
         backends = tuple(b.strip() for b in args.backend.split(",") if b.strip())
         bad = [b for b in backends if b not in deploy.BACKENDS]
@@ -232,9 +247,12 @@ def _latency_main(argv: Sequence[str], console: Console) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             write_json(args.json, {"mode": "latency", "rows": rows})
             say(f"rows written to {args.json}")
-    except (RecipeError, ValueError, FileNotFoundError, FolderBusyError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+    except (RecipeError, ValueError, FileNotFoundError, FolderBusyError, bench.RunFolderError) as e:
+        _error(console, str(e))
         return 2
+    except OSError as e:  # a read-only run folder, a full disk: the files already there are kept whole
+        _error(console, _os_error(e))
+        return 1
     return 0
 
 
@@ -404,8 +422,6 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         except ValueError as e:
             parser.error(str(e))
     if args.time_budget is not None:
-        if not args.time_budget > 0:
-            parser.error(f"--time-budget must be a positive number of minutes, got {args.time_budget:g}")
         if args.epochs is not None or args.max_steps_per_epoch is not None:
             parser.error("--time-budget fixes the epochs itself: drop --epochs / --max-steps-per-epoch")
         if args.budget != "fast":
@@ -414,7 +430,38 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def _error(console: Console, message: str) -> None:
     """The one line a failed command prints: ``error: <what went wrong, and what is accepted>``."""
-    console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True,
+                  emoji=False)  # a path or a file's text is printed as it is (":x:" stays ":x:")
+
+
+def _folder_problem(target: str, flag: str) -> str | None:
+    """Why ``target`` cannot become a folder to write in (``None``: it can), checked before any work."""
+    path = Path(target)
+    if path.exists() and not path.is_dir():
+        return f"{flag} {target} is a file; it takes a folder (a new one, or one to add files to)"
+    return _writable_problem(path, flag, target)
+
+
+def _json_problem(target: str | None) -> str | None:
+    """Why ``--json target`` cannot be written (``None``: it can, or no ``--json``), checked before any work."""
+    if not target or target == "-":
+        return None
+    path = Path(target)
+    if path.is_dir():
+        return f"--json {target} is a folder; it takes the path of a file to write"
+    return _writable_problem(path.parent, "--json", target)
+
+
+def _writable_problem(folder: Path, flag: str, target: str) -> str | None:
+    """Whether ``folder`` can be created (its nearest existing ancestor is a writable folder) and written."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{flag} {target}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{flag} {target}: {existing} cannot be written (read-only or no permission)"
+    return None
 
 
 def _os_error(e: OSError) -> str:
@@ -470,8 +517,9 @@ def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: A
     def say(text: str) -> None:  # one line each, never wrapped: logs and pipes get whole lines
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    if args.json and args.json != "-" and Path(args.json).is_dir():  # found out now, not after the training
-        _error(console, f"--json {args.json} is a folder; it takes the path of a file to write")
+    problem = _json_problem(args.json)  # found out now, not after the training
+    if problem:
+        _error(console, problem)
         return 2
     try:
         recipes = _select(args.recipes, args.recipes_dir, console)

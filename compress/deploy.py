@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import errno
 import gc
-import json
 import math
 import os
+import re
 import statistics
 import tempfile
 import timeit
@@ -95,6 +96,22 @@ def _eval_copy(model: nn.Module, device: torch.device | str = "cpu") -> nn.Modul
     return copy.deepcopy(model).to(device).eval()
 
 
+def _check_runs(net: nn.Module, shape: tuple[int, ...], device: torch.device | str = "cpu") -> None:
+    """A ``ValueError`` in one line if ``net`` cannot take a batch of images of ``shape`` (before any export or timing)."""
+    try:
+        with torch.no_grad():
+            net(_inputs(1, shape).to(device))
+    except Exception as e:  # noqa: BLE001 - any failure: these are not inputs this model takes
+        raise ValueError(f"the {type(net).__name__} cannot run on images of shape {'x'.join(map(str, shape))} "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); give the image_shape it takes") from e
+
+
+def _check_tolerance(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 # export -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExportResult:
@@ -138,10 +155,15 @@ def export(
 
     ort = _onnxruntime()
     shape = _check_image_shape(image_shape)
+    atol, rtol = _check_tolerance("atol", atol), _check_tolerance("rtol", rtol)
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"export path must end in .onnx, got {str(path)!r}")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder; export() takes the path of an "
+                                ".onnx file", str(path))
     net = _eval_copy(model)
+    _check_runs(net, shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.onnx")
     dynamic = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
@@ -153,6 +175,7 @@ def export(
     except Exception as e:  # noqa: BLE001 - the exporter's own errors are long; keep the first line
         tmp.unlink(missing_ok=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = re.sub(r"\x1b\[[0-9;]*m", "", first)  # the exporter colours its messages for a terminal
         raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {first}") from e
     try:
         batch = 3 if dynamic_batch else 2
@@ -170,10 +193,10 @@ def export(
                               f"on {batch} random images; nothing written to {path}")
         opset_used = next((o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import
                            if o.domain in ("", "ai.onnx")), -1)
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
     return ExportResult(path, diff, tol, batch, dynamic_batch, int(opset_used), path.stat().st_size,
                         onnx.__version__, ort.__version__)
 
@@ -286,6 +309,8 @@ def benchmark(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if not isinstance(batch_sizes, (tuple, list)):
+        raise ValueError(f"batch_sizes must be a list of batch sizes such as (1, 256), got {batch_sizes!r}")
     sizes = list(batch_sizes)
     if not sizes:
         raise ValueError("batch_sizes must name at least one batch size, e.g. (1, 256)")
@@ -295,6 +320,8 @@ def benchmark(
     _check_positive_int("warmup", warmup)
     if threads is not None:
         _check_positive_int("threads", threads)
+    if isinstance(min_block_s, bool) or not isinstance(min_block_s, (int, float)) or not 0 < min_block_s < math.inf:
+        raise ValueError(f"min_block_s must be a positive number of seconds, got {min_block_s!r}")
     shape = _check_image_shape(image_shape)
     try:
         dev = torch.device(device)
@@ -315,7 +342,7 @@ def benchmark(
             ort_version = ort.__version__
             run_at = _onnxruntime_runner(model, shape, n_threads)
         else:
-            run_at = _torch_runner(model, dev, backend)
+            run_at = _torch_runner(model, dev, backend, shape)
         timings = []
         for b in sizes:
             fn = run_at(_inputs(b, shape))
@@ -330,8 +357,10 @@ def benchmark(
     )
 
 
-def _torch_runner(model: nn.Module, dev: torch.device, backend: str) -> Callable[[torch.Tensor], Callable[[], Any]]:
+def _torch_runner(model: nn.Module, dev: torch.device, backend: str,
+                  shape: tuple[int, ...]) -> Callable[[torch.Tensor], Callable[[], Any]]:
     net = _eval_copy(model, dev)
+    _check_runs(net, shape, dev)
     if backend == "compile":
         torch.compiler.reset()  # a fresh cache: earlier models must not use up the recompile limit
         net = torch.compile(net, dynamic=False)
@@ -403,6 +432,9 @@ def measure(
     for b in backends:
         if b not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {b!r}")
+    for name, m in models.items():
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"models[{name!r}] must be an nn.Module, got {type(m).__name__}")
     from .models import resnet18
 
     kwargs = dict(batch_sizes=batch_sizes, threads=threads, repeats=repeats, warmup=warmup, min_block_s=min_block_s)
@@ -451,17 +483,19 @@ def measure_run(
     if REFERENCE in finished and REFERENCE not in chosen:  # the run's own ResNet-18 is the reference
         chosen.append(REFERENCE)
     with lock_folder(run, "run folder"):  # no training run writes its rows meanwhile (FolderBusyError if one does)
+        stored = {n: bench._read_json(path, "a finished recipe's row") for n, path in finished.items()}  # before measuring
         models = {n: load(run / n / "model.pt") for n in chosen}
         measured = {r["recipe"]: r for r in measure(models, **kwargs)}
         rows = []
         for n, path in finished.items():
-            row = json.loads(path.read_text())
+            row = stored[n]
             if n in measured:
                 row["latency"] = {**row.get("latency", {}), **measured[n]["latency"]}
                 write_json(path, row)
             rows.append(row)
         results = run / bench.RESULTS
-        order = [r.get("recipe") for r in json.loads(results.read_text()).get("rows", [])] if results.is_file() else []
+        listed = bench._read_json(results, "the run's results").get("rows", []) if results.is_file() else []
+        order = [r.get("recipe") for r in listed if isinstance(r, dict)]
         rows.sort(key=lambda r: order.index(r["recipe"]) if r["recipe"] in order else len(order))
         bench.collect(run, rows)
     return rows

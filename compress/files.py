@@ -70,7 +70,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        if e.filename is None or e.filename == tmp:  # name the file the caller asked for, not the temporary
+        ours = e.filename is not None and Path(e.filename).name.startswith(f".{path.name}.") and str(e.filename).endswith(_TMP)
+        if e.filename is None or e.filename == tmp or ours:  # name the file the caller asked for, not the temporary
             raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}", str(path)) from e
         raise
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import errno
 import io
 import functools
 import os
@@ -71,6 +72,9 @@ def save(
         raise TypeError(f"save() takes an nn.Module, got {type(model).__name__}")
     metadata = check_metadata(metadata)  # before anything is written: a file load() refuses is never made
     path = Path(path)
+    if path.is_dir():  # found now, not after the round-trip check
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder; save() takes the path of a file, "
+                                f"such as {path / 'model.pt'}", str(path))
     state = model.state_dict()
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -150,8 +154,12 @@ def load(path: str | os.PathLike, *, model: nn.Module | None = None, with_metada
             f"{path} holds a {payload.get('class', 'non-compress')} model; pass model=<a fresh instance "
             "of that class> to load it"
         )
-    net = _rebuild(payload, None if model is None else copy.deepcopy(model))
-    return (net, payload["metadata"]) if with_metadata else net
+    try:
+        net = _rebuild(payload, None if model is None else copy.deepcopy(model))
+    except (KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:  # ValueErrors name the template's misfit
+        raise ValueError(f"{path} is damaged or was changed after compress.save wrote it: it does not rebuild "
+                         f"({type(e).__name__}: {_one_line(e)})") from e
+    return (net, payload.get("metadata", {})) if with_metadata else net
 
 
 # --- what is stored ---------------------------------------------------------------------------------
@@ -262,10 +270,20 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise ValueError(f"{path} is not a file written by compress.save ({e})") from e
+        raise ValueError(f"{path} is not a file written by compress.save ({_unreadable(e)})") from e
     if not isinstance(payload, dict) or payload.get("format") not in _READABLE:
         raise ValueError(f"{path} is not a file written by compress.save (format {FORMAT!r})")
     return payload
+
+
+def _unreadable(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line (without torch's advice to load it unsafely)."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        lines = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        reason = lines[0].split("WeightsUnpickler error:")[-1].split(". Please use")[0].strip() if lines else "not plain data"
+        return f"it holds objects other than plain data and was not loaded, since loading would run code: {_one_line(reason, 160)}"
+    return f"{type(e).__name__}: {_one_line(e, 200)}" if text else type(e).__name__
 
 
 def _state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -474,7 +492,7 @@ def _first_difference(model: nn.Module, rebuilt: nn.Module, inputs: tuple) -> st
     return "the outputs differ after reloading"
 
 
-def _one_line(e: BaseException, limit: int = 300) -> str:
+def _one_line(e: BaseException | str, limit: int = 300) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

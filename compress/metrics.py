@@ -49,7 +49,7 @@ def _flop_inputs(model: nn.Module, input_size: Sequence[int] | None = None, exam
                 f"{type(model).__name__} (only a compress ResNet defaults to CIFAR's {'x'.join(map(str, CIFAR_INPUT))})"
             )
         input_size = CIFAR_INPUT
-    if isinstance(input_size, (str, bytes)) or not all(
+    if not isinstance(input_size, (tuple, list)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_size
     ):
         raise ValueError(f"input_size must be a sequence of positive ints such as (1, 3, 224, 224), got {input_size!r}")
@@ -99,6 +99,13 @@ def flops_by_module(
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
+            try:  # a plain forward first: an input the model cannot take is the caller's mistake, said in one line
+                model(*inputs)
+            except Exception as e:  # noqa: BLE001 - any failure here means "not an input for this model"
+                shapes = ", ".join("x".join(map(str, x.shape)) if torch.is_tensor(x) else type(x).__name__ for x in inputs)
+                raise ValueError(f"the {type(model).__name__} cannot run on an input of {shapes} ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:200]}); give input_size=(N, C, H, W) or example_input= "
+                                 "that it takes") from e
             analysis = FlopCountAnalysis(model, inputs)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             by_module = analysis.by_module()

@@ -112,6 +112,12 @@ class Claims:
     accuracy: float | None = None
     accuracy_basis: str = ""
 
+    def __post_init__(self) -> None:  # a claim enters every row and its diff: NaN or 150 % would be written as one
+        if isinstance(self.params, bool) or not isinstance(self.params, int) or self.params < 1:
+            raise ValueError(f"params must be a positive integer (the parameter count the report states), got {self.params!r}")
+        if self.accuracy is not None and not (isinstance(self.accuracy, (int, float)) and 0 <= self.accuracy <= 100):
+            raise ValueError(f"accuracy must be a percentage in 0..100, or null for no claim; got {self.accuracy!r}")
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -355,6 +361,10 @@ def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (dict, list)):  # `{a: 1}: x` or `[a]: x`: no recipe key is a mapping or a list
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a name or a number, got the {type(key).__name__} {key!r} "
+                "(a '{{...}}' written for '{...}'?)", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})", key_node.start_mark)

@@ -34,12 +34,26 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no run folder {path}: it does not exist (a run folder is what `compress-bench --out DIR` writes)")
     if path.is_dir():
         path = path / "results.json"
+    elif path.name != "results.json":
+        raise ValueError(f"{path} is a file, not a run folder; give the folder `compress-bench --out DIR` wrote "
+                         "(or its results.json)")
     if not path.is_file():
         raise FileNotFoundError(f"no results in {path.parent}: it has no results.json yet; "
                                 f"run `compress-bench --out {path.parent}` (or re-run its command) first")
-    data = json.loads(path.read_text())
+
+    def no_nan(name: str) -> None:  # compress never writes NaN/Infinity: such a file was edited, not measured
+        raise ValueError(f"it holds {name}, which is not a measurement")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_nan)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} cannot be read as compress-bench results ({' '.join(str(e).split())}); it is written "
+                         "atomically, so something else changed it: re-run the command that wrote it") from e
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise ValueError(f"{path}: expected an object with a 'rows' list")
+    bad = next((i for i, r in enumerate(data["rows"]) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: rows[{bad}] is a {type(data['rows'][bad]).__name__}, expected an object (one recipe's row)")
     return data
 
 
@@ -632,10 +646,10 @@ def write_report(run_dir: str | os.PathLike, *, console: Any = None) -> Path:
     Plot titles and the table title say what the run was (:func:`run_label`); the table fits the
     console's width.
     """
+    results = load_results(run_dir)
     run_dir = Path(run_dir)
     if run_dir.is_file():  # a results.json given directly
         run_dir = run_dir.parent
-    results = load_results(run_dir)
     rows = results["rows"]
     dataset = (results.get("data") or {}).get("name") or "CIFAR-10"
     where = run_label(results)

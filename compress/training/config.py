@@ -30,6 +30,7 @@ __all__ = [
     "CIFAR10_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_SEED",
 ]
 
 # kuangliu/pytorch-cifar's statistics (std is the well-known slightly-off one the reports used).
@@ -37,6 +38,10 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Seeds are 32-bit (numpy's range): the trainer derives per-epoch seeds from them (``seed * 100_003 + epoch``),
+#: which must stay inside the 64 bits torch's generators take.
+MAX_SEED = 2**32 - 1
 
 
 def _require(ok: bool, name: str, value: Any, accepted: str) -> None:
@@ -208,6 +213,7 @@ class ValSplitConfig:
 
     def __post_init__(self) -> None:
         _require(_count(self.size), "size", self.size, "a number of images >= 1")
+        _require(_count(self.seed, 0) and self.seed <= MAX_SEED, "seed", self.seed, f"an integer in 0..{MAX_SEED}")
 
 
 @dataclass(frozen=True)
@@ -261,6 +267,7 @@ class TrainConfig:
         _require(_number(self.label_smoothing, 0, 1), "label_smoothing", self.label_smoothing, "in [0, 1)")
         _require(self.ema is None or _number(self.ema, 0, 1, lo_open=True), "ema", self.ema, "a decay in (0, 1) or null")
         _require(_count(self.eval_batch_size), "eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        _require(_count(self.seed, 0) and self.seed <= MAX_SEED, "seed", self.seed, f"an integer in 0..{MAX_SEED}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train") -> "TrainConfig":
@@ -289,8 +296,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if lr is not None and not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed}")
         return dataclasses.replace(
             self,
             batch_size=self.batch_size if batch_size is None else batch_size,

@@ -177,6 +177,10 @@ def prune(
         raise TypeError(f"fix must be a callable taking the pruned model, got {type(fix).__name__}")
     if isinstance(ignore, str):
         ignore = (ignore,)
+    bad = [p for p in ignore if not isinstance(p, str)] if isinstance(ignore, Iterable) else [ignore]
+    if bad:
+        raise TypeError(f"ignore takes layer names or glob patterns (strings), got {type(bad[0]).__name__} {bad[0]!r}; "
+                        "to ignore modules, pass them as ignored_layers=")
     if inputs is not None and input_size is not None:
         raise TypeError("give example inputs or input_size, not both")
     imp = _importance(importance, data)
@@ -250,6 +254,9 @@ def _from_torch_pruning_names(model: nn.Module, given: dict, names: dict) -> dic
         if out["ratios"] is not None:
             raise TypeError("give ratios= or Torch-Pruning's pruning_ratio=/pruning_ratio_dict=, not both")
         mapping: dict = {}
+        if ratio_dict is not None and not isinstance(ratio_dict, Mapping):
+            raise TypeError(f"pruning_ratio_dict maps modules (or layer names) to ratios, got {type(ratio_dict).__name__} "
+                            f"{ratio_dict!r}")
         if ratio_dict:
             if ratio is not None:
                 mapping["*"] = ratio
@@ -655,12 +662,14 @@ class _Job:
             group = dg.make_group(traced, graph.get_pruning_group(module, fn, list(range(n))), protected_nodes, self.num_heads)
             blocked = [traced.names.get(d.target.module, "?") for d, _ in group.items
                        if d.target.module in ignored and graph.is_out_channel_pruning_fn(d.handler)]
-            if blocked:
-                raise ValueError(f"{name} cannot be pruned: it shares channels with ignored layer(s) {', '.join(blocked)}")
-            if group.reaches:
-                raise ValueError(f"{name} cannot be pruned: its channels are the model output {', '.join(map(repr, group.reaches))}")
-            if group.channels % group.ch_groups:
-                raise ValueError(f"{name} cannot be pruned: its {group.channels} channels do not split into {group.ch_groups} groups")
+            reason = (f"it shares channels with ignored layer(s) {', '.join(blocked)}" if blocked else
+                      f"its channels are the model output {', '.join(map(repr, group.reaches))}" if group.reaches else
+                      f"its {group.channels} channels do not split into {group.ch_groups} groups"
+                      if group.channels % group.ch_groups else None)
+            if reason is not None:
+                if isinstance(ratios, Mapping) and name in ratios:  # named on purpose: an error, as in one-shot mode
+                    raise ValueError(f"{name} cannot be pruned: {reason}")
+                continue  # matched by a float or a pattern: left as it is, as in one-shot mode
             keep = group.units - int(ratio * group.units)  # torch-pruning 0.2.8: remove int(r * n)
             keep = _round_down(keep, _round_unit(round_to, group.ch_groups))
             if keep < 1:
@@ -849,11 +858,29 @@ def _accumulate_gradients(net: nn.Module, data: Any, device: torch.device) -> No
     batches = [data] if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1]) else data
     net.zero_grad()
     seen = False
+    form = "data for importance='taylor' is an (inputs, labels) pair or an iterable of such pairs"
+    if torch.is_tensor(batches) or not isinstance(batches, Iterable):
+        raise ValueError(f"{form}; got a {type(data).__name__}")
     with torch.enable_grad():
-        for x, y in batches:
+        for i, batch in enumerate(batches):
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not torch.is_tensor(batch[1]):
+                raise ValueError(f"{form}; batch {i} is a {type(batch).__name__}"
+                                 + (f" of shape {tuple(batch.shape)}" if torch.is_tensor(batch) else ""))
+            x, y = batch
             out = dg.call_model(net, dg.to_device(x, device))
             if not torch.is_tensor(out):
                 raise ValueError("importance='taylor' needs a model whose output is one tensor of class scores")
+            if y.is_floating_point() or y.is_complex():
+                ok = y.shape == out.shape  # class probabilities
+            else:
+                y = y.long()
+                ok = out.dim() == 2 and y.shape == out.shape[:1] and (
+                    not y.numel() or 0 <= int(y.min()) <= int(y.max()) < out.shape[1])
+            if not ok:
+                span = f" in {int(y.min())}..{int(y.max())}" if y.numel() and not y.is_floating_point() else ""
+                raise ValueError(f"data for importance='taylor': batch {i} has labels {y.dtype} {tuple(y.shape)}{span} for "
+                                 f"scores {tuple(out.shape)}; labels are class indices in 0..{out.shape[-1] - 1}, one per "
+                                 "input (or class probabilities of the scores' shape)")
             F.cross_entropy(out, y.to(device)).backward()
             seen = True
     if not seen:
