@@ -2,23 +2,38 @@
 
 The ResNet-56 benchmark of issue 11 (Torch-Pruning's published figure: 93.53% -> 93.77% at 2.13x fewer
 FLOPs, on its own option-B ResNet-56): the trained ResNet-56 of ``../shared/weights/`` is imported with
-:func:`compress.models.from_checkpoint`, evaluated, pruned by :func:`compress.prune` to at most
-``1 / --speedup`` of its FLOPs with each ``--importance`` criterion, evaluated right after pruning, then
-fine-tuned by :func:`compress.training.train` with and without distillation from the unpruned network
-(``--distill``). Every run records params, FLOPs, accuracy before and after pruning and after each
-fine-tuning epoch (the final epoch's is the result, never the best), the pruning and training wall
-times. ``--minutes`` sets the number of epochs from a short timing of the training step (as many as
-fit in that many minutes per run); ``--epochs`` sets it directly.
+:func:`compress.models.from_checkpoint` and evaluated; for each importance criterion it is pruned once by
+:func:`compress.prune` to at most ``1 / --speedup`` of its FLOPs and evaluated right after pruning; then
+each *arm* fine-tunes that pruned network with :func:`compress.training.train`, without (``l1``) or with
+(``l1+kd``) distillation from the unpruned network. Every arm records params, FLOPs, accuracy before
+and right after pruning, the test accuracy after each fine-tuning epoch (the final epoch's is the
+result, never the best), images/s, and the pruning, fine-tuning and total wall times.
 
-Each (importance, distill) run has its own trainer folder under ``--out`` and resumes from its last
-epoch when the command is repeated; finished runs are skipped. ``results.json``, ``report.md`` (table)
-and ``curves.png`` (test accuracy per epoch) are rewritten from every finished run after each one, so
-runs may be done in separate commands into the same ``--out``.
+Length of the fine-tuning, per arm: ``--epochs N``, or ``--minutes M``, a wall-time budget: a short
+probe of the arm's own training step (with its teacher, on its threads) fixes the number of epochs that
+fit M minutes (:func:`compress.training.budget.plan`; stored in the arm's ``plan.json`` and reused on
+resume), and the learning-rate schedule is laid over exactly those epochs.
 
-    # the benchmark (about an hour per run on the 2-core CPU; 4 runs)
-    python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --minutes 60 \\
-        --out benchmarks/results/resnet56-prune-cpu
-    # a smoke run (a few steps, 500 test images; not a measurement)
+Arms are independent: ``--arm`` picks some (default all four), so each may run in its own process,
+with ``--threads 1`` each on a small CPU. Everything lives under ``--out``::
+
+    baseline.json          the unpruned network: params, FLOPs, test accuracy
+    prune-<crit>/          the pruned network of one criterion (pruned.pt, compress.save) and its record
+    <arm>/                 the arm's trainer folder (checkpoint.pt, history.json, model.pt), plan.json
+    <arm>/arm.json         the arm's record; its presence means "finished, skipped on re-run"
+    results.json, report.md, curves.png   every finished arm, rewritten after each one (``--collect``: now)
+
+A killed arm resumes from its last checkpoint when its command is repeated (the pruned network is read
+back from ``prune-<crit>/pruned.pt``, not pruned again); two processes never run the same arm, and the
+second process that needs a criterion's pruned network waits for the first to write it.
+
+    # the benchmark: 4 arms in parallel, one thread each, one hour of fine-tuning per arm
+    for arm in l1 l1+kd taylor taylor+kd; do
+      nice -n 5 python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --minutes 60 \\
+          --arm $arm --threads 1 --no-progress --out benchmarks/results/resnet56-prune-finetune-cpu \\
+          > runs/prune-trained-$arm.log 2>&1 &
+    done; wait
+    # a smoke run (2 steps per epoch on 512 training and 500 test images; not a measurement)
     python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --epochs 1 --max-steps 2 \\
         --subset 512:500 --out runs/prune-smoke
 """
@@ -26,27 +41,43 @@ runs may be done in separate commands into the same ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-import compress
-from compress.bench import resolve_data
-from compress.data import ImageData
-from compress.models import from_checkpoint, input_normalization
-from compress.provenance import provenance
-from compress.training import TrainConfig, train
-from compress.training.augment import normalize
-
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS = Path(os.environ.get("COMPRESS_WEIGHTS", ROOT.parent / "shared" / "weights")) / "resnet56-4bfd9763.th"
-FORMAT = "compress.prune-trained/1"
+if str(ROOT) not in sys.path:  # this checkout's compress, not another copy installed in the environment
+    sys.path.insert(0, str(ROOT))
+
+import compress  # noqa: E402
+from compress.bench import resolve_data  # noqa: E402
+from compress.data import ImageData  # noqa: E402
+from compress.files import FolderBusyError, lock_folder, write_json  # noqa: E402
+from compress.models import from_checkpoint, input_normalization  # noqa: E402
+from compress.provenance import provenance  # noqa: E402
+from compress.training import TrainConfig, train  # noqa: E402
+from compress.training.augment import normalize  # noqa: E402
+from compress.training.budget import BudgetPlan, plan  # noqa: E402
+from compress.transforms.prune import IMPORTANCES  # noqa: E402
+
+# ../shared/weights beside the checkout (or beside the folder of worktrees); $COMPRESS_WEIGHTS first
+_WEIGHTS_DIRS = [Path(os.environ["COMPRESS_WEIGHTS"])] if os.environ.get("COMPRESS_WEIGHTS") else []
+DEFAULT_WEIGHTS = next(
+    (p for p in (d / "resnet56-4bfd9763.th" for d in
+                 [*_WEIGHTS_DIRS, ROOT.parent / "shared" / "weights", ROOT.parent.parent / "shared" / "weights"])
+     if p.is_file()),
+    ROOT.parent / "shared" / "weights" / "resnet56-4bfd9763.th",
+)
+FORMAT = "compress.prune-trained/2"
+ARMS = ("l1", "l1+kd", "taylor", "taylor+kd")
 
 #: Fine-tuning after pruning: SGD with Nesterov momentum, cosine from lr 0.01 over the run, weight decay
 #: 1e-4 (the network's own training used 1e-4), batch 128, crop + flip. Distillation: T = 4, weight 0.9.
@@ -59,30 +90,83 @@ FINETUNE: dict[str, Any] = {
     "seed": 0,
 }
 DISTILL = {"temperature": 4.0, "weight": 0.9}
+#: How the network is pruned: what kept most accuracy when this ResNet-56 was pruned to half its FLOPs
+#: without fine-tuning (benchmarks/results/prune-criteria-resnet56.json): global ranking, residual
+#: streams kept whole (only the blocks' inner widths pruned).
+PRUNE: dict[str, Any] = {"ranking": "global", "keep_residual": True}
 PUBLISHED = {"source": "Torch-Pruning (Fang et al., CVPR 2023), ResNet-56 option B, CIFAR-10",
              "before": 93.53, "after": 93.77, "speedup": 2.13}
 
 
+def _arm(text: str) -> str:
+    crit, kd = text[:-3] if text.endswith("+kd") else text, text.endswith("+kd")
+    if crit not in IMPORTANCES:
+        raise argparse.ArgumentTypeError(
+            f"arm {text!r}: CRITERION or CRITERION+kd, CRITERION one of {', '.join(sorted(IMPORTANCES))}")
+    return f"{crit}{'+kd' if kd else ''}"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="trained checkpoint (default: resnet56-4bfd9763.th in $COMPRESS_WEIGHTS, else ../shared/weights)")
-    p.add_argument("--data", required=True, help="CIFAR-10 (.npz, cifar-10-batches-py folder, ...) or synthetic:N_TRAIN:N_TEST")
-    p.add_argument("--out", required=True, help="output folder (results.json, report.md, curves.png, one folder per run)")
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="trained checkpoint (default: %(default)s)")
+    p.add_argument("--data", help="CIFAR-10 (.npz, cifar-10-batches-py folder, ...) or synthetic:N_TRAIN:N_TEST")
+    p.add_argument("--out", type=Path, required=True, help="output folder (see above)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--importance", nargs="+", default=["l1", "taylor"], help="criteria (compress.prune importance names)")
-    p.add_argument("--distill", nargs="+", default=["off", "on"], choices=["off", "on"], help="fine-tune without/with distillation")
+    p.add_argument("--arm", type=_arm, nargs="+", default=None, metavar="ARM",
+                   help=f"arms to run, CRITERION[+kd] (default: {' '.join(ARMS)})")
+    p.add_argument("--importance", type=_arm, nargs="+", default=None, metavar="CRITERION",
+                   help="instead of --arm: these criteria, each with the --distill settings")
+    p.add_argument("--distill", nargs="+", default=["off", "on"], choices=["off", "on"],
+                   help="with --importance: fine-tune without/with distillation (default: off on)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, help="fine-tuning epochs per arm")
+    g.add_argument("--minutes", type=float, help="fine-tuning wall time per arm: the epochs that fit, from a probe")
+    p.add_argument("--collect", action="store_true", help="only rewrite results.json, report.md, curves.png from finished arms")
     p.add_argument("--speedup", type=float, default=2.0, help="FLOPs of the pruned model <= FLOPs / speedup (default 2)")
-    p.add_argument("--prune-kwargs", default="{}", help='extra compress.prune arguments as JSON, e.g. \'{"round_to": 8}\'')
-    p.add_argument("--taylor-batches", type=int, default=4, help="training batches (of 128) for data-aware importance")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--epochs", type=int, help="fine-tuning epochs per run")
-    g.add_argument("--minutes", type=float, help="fine-tuning minutes per run: epochs = what fits, from a timing")
+    p.add_argument("--prune-kwargs", type=json.loads, default={}, metavar="JSON",
+                   help=f"compress.prune arguments over {json.dumps(PRUNE)}, e.g. '{{\"round_to\": 8}}'")
+    p.add_argument("--taylor-images", type=int, default=512, help="training images for data-aware importance (default 512)")
     p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (smoke runs)")
     p.add_argument("--subset", default=None, metavar="N[:M]",
                    help="use the first N training (and M test) images only (smoke runs; not a measurement)")
     p.add_argument("--amp", default=None, choices=["bf16", "fp16", "none"], help="override the trainer's autocast setting")
+    p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="MIN",
+                   help="mid-epoch checkpoints this often (default 5 min; 0: only at epoch ends)")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.arm is not None and args.importance is not None:
+        p.error("give --arm or --importance (with --distill), not both")
+    if args.importance is not None:
+        if any(c.endswith("+kd") for c in args.importance):
+            p.error("--importance takes criteria (l1, taylor, ...); distillation is --distill on")
+        args.arm = [f"{c}{'+kd' if d == 'on' else ''}" for c in args.importance for d in args.distill]
+    args.arm = args.arm or list(ARMS)
+    if not args.collect and args.epochs is None and args.minutes is None:
+        p.error("give --epochs N or --minutes M (or --collect)")
+    if not args.collect and args.data is None:
+        p.error("--data is required (CIFAR-10, e.g. /tmp/cifar10.npz)")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.minutes is not None and not args.minutes > 0:
+        p.error(f"--minutes must be > 0, got {args.minutes}")
+    return args
+
+
+@contextlib.contextmanager
+def _waiting_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` held for the block; waits while another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _finetune_config(args: argparse.Namespace, epochs: int, distill: bool) -> TrainConfig:
@@ -94,57 +178,174 @@ def _finetune_config(args: argparse.Namespace, epochs: int, distill: bool) -> Tr
     return TrainConfig.from_dict(d)
 
 
-def _time_epoch(model: torch.nn.Module, teacher: torch.nn.Module, data: ImageData, args, device) -> float:
-    """Seconds per fine-tuning epoch with distillation (the slower case): the training speed of a short
-    run (``--max-steps`` or 20 steps) scaled to the whole training set, plus its test-set evaluation."""
-    cfg = _finetune_config(args, 1, distill=True)
-    row = train(model, data, cfg, device=device, progress=False, max_steps_per_epoch=args.max_steps or 20,
-                teacher=teacher).history[0]
-    steps = math.ceil(len(data.train_y) / cfg.batch_size)
-    seen = min(steps, args.max_steps or 20) * cfg.batch_size
-    evaluation = row["epoch_time_s"] - seen / row["images_per_s"]
-    return len(data.train_y) / row["images_per_s"] + evaluation
-
-
-def _taylor_data(model: torch.nn.Module, data: ImageData, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _taylor_data(model: torch.nn.Module, data: ImageData, n_images: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of 64 random training images (never test images), normalised as the model expects."""
     mean, std = input_normalization(model)
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(data.train_y), generator=g)[: n_batches * 128]
-    return [(normalize(data.train_x[i], mean, std), data.train_y[i]) for i in idx.split(128)]
+    idx = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:n_images]
+    return [(normalize(data.train_x[i], mean, std), data.train_y[i]) for i in idx.split(64)]
+
+
+def _baseline(args, teacher, data, device) -> dict[str, Any]:
+    path = args.out / "baseline.json"
+    with _waiting_lock(args.out / ".baseline.lock"):
+        old = _read(path)
+        sha = hashlib.sha256(args.weights.read_bytes()).hexdigest()
+        if old and old["sha256"] == sha and old["test_images"] == len(data.test_y):
+            return old
+        t = time.perf_counter()
+        r = compress.evaluate(teacher, data, device=device, progress=not args.no_progress)
+        base = {"weights": str(args.weights), "sha256": sha, "params": compress.count_params(teacher),
+                "flops": compress.count_flops(teacher), "accuracy": 100 * r.accuracy, "correct": r.correct,
+                "test_images": r.total, "eval_time_s": time.perf_counter() - t}
+        write_json(path, base)
+        return base
+
+
+def _pruned(args, crit: str, teacher, data, device, budget: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The pruned network of criterion ``crit`` and its record: read back if a process already wrote them."""
+    folder = args.out / f"prune-{crit}"
+    kwargs = {**PRUNE, **args.prune_kwargs}
+    with _waiting_lock(args.out / f".prune-{crit}.lock"):
+        info = _read(folder / "pruned.json")
+        if info is not None:
+            if info["prune_kwargs"] != kwargs or info["target_flops"] != budget or info["test_images"] != len(data.test_y):
+                raise SystemExit(f"{folder} was pruned with {info['prune_kwargs']}, budget {info['target_flops']:,}, "
+                                 f"{info['test_images']} test images; this command asks for {kwargs}, {budget:,}, "
+                                 f"{len(data.test_y)}: use another --out")
+            return compress.load(folder / "pruned.pt"), info
+        taylor = _taylor_data(teacher, data, args.taylor_images) if crit == "taylor" else None
+        t = time.perf_counter()
+        pruned = compress.prune(teacher, target_flops=budget, importance=crit, data=taylor, **kwargs)
+        prune_s = time.perf_counter() - t
+        r = compress.evaluate(pruned, data, device=device, progress=not args.no_progress)
+        info = {"importance": crit, "prune_kwargs": kwargs, "target_flops": budget,
+                "taylor_images": args.taylor_images if taylor else None, "params": compress.count_params(pruned),
+                "flops": compress.count_flops(pruned), "architecture": pruned.config.describe(),
+                "accuracy_pruned": 100 * r.accuracy, "test_images": r.total, "prune_time_s": prune_s}
+        compress.save(pruned, folder / "pruned.pt", metadata={"pruned": info})
+        write_json(folder / "pruned.json", info)
+        print(f"{crit}: pruned in {prune_s:.1f} s to {info['params']:,} params, {info['flops'] / 1e6:.2f} M FLOPs; "
+              f"test accuracy {info['accuracy_pruned']:.2f}% before fine-tuning", flush=True)
+        return pruned, info
+
+
+def _length(args, arm: str, pruned, teacher, data, device) -> tuple[int, int | None, dict[str, Any] | None]:
+    """(epochs, max_steps_per_epoch, plan): given, or fixed by a probe for --minutes (reused on resume)."""
+    if args.epochs is not None:
+        return args.epochs, args.max_steps, None
+    path = args.out / arm / "plan.json"
+    stored = _read(path)
+    if stored is not None:
+        if stored["minutes"] != args.minutes:
+            raise SystemExit(f"{path} was planned for {stored['minutes']} min, this command asks for {args.minutes}")
+        p = BudgetPlan.from_dict(stored)
+    else:
+        cfg = _finetune_config(args, 1, arm.endswith("+kd"))
+        p = plan(pruned, data, cfg, args.minutes, device=device, teacher=teacher if cfg.distill else None)
+        write_json(path, p.to_dict())
+    steps = p.max_steps_per_epoch if args.max_steps is None else min(args.max_steps, p.max_steps_per_epoch or args.max_steps)
+    print(f"{arm}: {args.minutes:g} min fit {p.epochs} epochs" + (f" of {p.max_steps_per_epoch} steps" if p.max_steps_per_epoch else "")
+          + f" ({p.train_images_per_s:,.0f} train img/s probed; estimated {p.estimated_s / 60:.1f} min)", flush=True)
+    return p.epochs, steps, p.to_dict()
+
+
+def run_arm(args, arm: str, teacher, data, device, base: dict[str, Any]) -> dict[str, Any] | None:
+    """Prune (or read back), fine-tune and record one arm; ``None`` if another process is running it."""
+    adir = args.out / arm
+    crit, kd = arm.removesuffix("+kd"), arm.endswith("+kd")
+    t0 = time.perf_counter()
+    try:
+        with lock_folder(adir, f"arm {arm}"):
+            done = _read(adir / "arm.json")
+            if done is not None:
+                print(f"{arm}: finished, skipping ({adir / 'arm.json'})", flush=True)
+                return done
+            pruned, info = _pruned(args, crit, teacher, data, device, int(base["flops"] / args.speedup))
+            epochs, max_steps, planned = _length(args, arm, pruned, teacher, data, device)
+            cfg = _finetune_config(args, epochs, kd)
+            resume = (adir / "checkpoint.pt").is_file()
+            print(f"{arm}: {'resuming' if resume else 'fine-tuning'} {epochs} epochs into {adir}", flush=True)
+            result = train(pruned, data, cfg, out_dir=adir, resume=resume, device=device,
+                           progress=not args.no_progress, max_steps_per_epoch=max_steps,
+                           teacher=teacher if kd else None,
+                           checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint_every > 0 else None)
+            history = [{k: h.get(k) for k in ("epoch", "train_loss", "test_loss", "test_acc", "images_per_s", "epoch_time_s")}
+                       for h in result.history]
+            record = {
+                "arm": arm, "importance": crit, "distill": DISTILL if kd else None,
+                "params": info["params"], "flops": info["flops"], "speedup": base["flops"] / info["flops"],
+                "architecture": info["architecture"], "prune_kwargs": info["prune_kwargs"],
+                "accuracy_before": base["accuracy"], "accuracy_pruned": info["accuracy_pruned"],
+                "accuracy_final": 100 * result.history[-1]["test_acc"],
+                "accuracy_per_epoch": [100 * h["test_acc"] for h in result.history],
+                "epochs": result.epochs_run, "max_steps_per_epoch": max_steps, "plan": planned,
+                "prune_time_s": info["prune_time_s"], "train_time_s": result.train_time_s,
+                "images_per_s": result.images_per_s, "wall_time_s_this_process": time.perf_counter() - t0,
+                "threads": torch.get_num_threads(), "precision": result.precision,
+                "train_images": len(data.train_y), "test_images": len(data.test_y),
+                "finetune": cfg.to_dict(), "history": history,
+                "provenance": provenance(device, ["python", "benchmarks/prune_trained.py", *sys.argv[1:]]),
+            }
+            write_json(adir / "arm.json", record)
+            print(f"{arm}: {record['accuracy_final']:.2f}% after {result.epochs_run} epochs "
+                  f"({result.train_time_s / 60:.1f} min, {result.images_per_s:,.0f} train img/s)", flush=True)
+            return record
+    except FolderBusyError as e:
+        print(f"{arm}: skipped, {e}", flush=True)
+        return None
+
+
+def collect(out: Path) -> dict[str, Any] | None:
+    """Rewrite results.json, report.md and curves.png from every finished arm under ``out``."""
+    with _waiting_lock(out / ".results.lock"):
+        base = _read(out / "baseline.json")
+        arms = [r for a in sorted(p for p in out.iterdir() if p.is_dir()) if (r := _read(a / "arm.json"))]
+        arms.sort(key=lambda r: (ARMS.index(r["arm"]) if r["arm"] in ARMS else len(ARMS), r["arm"]))
+        if base is None or not arms:
+            return None
+        results = {"format": FORMAT, "baseline": base, "published": PUBLISHED, "arms": arms}
+        write_json(out / "results.json", results)
+        _write_report(out, results)
+        return results
+
+
+def _short(commit: str | None) -> str:
+    return "?" if not commit else commit[:10] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def _write_report(out: Path, results: dict[str, Any]) -> None:
-    runs = results["runs"]
-    base = results["baseline"]
+    arms, base, pub = results["arms"], results["baseline"], results["published"]
+    prov = arms[-1]["provenance"]
+    smoke = base["test_images"] < 10_000 or any(r["max_steps_per_epoch"] or r["train_images"] < 50_000 for r in arms)
     lines = [
-        f"# Pruning a trained network: {Path(results['weights']).name}",
+        f"# Pruning a trained network: {Path(base['weights']).name}",
         "",
-        f"Written by `{results['provenance']['command']}` (commit {results['provenance'].get('git_commit', '?')[:10]}, "
-        f"{results['provenance'].get('device_name') or results['provenance'].get('device')}, torch "
-        f"{results['provenance']['torch']}, {results['provenance']['date'][:10]}). Accuracy: top-1 on the "
-        f"{base['test_images']:,} CIFAR-10 test images; after fine-tuning = the final epoch's. FLOPs: fvcore "
+        f"Written by `benchmarks/prune_trained.py` (commits {', '.join(sorted({_short(r['provenance'].get('git_commit')) for r in arms}))}; "
+        f"{prov.get('device_name') or prov.get('device')}, torch {prov['torch']}, "
+        f"{min(r['provenance']['date'] for r in arms)[:10]}). Accuracy: top-1 on the {base['test_images']:,} "
+        "CIFAR-10 test images; after fine-tuning = the final epoch's, never the best. FLOPs: fvcore "
         "multiply-adds per 32x32 image, BN included (the imported network's zero-padding shortcuts count as "
-        "1x1 convs).",
+        "1x1 convs). Each arm's command is in results.json.",
         "",
     ]
-    if base["test_images"] < 10_000 or any(r["max_steps_per_epoch"] or r["train_images"] < 50_000 for r in runs):
+    if smoke:
         lines += ["**Not a measurement**: a smoke run on a subset of the data or with capped steps per epoch.", ""]
     lines += [
-        "| run | params | FLOPs | speed-up | acc before | acc after pruning | acc after fine-tuning | epochs | prune time | fine-tune time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | params | FLOPs | speed-up | acc before | acc after pruning | acc after fine-tuning | change | epochs | train img/s | threads | prune time | fine-tune time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in runs:
+    for r in arms:
         lines.append(
-            f"| {r['run']} | {r['params']:,} | {r['flops'] / 1e6:.2f} M | {base['flops'] / r['flops']:.2f}x | "
-            f"{base['accuracy']:.2f}% | {r['accuracy_pruned']:.2f}% | {r['accuracy_final']:.2f}% | {r['epochs']} | "
-            f"{r['prune_time_s']:.1f} s | {r['train_time_s'] / 60:.1f} min |"
+            f"| {r['arm']} | {r['params']:,} | {r['flops'] / 1e6:.2f} M | {r['speedup']:.2f}x | {r['accuracy_before']:.2f}% | "
+            f"{r['accuracy_pruned']:.2f}% | {r['accuracy_final']:.2f}% | {r['accuracy_final'] - r['accuracy_before']:+.2f} | "
+            f"{r['epochs']} | {r['images_per_s']:,.0f} | {r['threads']} | {r['prune_time_s']:.1f} s | {r['train_time_s'] / 60:.1f} min |"
         )
-    pub = results["published"]
     lines += [
-        f"| published: {pub['source']} | | | {pub['speedup']:.2f}x | {pub['before']:.2f}% | | {pub['after']:.2f}% | | | |",
+        f"| published: {pub['source']} | | | {pub['speedup']:.2f}x | {pub['before']:.2f}% | | {pub['after']:.2f}% | "
+        f"{pub['after'] - pub['before']:+.2f} | | | | | |",
         "",
         f"Unpruned: {base['params']:,} params, {base['flops'] / 1e6:.2f} M FLOPs. The published row is copied from "
-        "the paper, not measured here, and uses a different ResNet-56 (1x1 conv + BN shortcuts) and a longer schedule.",
+        "the paper, not measured here; it uses a different ResNet-56 (1x1 conv + BN shortcuts) and a longer schedule.",
         "",
         "![test accuracy per fine-tuning epoch](curves.png)",
         "",
@@ -156,12 +357,11 @@ def _write_report(out: Path, results: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    lo = min([base["accuracy"] - 3] + [v for r in runs for v in [r["accuracy_pruned"]] + [100 * h["test_acc"] for h in r["history"]]])
+    lo = min([base["accuracy"] - 3] + [v for r in arms for v in [r["accuracy_pruned"], *r["accuracy_per_epoch"]]])
     for ax, (bottom, title) in zip(axes, ((max(lo - 1, 0), "all epochs"), (base["accuracy"] - 3, "zoom: within 3 points"))):
-        for r in runs:
-            xs = [0] + [h["epoch"] for h in r["history"]]
-            ys = [r["accuracy_pruned"]] + [100 * h["test_acc"] for h in r["history"]]
-            ax.plot(xs, ys, marker="o", ms=3, label=r["run"])
+        for r in arms:
+            ax.plot(range(len(r["accuracy_per_epoch"]) + 1), [r["accuracy_pruned"], *r["accuracy_per_epoch"]],
+                    marker="o", ms=3, label=r["arm"])
         ax.axhline(base["accuracy"], color="k", ls="--", lw=1, label=f"unpruned ({base['accuracy']:.2f}%)")
         ax.axhline(base["accuracy"] - 0.5, color="gray", ls=":", lw=1, label="unpruned - 0.5")
         ax.axhline(pub["after"], color="tab:purple", ls="-.", lw=1,
@@ -172,83 +372,34 @@ def _write_report(out: Path, results: dict[str, Any]) -> None:
         ax.set_ylim(bottom, base["accuracy"] + 1)
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{Path(results['weights']).name} pruned to <= 1/{results['speedup']:g} of its FLOPs")
+    fig.suptitle(f"{Path(base['weights']).name} pruned to about {arms[0]['speedup']:.2f}x fewer FLOPs, then fine-tuned")
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen arms (or only collect); returns the exit status."""
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        results = collect(args.out)
+        print(f"{len(results['arms']) if results else 0} finished arms; {args.out / 'report.md'}")
+        return 0 if results else 1
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     data = resolve_data(args.data)
     if args.subset:
         n, _, m = args.subset.partition(":")
         data = data.subset(int(n), int(m) if m else None)
     teacher = from_checkpoint(args.weights)
-    flops0, params0 = compress.count_flops(teacher), compress.count_params(teacher)
-    budget = int(flops0 / args.speedup)
-    before = compress.evaluate(teacher, data, device=device, progress=not args.no_progress)
-    print(f"{Path(args.weights).name}: {params0:,} params, {flops0 / 1e6:.2f} M FLOPs, test accuracy "
-          f"{100 * before.accuracy:.2f}%; FLOP budget {budget / 1e6:.2f} M", flush=True)
-    epochs = args.epochs
-    extra = json.loads(args.prune_kwargs)
-    results_path = out / "results.json"
-    old = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    runs = {r["run"]: r for r in old.get("runs", [])}
-    for importance in args.importance:
-        pruned = None
-        for distill in args.distill:
-            name = f"{importance}{'+kd' if distill == 'on' else ''}"
-            if name in runs:
-                print(f"{name}: finished, skipping", flush=True)
-                continue
-            if pruned is None:  # one pruning per criterion, shared by the runs with and without distillation
-                kwargs = dict(extra)
-                if importance in ("taylor",):
-                    kwargs["data"] = _taylor_data(teacher, data, args.taylor_batches)
-                t = time.perf_counter()
-                pruned = compress.prune(teacher, target_flops=budget, importance=importance, **kwargs)
-                prune_time = time.perf_counter() - t
-                after = compress.evaluate(pruned, data, device=device, progress=not args.no_progress)
-                print(f"{importance}: pruned in {prune_time:.1f} s to {compress.count_params(pruned):,} params, "
-                      f"{compress.count_flops(pruned) / 1e6:.2f} M FLOPs; test accuracy {100 * after.accuracy:.2f}%", flush=True)
-            if epochs is None:  # chosen once per --out, so that a repeated command resumes the same runs
-                plan = out / "epochs.json"
-                if plan.is_file():
-                    epochs = json.loads(plan.read_text())["epochs"]
-                else:
-                    per_epoch = _time_epoch(pruned, teacher, data, args, device)
-                    epochs = max(1, int(args.minutes * 60 // per_epoch))
-                    plan.write_text(json.dumps({"epochs": epochs, "seconds_per_epoch": per_epoch, "minutes": args.minutes}) + "\n")
-                print(f"fine-tuning {epochs} epochs per run (what fits in {args.minutes:g} min; {plan})", flush=True)
-            cfg = _finetune_config(args, epochs, distill == "on")
-            result = train(pruned, data, cfg, out_dir=out / name, resume=True, device=device,
-                           progress=not args.no_progress, max_steps_per_epoch=args.max_steps,
-                           teacher=teacher if distill == "on" else None)
-            runs[name] = {
-                "run": name, "importance": importance, "distill": DISTILL if distill == "on" else None,
-                "params": compress.count_params(pruned), "flops": compress.count_flops(pruned),
-                "accuracy_pruned": 100 * after.accuracy, "accuracy_final": 100 * result.history[-1]["test_acc"],
-                "epochs": result.epochs_run, "prune_time_s": prune_time, "train_time_s": result.train_time_s,
-                "history": result.history, "finetune": cfg.to_dict(), "prune_kwargs": {k: v for k, v in extra.items()},
-                "max_steps_per_epoch": args.max_steps, "train_images": len(data.train_y),
-            }
-            results = {
-                "format": FORMAT, "weights": str(args.weights), "speedup": args.speedup, "flop_budget": budget,
-                "baseline": {"params": params0, "flops": flops0, "accuracy": 100 * before.accuracy,
-                             "test_images": before.total},
-                "published": PUBLISHED, "provenance": provenance(device, ["python", *sys.argv] if argv is None else argv),
-                "runs": list(runs.values()),
-            }
-            tmp = results_path.with_name("results.json.tmp")
-            tmp.write_text(json.dumps(results, indent=1) + "\n")
-            os.replace(tmp, results_path)
-            _write_report(out, results)
-            print(f"{name}: {runs[name]['accuracy_final']:.2f}% after {result.epochs_run} epochs "
-                  f"({result.train_time_s / 60:.1f} min); {out / 'report.md'}", flush=True)
+    base = _baseline(args, teacher, data, device)
+    print(f"{args.weights.name}: {base['params']:,} params, {base['flops'] / 1e6:.2f} M FLOPs, test accuracy "
+          f"{base['accuracy']:.2f}%; FLOP budget {int(base['flops'] / args.speedup) / 1e6:.2f} M", flush=True)
+    for arm in dict.fromkeys(args.arm):
+        if run_arm(args, arm, teacher, data, device, base) is not None:
+            collect(args.out)
     return 0
 
 

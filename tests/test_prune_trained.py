@@ -1,51 +1,87 @@
-"""benchmarks/prune_trained.py end to end on a tiny option-A checkpoint and synthetic data: every run is
-pruned to the FLOP budget, fine-tuned with and without distillation, recorded, reported, and not repeated."""
+"""benchmarks/prune_trained.py end to end on a tiny option-A checkpoint and synthetic data: each criterion
+pruned once to the FLOP budget, arms fine-tuned with and without distillation in separate calls (as
+parallel processes would), a wall-time budget fixing an arm's epochs, records, report, resume and skip."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
+import pytest
 import torch
 
 import compress
 
+from scripts import load_script
 from test_checkpoints import RefResNet, _randomize
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("prune_trained", ROOT / "benchmarks" / "prune_trained.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_prune_trained_smoke(tmp_path, capsys):
+@pytest.fixture()
+def setup(tmp_path):
     torch.manual_seed(0)
     ref = _randomize(RefResNet((8, 16, 32), (1, 1, 1), "A", 8))
     weights = tmp_path / "tiny.th"
     torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "best_prec1": 1.0}, weights)
     out = tmp_path / "out"
-    argv = ["--weights", str(weights), "--data", "synthetic:48:24", "--device", "cpu", "--epochs", "1",
-            "--max-steps", "2", "--taylor-batches", "1", "--out", str(out), "--no-progress"]
-    script = _script()
-    assert script.main(argv) == 0
+    common = ["--weights", str(weights), "--data", "synthetic:48:24", "--device", "cpu", "--taylor-images", "16",
+              "--threads", "1", "--out", str(out), "--no-progress"]
+    return load_script("prune_trained"), weights, out, common
+
+
+def test_arms_in_separate_calls_then_resume_and_skip(setup, capsys):
+    script, weights, out, common = setup
+    assert script.main([*common, "--arm", "l1", "--epochs", "2", "--max-steps", "2"]) == 0
+    assert script.main([*common, "--arm", "l1+kd", "taylor", "--epochs", "2", "--max-steps", "2"]) == 0
+    log = capsys.readouterr().out
+    assert log.count("l1: pruned in") == 1 and log.count("taylor: pruned in") == 1  # one pruning per criterion
     results = json.loads((out / "results.json").read_text())
-    budget = results["flop_budget"]
-    assert budget == int(results["baseline"]["flops"] / 2)
-    runs = {r["run"]: r for r in results["runs"]}
-    assert sorted(runs) == ["l1", "l1+kd", "taylor", "taylor+kd"]
-    for r in runs.values():
-        assert r["flops"] <= budget and r["epochs"] == 1 and len(r["history"]) == 1
-        assert r["accuracy_final"] == 100 * r["history"][-1]["test_acc"]
-    assert runs["l1+kd"]["distill"] == script.DISTILL and runs["l1"]["distill"] is None
-    assert runs["l1"]["flops"] == runs["l1+kd"]["flops"]  # one pruning per criterion
+    base = results["baseline"]
+    assert base["params"] == compress.count_params(compress.models.from_checkpoint(weights)) and base["test_images"] == 24
+    arms = {r["arm"]: r for r in results["arms"]}
+    assert sorted(arms) == ["l1", "l1+kd", "taylor"]
+    for r in arms.values():
+        assert r["flops"] <= base["flops"] / 2 and r["flops"] == compress.count_flops(compress.load(out / r["arm"] / "model.pt"))
+        assert r["epochs"] == 2 and len(r["accuracy_per_epoch"]) == 2 and r["accuracy_final"] == r["accuracy_per_epoch"][-1]
+        assert r["accuracy_before"] == base["accuracy"] and r["threads"] == 1 and r["images_per_s"] > 0
+        assert r["train_time_s"] > 0 and r["prune_time_s"] >= 0 and r["wall_time_s_this_process"] >= r["train_time_s"]
+        assert [h["epoch"] for h in r["history"]] == [1, 2]
+    pruned = json.loads((out / "prune-taylor" / "pruned.json").read_text())
+    assert arms["taylor"]["accuracy_pruned"] == pruned["accuracy_pruned"] and pruned["taylor_images"] == 16
+    assert arms["l1+kd"]["distill"] == script.DISTILL and arms["l1"]["distill"] is None
+    assert arms["l1"]["architecture"] == arms["l1+kd"]["architecture"]  # the same pruned network
+    assert arms["l1"]["prune_kwargs"] == script.PRUNE
     report = (out / "report.md").read_text()
     assert "Not a measurement" in report and "93.77%" in report and (out / "curves.png").stat().st_size > 0
-    capsys.readouterr()
-    assert script.main(argv) == 0  # finished runs are skipped
-    assert capsys.readouterr().out.count("finished, skipping") == 4
-    assert compress.load(out / "taylor+kd" / "model.pt").config.stages[1].shortcut == "pad"
+    assert compress.load(out / "l1+kd" / "model.pt").config.stages[1].shortcut == "pad"
+
+    # a killed arm (its record gone, its checkpoint kept) resumes: no new pruning, the same result
+    (out / "l1" / "arm.json").unlink()
+    assert script.main([*common, "--arm", "l1", "l1+kd", "--epochs", "2", "--max-steps", "2"]) == 0
+    log = capsys.readouterr().out
+    assert "pruned in" not in log and "l1: resuming" in log and "l1+kd: finished, skipping" in log
+    again = {r["arm"]: r for r in json.loads((out / "results.json").read_text())["arms"]}
+    assert again["l1"]["accuracy_per_epoch"] == arms["l1"]["accuracy_per_epoch"]
+
+    (out / "report.md").unlink()
+    assert script.main(["--out", str(out), "--collect"]) == 0 and "| taylor |" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit):  # another budget in the same folder is refused
+        script.main([*common, "--arm", "taylor+kd", "--epochs", "1", "--speedup", "3", "--max-steps", "1"])
+
+
+def test_a_wall_time_budget_fixes_each_arms_epochs(setup):
+    script, _, out, common = setup
+    assert script.main([*common, "--arm", "l1+kd", "--minutes", "0.05"]) == 0
+    plan = json.loads((out / "l1+kd" / "plan.json").read_text())
+    arm = json.loads((out / "l1+kd" / "arm.json").read_text())
+    assert plan["minutes"] == 0.05 and arm["plan"] == plan and arm["epochs"] == plan["epochs"] >= 1
+    assert arm["max_steps_per_epoch"] == plan["max_steps_per_epoch"]
+
+
+def test_bad_arguments_are_refused(setup, capsys):
+    script, _, _, common = setup
+    for bad in (["--arm", "nope"], ["--arm", "l1"], ["--epochs", "1", "--minutes", "1"], ["--threads", "0", "--epochs", "1"],
+                ["--arm", "l1", "--importance", "l1", "--epochs", "1"]):
+        with pytest.raises(SystemExit):
+            script.parse_args([*common, *bad])
+    assert "CRITERION or CRITERION+kd" in capsys.readouterr().err
+    assert script.parse_args([*common, "--importance", "l2", "taylor", "--epochs", "1"]).arm == ["l2", "l2+kd", "taylor", "taylor+kd"]
+    assert script.parse_args([*common, "--epochs", "1"]).arm == list(script.ARMS)
