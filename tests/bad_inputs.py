@@ -2,7 +2,7 @@
 
     python tests/bad_inputs.py                 # every input; a table of outcomes, exit status 1 if any fails
     python tests/bad_inputs.py --area prune    # one area (cli, recipe, run-folder, report, export, latency,
-                                               #   prune, flops, save-load, checkpoint, deploy)
+                                               #   prune, flops, save-load, checkpoint, deploy, eval)
     python tests/bad_inputs.py --markdown      # the table as Markdown
 
 Not a pytest file (it takes minutes, and mounts tmpfs folders when run as root): the fixes it found are
@@ -81,6 +81,17 @@ class Result:
 
 
 RESULTS: list[Result] = []
+
+# Inputs found failing the bar in code another branch is working on (`compress-bench eval`, compress.evaluate:
+# the import branch), left to it: reported as failures, labelled, so the pass keeps showing them until fixed.
+KNOWN = {
+    "eval --device tpu": "compress.evaluate passes the string to torch.device unchecked",
+    "eval --device cuda without a GPU": "compress.evaluate does not check that CUDA is available",
+    "eval --json a folder": "checked after the evaluation (exit 1), not before",
+    "eval a model with NaN weights --json": "a NaN loss reaches write_json, which refuses it with a traceback",
+    "eval 1-channel images on an RGB model": "the normalisation broadcasts 1 channel to 3: an accuracy on images of "
+                                             "another kind, where training refuses them",
+}
 
 
 def _first(text: str, limit: int = 150) -> str:
@@ -353,7 +364,6 @@ def recipe_values(w: Path) -> None:
     bad("aug an unknown augmentation", variant("aug", train=", augment: [{name: rotate}]"), "is not one of")
     bad("mean2 normalize mean of 2 numbers", variant("mean2", train=", normalize: {mean: [0, 0]}"), "expected 3 items")
     bad("fast0 fast: {epochs: 0}", variant("fast0", extra="fast: {epochs: 0}\n"), "epochs")
-    bad("weights a weights: entry (not on main)", variant("weights", extra="weights: {path: w.pth}\n"), "unknown key 'weights'")
     bad("pytag a !!python/object tag", variant("pytag", "source: a tiny recipe for the bad-input pass",
                                                  f"source: !!python/object/apply:os.system ['touch {w}/PWNED-yaml']"),
         "could not determine a constructor")
@@ -363,6 +373,40 @@ def recipe_values(w: Path) -> None:
         "  - prune: {ratios: 0.5, importance: taylor}"), "data-aware")
     if (w / "PWNED-yaml").exists():
         RESULTS.append(Result("recipe", "!!python tag payload", "the payload RAN", ""))
+    r20 = WEIGHTS / "resnet20-12fca82f.th"
+    if r20.is_file():
+        sha = "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"
+        eval_only = "finetune: false\n"
+
+        def weights(name: str, entry: str, extra: str = eval_only) -> str:
+            return f"name: {name}\nsource: s\nmodel: []\nclaims: {{params: 1}}\nweights: {entry}\n{extra}"
+
+        bad("wnosha weights without sha256", weights("wnosha", f"{{path: {r20}}}"), "missing required key 'sha256'")
+        bad("wupper weights sha256 in capitals", weights("wupper", f"{{path: {r20}, sha256: {sha.upper()}}}"), "lowercase hex")
+        bad("wint weights sha256: 123", weights("wint", f"{{path: {r20}, sha256: 123}}"), "expected a string")
+        bad("wlayout weights layout: resnet", weights("wlayout", f"{{path: {r20}, sha256: {sha}, layout: resnet}}"), "is not one of")
+        bad("wkey weights with an unknown key (url)", weights("wkey", f"{{path: {r20}, sha256: {sha}, url: x}}"), "unknown key 'url'")
+        bad("wlist weights: [a]", weights("wlist", "[a]"), "expected a mapping")
+        bad("wmissing weights path that does not exist", weights("wmissing", f"{{path: nope.th, sha256: {sha}}}"), "not found")
+        bad("wdir weights path a folder", weights("wdir", f"{{path: {w}, sha256: {sha}}}"), "not found")
+        bad("wsha weights of another file (SHA-256 differs)", weights("wsha", f"{{path: {WEIGHTS / 'resnet56-4bfd9763.th'}, sha256: {sha}}}"),
+            "refusing a different file")
+        evil = d / "evil.th"
+        torch.save({"state_dict": _Payload(w / "PWNED-weights")}, evil)
+        import hashlib
+        bad("wevil weights a malicious file (its own SHA-256)", weights("wevil", f"{{path: {evil}, sha256: "
+            f"{hashlib.sha256(evil.read_bytes()).hexdigest()}}}"), "cannot import")
+        if (w / "PWNED-weights").exists():
+            RESULTS.append(Result("recipe", "malicious weights payload", "the payload RAN", ""))
+        bad("wlayout2 weights layout report003 on an option_a file", weights("wlayout2", f"{{path: {r20}, sha256: {sha}, layout: report003}}"),
+            "option_a layout")
+        bad("wft finetune: 'no' (a string)", weights("wft", f"{{path: {r20}, sha256: {sha}}}", "finetune: 'no'\n"), "expected true/false")
+        bad("wnotrain finetune: false without weights", TINY.format(name="wnotrain", train="", extra="finetune: false\n"), "needs weights")
+        bad("wkd train.distill without weights", TINY.format(name="wkd", train=", distill: {temperature: 4}", extra=""), "needs a teacher")
+        bad("wkdt distill temperature: 0", weights("wkdt", f"{{path: {r20}, sha256: {sha}}}",
+            "train: {epochs: 1, distill: {temperature: 0}}\n"), "temperature")
+    else:
+        skipped("recipe", "weights: entries", f"{WEIGHTS} not found")
     # a value only the data can refute: refused before anything is written
     r = _recipe(w / "r-es", "es", extra="fast: {early_stopping: {metric: val_loss}}\n")
     cli("recipe", "early_stopping on val_loss without val_split (train)", [str(r), *SMALL, "--out", str(w / "o" / "es")], 2,
@@ -658,6 +702,41 @@ def deploy_api(w: Path) -> None:
     api("deploy", "measure a non-module", lambda: compress.deploy.measure({"a": 3}, reference=False), TypeError)
 
 
+def eval_cmd(w: Path) -> None:
+    r20 = WEIGHTS / "resnet20-12fca82f.th"
+    if not r20.is_file():
+        skipped("eval", "compress-bench eval", f"{WEIGHTS} not found")
+        return
+    d = w / "eval"
+    d.mkdir(exist_ok=True)
+    syn = ["--data", "synthetic:16:8", "--no-progress"]
+    cli("eval", "eval a file that does not exist", ["eval", str(d / "nope.pt"), *syn], 2)
+    cli("eval", "eval a folder", ["eval", str(d), *syn], 2)
+    (d / "trunc.th").write_bytes(r20.read_bytes()[:5000])
+    cli("eval", "eval a truncated checkpoint", ["eval", str(d / "trunc.th"), *syn], 2)
+    torch.save({"state_dict": _Payload(w / "PWNED-eval")}, d / "evil.th")
+    cli("eval", "eval a malicious file", ["eval", str(d / "evil.th"), *syn], 2,
+        check=lambda _: "the payload ran" if (w / "PWNED-eval").exists() else None)
+    cli("eval", "eval --layout report003 on an option_a file", ["eval", str(r20), *syn, "--layout", "report003"], 2)
+    cli("eval", "eval --batch-size 0", ["eval", str(r20), *syn, "--batch-size", "0"], 2)
+    cli("eval", "eval --device tpu", ["eval", str(r20), *syn, "--device", "tpu"], 2)
+    if torch.cuda.is_available():
+        skipped("eval", "eval --device cuda without a GPU", "this machine has a GPU")
+    else:
+        cli("eval", "eval --device cuda without a GPU", ["eval", str(r20), *syn, "--device", "cuda"], 2)
+    cli("eval", "eval --json a folder", ["eval", str(r20), *syn, "--json", str(d)], 2)
+    rng = np.random.default_rng(0)
+    gray = _npz(d / "gray.npz", train_x=rng.integers(0, 256, (32, 32, 32, 1), dtype=np.uint8),
+                test_x=rng.integers(0, 256, (16, 32, 32, 1), dtype=np.uint8))
+    cli("eval", "eval 1-channel images on an RGB model", ["eval", str(r20), "--data", str(gray), "--no-progress"], 2)
+    torch.manual_seed(0)
+    m = compress.redistribute_blocks(compress.scale_width(compress.remove_stage(compress.resnet18(), 3), 0.125), [1, 1, 1])
+    payload = torch.load(compress.save(m, d / "m.pt"), weights_only=True)
+    payload["state_dict"] = {k: (v.fill_(math.nan) if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    torch.save(payload, d / "nan.pt")
+    cli("eval", "eval a model with NaN weights --json", ["eval", str(d / "nan.pt"), *syn, "--json", str(d / "nan.json")], 2)
+
+
 AREAS = {
     "cli": lambda w, mounts: cli_flags(w),
     "recipe": lambda w, mounts: recipe_values(w),
@@ -670,6 +749,7 @@ AREAS = {
     "save-load": lambda w, mounts: save_load_api(w),
     "checkpoint": lambda w, mounts: checkpoint_api(w),
     "deploy": lambda w, mounts: deploy_api(w),
+    "eval": lambda w, mounts: eval_cmd(w),
 }
 
 
@@ -695,6 +775,9 @@ def main_pass(argv: list[str] | None = None) -> int:
         mounts.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    for r in RESULTS:
+        if r.outcome not in ("ok", "skipped") and r.label in KNOWN:
+            r.outcome = f"{r.outcome} [known, left to the import branch: {KNOWN[r.label]}]"
     failed = [r for r in RESULTS if r.outcome not in ("ok", "skipped")]
     if args.markdown:
         print("| area | input | outcome | what it said |\n|---|---|---|---|")
@@ -704,7 +787,9 @@ def main_pass(argv: list[str] | None = None) -> int:
         for r in RESULTS:
             print(f"{r.area:10} {r.outcome[:40]:40} {r.label[:60]:60} {r.detail}")
     n_skip = sum(r.outcome == "skipped" for r in RESULTS)
-    print(f"\n{len(RESULTS)} inputs, {len(failed)} failing the bar, {n_skip} skipped, {time.time() - t0:.0f} s "
+    n_known = sum(r.label in KNOWN for r in failed)
+    print(f"\n{len(RESULTS)} inputs, {len(failed)} failing the bar ({n_known} known, in another branch's code), "
+          f"{n_skip} skipped, {time.time() - t0:.0f} s "
           f"(work folder {work}{'' if args.keep else ', removed'})")
     return 1 if failed else 0
 
