@@ -192,6 +192,17 @@ def test_a_manifest_with_mistyped_fields_is_refused(tmp_path):
         bench.run(rs, out, data, epochs=1, max_steps_per_epoch=1, device="cpu", progress=False)
 
 
+def test_a_malicious_checkpoint_is_refused_in_one_line(tmp_path):
+    rs, out, data = _folder(tmp_path)
+    (out / "tiny").mkdir()
+    with open(out / "tiny" / "checkpoint.pt", "wb") as f:
+        pickle.dump(_Payload(), f)
+    with pytest.raises(bench.TrainingError, match="other than plain data") as e:  # was: torch's advice to load it unsafely
+        bench.run(rs, out, data, epochs=1, max_steps_per_epoch=1, device="cpu", progress=False)
+    assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
+    assert not (out / "owned.txt").exists() and not Path("owned.txt").exists()
+
+
 def test_a_damaged_time_budget_plan_is_refused(tmp_path):
     recipe = recipes.load(_recipe(tmp_path / "r"))
     (tmp_path / "tiny").mkdir()

@@ -489,7 +489,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure
-        raise ValueError(f"{path} is not a readable compress checkpoint ({type(e).__name__}: {e})") from e
+        from ..io import _unreadable  # one line, without torch's advice to load the file unsafely
+
+        raise ValueError(f"{path} is not a readable compress checkpoint ({_unreadable(e)})") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a compress checkpoint (format {CHECKPOINT_FORMAT!r})")
     return state
