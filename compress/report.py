@@ -230,6 +230,8 @@ def _diff_note(rows: Sequence[dict[str, Any]], name: str = "diff") -> str:
     """What ``diff`` is, and why rows have none."""
     why = sorted({str(r["no_difference_because"]) for r in rows if r.get("no_difference_because")})
     note = f"{name}: measured - claimed, in percentage points, only for a run of the paper's own full schedule on the whole CIFAR-10"
+    if any(r.get("epochs_run") == 0 and r.get("difference") is not None for r in rows):
+        note += ", or for published trained weights evaluated as they are (no training) on the whole CIFAR-10 test set"
     if why:
         note += f" (none here: {'; '.join(why)})" if all(r.get("difference") is None for r in rows) else f" (some rows have none: {'; '.join(why)})"
     return note + "."
@@ -387,6 +389,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
     dates = sorted(str(r["date"])[:10] for r in rows if r.get("date"))
     torches = sorted({str(r["torch"]) for r in rows if r.get("torch")})
     measured = [r for r in rows if r.get("measured_accuracy") is not None]
+    evaluated = [r for r in measured if r.get("epochs_run") == 0]  # finetune: false
     data = results.get("data") or {}
     data_note = ""
     if data:  # "; data: CIFAR-10 (50,000 train / 10,000 test images, from `path`)"
@@ -398,7 +401,9 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
         f"# compress-bench report: {results.get('run', '')}",
         "",
         "**Where the numbers come from.** *Measured* columns (accuracy, epochs, train time, images/s) were "
-        f"produced by `compress-bench` in this run ({len(measured)} of {len(rows)} recipes trained; budget "
+        f"produced by `compress-bench` in this run ({len(measured) - len(evaluated)} of {len(rows)} recipes trained"
+        + (f", {len(evaluated)} only evaluated (published trained weights, no training)" if evaluated else "")
+        + "; budget "
         f"`{results.get('budget')}`"
         + (f", epochs overridden to {results['epochs']} (the schedule laid over them)" if results.get("epochs") else "")
         + (f", at most {results['max_steps_per_epoch']} steps per epoch" if results.get("max_steps_per_epoch") else "")

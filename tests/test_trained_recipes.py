@@ -115,6 +115,8 @@ def test_bench_reports_before_after_and_finetuned(ckpt, tmp_path):
     assert (tmp_path / "run" / "trained" / "model.pt").is_file() and not (tmp_path / "run" / "evaluated" / "checkpoint.pt").exists()
     md = report.markdown(json.loads((tmp_path / "run" / "results.json").read_text()))
     assert "acc before compression" in md and "acc after compression" in md
+    assert "1 of 2 recipes trained, 1 only evaluated" in md
+    assert e["difference"] is None and "trained on synthetic" not in e["no_difference_because"]  # no claim here
     # re-running skips both
     again = bench.run([trained, evaluated], tmp_path / "run", data, budget="fast", epochs=1, max_steps_per_epoch=2,
                       device="cpu", progress=False, log=lambda s: None)
@@ -163,3 +165,16 @@ def test_time_budget_probes_a_distilled_recipe_with_its_teacher(ckpt, tmp_path):
                      progress=False, log=lambda s: None)
     assert rows[0]["plan"]["epochs"] >= 1 and rows[0]["epochs_run"] == rows[0]["plan"]["epochs"]
     assert rows[0]["params_before"] > rows[0]["params"]
+
+
+def test_an_evaluated_row_has_a_difference_only_on_the_whole_test_set(ckpt, tmp_path):
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    r = recipes.load(_recipe(tmp_path / "r", ckpt, name="claimed", weights={"path": str(ckpt), "sha256": sha}, train=None,
+                             fast=None, finetune=False, model=[], claims={"params": 1, "accuracy": 50.0, "accuracy_basis": "test"}))
+    model, start = r.build(), {"accuracy_compressed": 52.5}
+    full = bench._evaluated_row(r, model, start, "cpu", None, {"name": "CIFAR-10", "train": 50_000, "test": 10_000})
+    part = bench._evaluated_row(r, model, start, "cpu", None, {"name": "CIFAR-10", "train": 50_000, "test": 500})
+    assert full["difference"] == 2.5 and full["no_difference_because"] is None and full["epochs_run"] == 0
+    assert part["difference"] is None and "500 of CIFAR-10's 10,000 test images" in part["no_difference_because"]
+    assert "published trained weights evaluated as they are" in report.markdown({"rows": [full], "budget": "fast"})
+    assert "published trained weights evaluated" not in report.markdown({"rows": [part], "budget": "fast"})
