@@ -298,7 +298,17 @@ def _eval_main(argv: Sequence[str], console: Console) -> int:
     from .evaluation import evaluate
     from .metrics import count_flops, count_params
 
-    args = _eval_parser().parse_args(argv)
+    from .training.distributed import check_device
+
+    parser = _eval_parser()
+    args = parser.parse_args(argv)
+    if args.device is not None:
+        try:
+            check_device(args.device, "--device")
+        except ValueError as e:
+            parser.error(str(e))
+    if (problem := _json_problem(args.json)) is not None:
+        parser.error(problem)
     try:
         model, notes = _load_any(args.path, args.layout)
         data = bench.resolve_data(args.data)

@@ -27,6 +27,7 @@ from .data import ImageData
 from .models.resnet import input_normalization
 from .training.augment import normalize
 from .training.config import NormalizeConfig
+from .training.distributed import check_device
 
 __all__ = ["evaluate", "EvalResult"]
 
@@ -85,6 +86,9 @@ def evaluate(
     ``(images, labels)`` pair: uint8 NCHW images and integer labels. ``device=None`` uses CUDA when
     available. ``mean``/``std`` override the normalisation the model carries. ``amp`` evaluates under
     autocast in that dtype (default float32). ``progress`` shows a rich progress bar.
+
+    Raises ``ValueError`` for an unknown or absent device, images whose channels differ from the
+    normalisation's, and a model whose outputs are not finite (no accuracy is made up from NaN logits).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"evaluate() takes an nn.Module, got {type(model).__name__}")
@@ -106,8 +110,13 @@ def evaluate(
             stats = (default.mean, default.std)
         mean, std = stats
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) != len(std):
+        raise ValueError(f"mean and std must have one value per channel each, got {len(mean)} and {len(std)}")
+    if x.shape[1] != len(mean):
+        raise ValueError(f"the images have {x.shape[1]} channel(s) but the normalisation has {len(mean)} "
+                         f"(mean {mean}): this model takes {len(mean)}-channel images")
 
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = check_device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = copy.deepcopy(model).to(dev).eval()
     m = torch.tensor(mean, device=dev)
     s = torch.tensor(std, device=dev)
@@ -123,6 +132,9 @@ def evaluate(
                 with torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext():
                     out = net(normalize(xb, m, s))
                 out = out.float()
+                if not bool(torch.isfinite(out).all()):
+                    raise ValueError("the model's outputs are NaN or infinite (its weights may have diverged): "
+                                     "no accuracy can be measured")
                 if n_classes is None:
                     n_classes = out.shape[1]
                     hits = torch.zeros(n_classes, dtype=torch.int64, device=dev)

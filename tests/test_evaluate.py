@@ -3,7 +3,9 @@ trained network evaluating to the accuracy its README gives; compress-bench eval
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 
 import pytest
@@ -134,3 +136,38 @@ def test_cli_eval_errors(tmp_path, capsys):
     torch.save({"net": {"weird.weight": torch.zeros(2)}}, tmp_path / "w.pth")
     assert main(["eval", str(tmp_path / "w.pth"), "--data", "synthetic:16:8"]) == 2
     assert "error" in capsys.readouterr().out
+
+
+def test_refuses_what_it_cannot_measure(tiny):
+    """No accuracy from an absent device, from images of another kind, or from NaN logits."""
+    model, data = tiny
+    with pytest.raises(ValueError, match="'tpu' is not a device"):
+        compress.evaluate(model, data, device="tpu", progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            compress.evaluate(model, data, device="cuda", progress=False)
+    gray = (data.test_x[:, :1].contiguous(), data.test_y)
+    with pytest.raises(ValueError, match=r"1 channel\(s\) but the normalisation has 3"):
+        compress.evaluate(model, gray, device="cpu", progress=False)
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(math.nan)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        compress.evaluate(broken, data, device="cpu", progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the caller's model is untouched
+
+
+def test_cli_eval_checks_flags_before_work(tiny, tmp_path, capsys):
+    model, _ = tiny
+    path = compress.save(model, tmp_path / "m.pt")
+    syn = ["--data", "synthetic:16:8", "--no-progress"]
+    for flags, words in ((["--device", "tpu"], "'tpu' is not a device"), (["--json", str(tmp_path)], "is a folder")):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", str(path), *syn, *flags])
+        assert e.value.code == 2 and words in capsys.readouterr().err
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {k: (v.fill_(math.nan) if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "nan.pt")
+    assert main(["eval", str(tmp_path / "nan.pt"), *syn, "--json", str(tmp_path / "nan.json")]) == 2
+    assert "NaN or infinite" in capsys.readouterr().out and not (tmp_path / "nan.json").exists()
