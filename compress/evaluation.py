@@ -78,6 +78,7 @@ def evaluate(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     amp: Literal["bf16", "fp16"] | None = None,
+    tta_flip: bool = False,
     progress: bool = True,
 ) -> EvalResult:
     """Top-1 accuracy, mean cross-entropy and per-class accuracy of ``model`` on ``data``.
@@ -85,7 +86,9 @@ def evaluate(
     ``data`` is an :class:`~compress.data.ImageData` (its ``split``, the test set by default) or an
     ``(images, labels)`` pair: uint8 NCHW images and integer labels. ``device=None`` uses CUDA when
     available. ``mean``/``std`` override the normalisation the model carries. ``amp`` evaluates under
-    autocast in that dtype (default float32). ``progress`` shows a rich progress bar.
+    autocast in that dtype (default float32). ``tta_flip`` averages the logits of each image and its
+    mirror image, as the trainer does with ``TrainConfig.tta_flip`` (so ``amp="bf16", tta_flip=True``
+    measures what a time-budgeted CPU run reported). ``progress`` shows a rich progress bar.
 
     Raises ``ValueError`` for an unknown or absent device, images whose channels differ from the
     normalisation's, and a model whose outputs are not finite (no accuracy is made up from NaN logits).
@@ -96,6 +99,8 @@ def evaluate(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
+    if not isinstance(tta_flip, bool):
+        raise TypeError(f"tta_flip must be True or False, got {tta_flip!r}")
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     x, y, classes = _split(data, split)
@@ -130,7 +135,10 @@ def evaluate(
             for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
                 xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True).long()
                 with torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext():
-                    out = net(normalize(xb, m, s))
+                    xb = normalize(xb, m, s)
+                    out = net(xb)
+                    if tta_flip:
+                        out = (out + net(xb.flip(3))) / 2
                 out = out.float()
                 if not bool(torch.isfinite(out).all()):
                     raise ValueError("the model's outputs are NaN or infinite (its weights may have diverged): "

@@ -171,3 +171,28 @@ def test_cli_eval_checks_flags_before_work(tiny, tmp_path, capsys):
     torch.save(payload, tmp_path / "nan.pt")
     assert main(["eval", str(tmp_path / "nan.pt"), *syn, "--json", str(tmp_path / "nan.json")]) == 2
     assert "NaN or infinite" in capsys.readouterr().out and not (tmp_path / "nan.json").exists()
+
+
+def test_tta_flip_measures_what_the_trainer_reported(tiny):
+    """evaluate(tta_flip=True, amp=...) gives the trainer's own final test accuracy and loss for a run with
+    tta_flip, under the same precision; without it, the plain accuracy."""
+    from compress.training import TrainConfig, train
+
+    model, data = tiny
+    for amp in ("none", "bf16"):
+        cfg = TrainConfig(epochs=1, batch_size=16, amp=amp, channels_last=False, eval_batch_size=64, tta_flip=True)
+        result = train(model, data, cfg, max_steps_per_epoch=2, progress=False, device="cpu")
+        got = compress.evaluate(result.model, data, device="cpu", tta_flip=True, progress=False,
+                                amp=None if amp == "none" or result.precision["autocast"] == "none" else "bf16")
+        assert got.accuracy == result.history[-1]["test_acc"]
+        assert got.loss == pytest.approx(result.history[-1]["test_loss"], rel=1e-6)
+    with torch.no_grad():
+        x = normalize(data.test_x, *STATS)
+        net = model.eval()
+        logits = (net(x) + net(x.flip(3))) / 2
+    model.train()
+    flipped = compress.evaluate(model, data, device="cpu", tta_flip=True, progress=False)
+    assert flipped.correct == int((logits.argmax(1) == data.test_y).sum())
+    assert flipped.loss == pytest.approx(float(F.cross_entropy(logits, data.test_y)), rel=1e-5)
+    with pytest.raises(TypeError, match="tta_flip"):
+        compress.evaluate(model, data, tta_flip="yes", progress=False)
