@@ -196,3 +196,27 @@ def test_tta_flip_measures_what_the_trainer_reported(tiny):
     assert flipped.loss == pytest.approx(float(F.cross_entropy(logits, data.test_y)), rel=1e-5)
     with pytest.raises(TypeError, match="tta_flip"):
         compress.evaluate(model, data, tta_flip="yes", progress=False)
+
+
+def test_tta_effect_script(tiny, tmp_path):
+    """benchmarks/tta_effect.py: per model of a run folder, the accuracy with and without flip TTA, as
+    compress.evaluate measures them, beside what the run reported."""
+    from scripts import load_script
+
+    model, _ = tiny
+    run = tmp_path / "run"
+    (run / "a").mkdir(parents=True)
+    compress.save(model, run / "a" / "model.pt")
+    (run / "a" / "result.json").write_text(json.dumps({"test_acc": 0.125}))
+    (run / "unfinished").mkdir()  # no model.pt: not a finished recipe, left out
+    script = load_script("tta_effect")
+    assert script.main([str(run), "--data", "synthetic:16:45", "--amp", "none", "--out", str(tmp_path / "out")]) == 0
+    got = json.loads((tmp_path / "out" / "tta-effect-run.json").read_text())
+    assert list(got["models"]) == ["a"] and got["models"]["a"]["reported"] == 0.125
+    data = synthetic(16, 45)
+    for key, tta in (("plain", False), ("tta", True)):
+        want = compress.evaluate(model, data, device="cpu", tta_flip=tta, progress=False)
+        assert got["models"]["a"][key]["accuracy"] == want.accuracy
+    assert "| a | 12.50% |" in (tmp_path / "out" / "tta-effect-run.md").read_text()
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path / "out"), "--data", "synthetic:16:45"])  # no finished recipe in it
