@@ -13,6 +13,7 @@ input), metrics, and save/load::
     compress.evaluate(trained, compress.data.cifar10("data"))   # accuracy, loss, per class
 """
 
+from . import provenance  # first: it records the commit of the code being imported
 from . import data, models, training, transforms
 from .deploy import benchmark, export
 from .evaluation import EvalResult, evaluate

@@ -43,7 +43,7 @@ from torch import nn
 
 from .files import lock_folder, write_json
 from .metrics import count_flops, count_params
-from .provenance import device_name, git_commit
+from .provenance import device_name, running_commit
 
 __all__ = [
     "BACKENDS",
@@ -352,7 +352,7 @@ def benchmark(
     return LatencyResult(
         backend=backend, device=str(dev), device_name=name, threads=n_threads, image_shape=shape,
         params=count_params(model), torch=torch.__version__, onnxruntime=ort_version,
-        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), git_commit=git_commit(),
+        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), git_commit=running_commit(),
         timings=tuple(timings),
     )
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["provenance", "git_commit", "device_name"]
+__all__ = ["provenance", "git_commit", "running_commit", "device_name"]
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:
@@ -34,6 +34,15 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def running_commit() -> str:
+    """The commit of the code this process runs: :func:`git_commit` as it was when compress was imported.
+
+    A long run records this, not the checkout's state when it finishes: commits and edits made while it
+    ran did not change the code it had loaded. ``$COMPRESS_GIT_COMMIT`` wins, as for :func:`git_commit`.
+    """
+    return os.environ.get("COMPRESS_GIT_COMMIT") or _AT_IMPORT
 
 
 def device_name(device: str | torch.device) -> str:
@@ -62,7 +71,7 @@ def provenance(device: str | torch.device | None = None, argv: Sequence[str] | N
         argv = ["python -m compress" if prog == "__main__.py" else prog, *sys.argv[1:]]
     out: dict[str, Any] = {
         "command": shlex.join(argv[1:]) and f"{argv[0]} {shlex.join(argv[1:])}" or argv[0],
-        "git_commit": git_commit(),
+        "git_commit": running_commit(),
         "torch": torch.__version__,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -70,3 +79,6 @@ def provenance(device: str | torch.device | None = None, argv: Sequence[str] | N
         out["device"] = str(device)
         out["device_name"] = device_name(device)
     return out
+
+
+_AT_IMPORT = git_commit()  # compress/__init__ imports this module first thing: the code this process loaded

@@ -104,3 +104,16 @@ def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
     assert git_commit(tmp_path) == f"{sha}-dirty"
     monkeypatch.setenv("COMPRESS_GIT_COMMIT", "given")
     assert git_commit(tmp_path) == "given"
+
+
+def test_provenance_records_the_commit_the_process_imported(monkeypatch):
+    """A run that lasts hours records the code it loaded, not the checkout's state when it ends."""
+    from compress import provenance as prov
+
+    monkeypatch.delenv("COMPRESS_GIT_COMMIT", raising=False)
+    at_import = prov.running_commit()
+    assert at_import == prov._AT_IMPORT and at_import != ""
+    monkeypatch.setattr(prov, "git_commit", lambda root=None: "a-later-commit")  # the checkout moved on meanwhile
+    assert prov.provenance("cpu")["git_commit"] == at_import
+    monkeypatch.setenv("COMPRESS_GIT_COMMIT", "given")
+    assert prov.provenance()["git_commit"] == "given"

@@ -34,7 +34,6 @@ ALL = torchvision.models.list_models(module=torchvision.models)
 
 # One or two per family, chosen to cover every layer kind the walk has met (plain, bottleneck, grouped
 # and depthwise convs, SE, LayerNorm, channel shuffle, concatenations, attention) at a low cost.
-# (swin_t, the one Swin, ran over the quick set's 120 CPU-seconds on a busy 2-core machine: it walks with -m slow.)
 QUICK = [
     "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "mnasnet0_5",
     "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf", "regnet_y_400mf", "resnet18", "resnet50",
@@ -48,9 +47,15 @@ PRUNE_FAILURES: dict[str, str] = {}
 # docs/transforms/prune.md. maxvit_t takes no input smaller than 224x224, and at that size torch-pruning's
 # dependency graph (compress's and Torch-Pruning's alike) expands every flattened channel into one index
 # object per position while grouping: the full walk stopped it after 6 CPU minutes and 13 GB, not done.
+# The Swin V1 tiny and the three Swin V2 models run out of memory the same way at 32x32: compress's walk of
+# swin_t grew to 21 GB before the kernel killed it, and plain Torch-Pruning (MetaPruner) raised MemoryError
+# on swin_v2_t within 10 GB (swin_s and swin_b fail fast in both with a TypeError: they walk, and are skipped).
+_GROUPING_MEMORY = ("torch-pruning's graph (compress's and Torch-Pruning's alike) runs out of memory while grouping "
+                    "{}'s channels (over 10 GB at 32x32): see docs/transforms/prune.md")
 EXCLUDED: dict[str, str] = {
     "maxvit_t": "torch-pruning's graph does not group maxvit_t's channels in reasonable time or memory at 224x224, "
                 "its smallest input (Torch-Pruning neither): see docs/transforms/prune.md",
+    **{name: _GROUPING_MEMORY.format(name) for name in ("swin_t", "swin_v2_t", "swin_v2_s", "swin_v2_b")},
 }
 
 SIZE = {"alexnet": 63, "inception_v3": 75, "maxvit_t": 224, "vit_h_14": 28}  # the smallest input each model takes
