@@ -368,7 +368,8 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
     teacher = recipe.initial_model() if config.distill is not None else None  # distilled from the trained weights
     p = plan(_build(recipe, config.seed), data, config, minutes, device=device, teacher=teacher)
     write_json(path, {**p.to_dict(), **provenance(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
-    length = f"{p.epochs} epochs" if p.max_steps_per_epoch is None else f"{p.max_steps_per_epoch} of {p.steps_per_epoch} steps of 1 epoch"
+    epochs = f"{p.epochs} epoch{'s' if p.epochs != 1 else ''}"
+    length = epochs if p.max_steps_per_epoch is None else f"{epochs} of {p.max_steps_per_epoch} of its {p.steps_per_epoch} steps"
     log(f"{recipe.name}: {minutes:g} min fit {length} ({p.train_images_per_s:,.0f} train img/s, "
         f"{p.eval_images_per_s:,.0f} eval img/s measured; estimated {p.estimated_s / 60:.1f} min)")
     return p

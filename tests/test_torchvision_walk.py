@@ -49,7 +49,7 @@ PRUNE_FAILURES: dict[str, str] = {}
 # object per position while grouping: the full walk stopped it after 6 CPU minutes and 13 GB, not done.
 # The Swin V1 tiny and the three Swin V2 models run out of memory the same way at 32x32: compress's walk of
 # swin_t grew to 21 GB before the kernel killed it, and plain Torch-Pruning (MetaPruner) raised MemoryError
-# on swin_v2_t within 10 GB (swin_s and swin_b fail fast in both with a TypeError: they walk, and are skipped).
+# on each of the four within 10 GB (swin_s and swin_b fail fast in both with a TypeError: they walk, and are skipped).
 _GROUPING_MEMORY = ("torch-pruning's graph (compress's and Torch-Pruning's alike) runs out of memory while grouping "
                     "{}'s channels (over 10 GB at 32x32): see docs/transforms/prune.md")
 EXCLUDED: dict[str, str] = {

@@ -517,6 +517,27 @@ def test_guard_watches_the_test_loss_and_keeps_only_good_checkpoints(data, tmp_p
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
 
 
+class _HugeEvalLogits(nn.Module):
+    """A tiny net with sane weights whose eval-mode logits are 1e6 times its training ones: what a deep
+    network's few first steps look like in eval mode, before its BN running statistics catch up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_net()
+
+    def forward(self, x):
+        out = self.net(x)
+        return out if self.training else out * 1e6
+
+
+def test_a_huge_test_loss_with_sane_weights_is_a_measurement(data, tmp_path):
+    """Not a divergence: the time-budget probe of recipe 004 (6 steps) measured a test loss of 1e9 with
+    weights below 2, and the guard used to stop it ("training diverged")."""
+    r = train(_HugeEvalLogits(), data, cfg(epochs=2), out_dir=tmp_path, progress=False, max_steps_per_epoch=2)
+    assert all(row["test_loss"] > 1e4 for row in r.history) and r.history[-1]["train_loss"] < 10
+    assert 0 <= r.test_acc <= 1 and (tmp_path / "result.json").exists()
+
+
 class _WeightGoesNaN(nn.Module):
     """A tiny net with a weight that turns NaN on its ``after``-th training step without touching the output."""
 

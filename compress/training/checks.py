@@ -22,10 +22,17 @@ from torch import nn
 from ..data import ImageData
 from .config import TrainConfig
 
-__all__ = ["check_inputs", "check_diverged", "check_loss", "check_weights", "NonFiniteLossError", "DIVERGED_LOSS"]
+__all__ = ["check_inputs", "check_diverged", "check_loss", "check_weights", "NonFiniteLossError", "DIVERGED_LOSS", "DIVERGED_WEIGHT"]
 
 #: A mean cross-entropy above this is divergence, not learning (a uniform guess scores ln(classes), 2.3 for 10).
 DIVERGED_LOSS = 1e4
+
+#: A test or validation loss above DIVERGED_LOSS is divergence only when a weight has also grown past this.
+#: Without it, a deep network in its first few steps can show a finite but huge eval-mode loss (its BN
+#: running statistics have not caught up yet: ResNet-68 of recipe 004 measures 1e9 after 6 steps, with
+#: weights below 2), which is a measurement of that network, not a diverged run (lr 1e6 for one step
+#: gives weights near 1e5).
+DIVERGED_WEIGHT = 1e3
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -105,10 +112,16 @@ def check_diverged(row: dict[str, Any], nets: list[nn.Module], ckpt_path: Path |
     """Raise :class:`NonFiniteLossError` if an epoch's ``row`` (its ``*_loss`` values) or the weights of
     ``nets`` show divergence; the message names the last good checkpoint, which never holds such an epoch."""
     epoch = row["epoch"]
-    for key, value in row.items():
-        if key.endswith("_loss") and not _sane(value):
-            _diverged(f"{key.replace('_', ' ')} is {value:.4g} in epoch {epoch}", ckpt_path)
     check_weights(nets, f"in epoch {epoch}", ckpt_path)
+    for key, value in row.items():
+        if not key.endswith("_loss") or _sane(value):
+            continue
+        what = f"{key.replace('_', ' ')} is {value:.4g} in epoch {epoch}"
+        if key == "train_loss" or not math.isfinite(value):
+            _diverged(what, ckpt_path)
+        largest = _largest_weight(nets)
+        if largest > DIVERGED_WEIGHT:  # a huge eval loss with sane weights is a poor network, measured
+            _diverged(f"{what}, with weights up to {largest:.3g}", ckpt_path)
 
 
 def check_weights(nets: list[nn.Module], when: str, ckpt_path: Path | None) -> None:
@@ -118,6 +131,11 @@ def check_weights(nets: list[nn.Module], when: str, ckpt_path: Path | None) -> N
         tensors = [t for t in net.state_dict().values() if t.is_floating_point()]
         if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
             _diverged(f"weights became NaN or infinite {when}", ckpt_path)
+
+
+def _largest_weight(nets: list[nn.Module]) -> float:
+    return max((float(p.detach().abs().max()) for net in nets for p in net.parameters()
+                if p.is_floating_point() and p.numel()), default=0.0)
 
 
 def check_loss(value: float, epoch: int, step: int, ckpt_path: Path | None) -> None:
