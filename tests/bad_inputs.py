@@ -52,21 +52,12 @@ from torch import nn  # noqa: E402
 import compress  # noqa: E402
 from compress import recipes  # noqa: E402
 from compress.cli import main  # noqa: E402
+from recipe_text import tiny_recipe  # noqa: E402
 
 WEIGHTS = Path(os.environ.get("COMPRESS_SHARED", ROOT.parent.parent / "shared")) / "weights"
 if not WEIGHTS.is_dir():
     WEIGHTS = Path("/work/shared/weights")
 
-TINY = """\
-name: {name}
-source: a tiny recipe for the bad-input pass
-model:
-  - remove_stage: {{index: 3}}
-  - scale_width: {{factor: 0.0625}}
-  - redistribute_blocks: {{blocks: [1, 1, 1]}}
-train: {{epochs: 1, batch_size: 16, amp: none, channels_last: false{train}}}
-claims: {{params: 1, accuracy: 50.0, accuracy_basis: made up}}
-{extra}"""
 
 # the training flags every training case uses: one step of one epoch of a 5 k-parameter model
 SMALL = ["--data", "synthetic:32:16", "--device", "cpu", "--epochs", "1", "--max-steps-per-epoch", "1", "--no-progress"]
@@ -216,7 +207,7 @@ def _recipe(folder: Path, name: str, train: str = "", extra: str = "", text: str
     if text is not None:
         path.write_text(text)
     else:
-        path.write_text(TINY.format(name=name, train=train, extra=extra))
+        path.write_text(tiny_recipe(name, train=train, extra=extra))
     return path
 
 
@@ -330,7 +321,7 @@ def recipe_values(w: Path) -> None:
     d = w / "recipes"
 
     def variant(name: str, old: str = "", new: str = "", train: str = "", extra: str = "") -> str:
-        text = TINY.format(name=name, train=train, extra=extra)
+        text = tiny_recipe(name, train=train, extra=extra)
         assert old in text, old
         return text.replace(old, new) if old else text
 
@@ -357,7 +348,7 @@ def recipe_values(w: Path) -> None:
     bad("aug an unknown augmentation", variant("aug", train=", augment: [{name: rotate}]"), "is not one of")
     bad("mean2 normalize mean of 2 numbers", variant("mean2", train=", normalize: {mean: [0, 0]}"), "expected 3 items")
     bad("fast0 fast: {epochs: 0}", variant("fast0", extra="fast: {epochs: 0}\n"), "epochs")
-    bad("pytag a !!python/object tag", variant("pytag", "source: a tiny recipe for the bad-input pass",
+    bad("pytag a !!python/object tag", variant("pytag", "source: a tiny recipe for tests",
                                                  f"source: !!python/object/apply:os.system ['touch {w}/PWNED-yaml']"),
         "could not determine a constructor")
     bad("empty an empty file", "", "expected a mapping")
@@ -394,8 +385,8 @@ def recipe_values(w: Path) -> None:
         bad("wlayout2 weights layout report003 on an option_a file", weights("wlayout2", f"{{path: {r20}, sha256: {sha}, layout: report003}}"),
             "option_a layout")
         bad("wft finetune: 'no' (a string)", weights("wft", f"{{path: {r20}, sha256: {sha}}}", "finetune: 'no'\n"), "expected true/false")
-        bad("wnotrain finetune: false without weights", TINY.format(name="wnotrain", train="", extra="finetune: false\n"), "needs weights")
-        bad("wkd train.distill without weights", TINY.format(name="wkd", train=", distill: {temperature: 4}", extra=""), "needs a teacher")
+        bad("wnotrain finetune: false without weights", tiny_recipe("wnotrain", extra="finetune: false\n"), "needs weights")
+        bad("wkd train.distill without weights", tiny_recipe("wkd", train=", distill: {temperature: 4}"), "needs a teacher")
         bad("wkdt distill temperature: 0", weights("wkdt", f"{{path: {r20}, sha256: {sha}}}",
             "train: {epochs: 1, distill: {temperature: 0}}\n"), "temperature")
     else:

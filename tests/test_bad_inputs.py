@@ -25,22 +25,12 @@ from compress.cli import main
 from compress.data import DatasetError
 from compress.training import TrainConfig
 
-TINY = """\
-name: {name}
-source: a tiny recipe for tests
-model:
-  - remove_stage: {{index: 3}}
-  - scale_width: {{factor: 0.0625}}
-  - redistribute_blocks: {{blocks: [1, 1, 1]}}
-train: {{epochs: 1, batch_size: 16, amp: none, channels_last: false}}
-claims: {{params: {params}, accuracy: {accuracy}, accuracy_basis: made up}}
-"""
-
+from recipe_text import tiny_recipe
 
 def _recipe(folder: Path, name: str = "tiny", params: str = "1", accuracy: str = "50.0") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
-    path.write_text(TINY.format(name=name, params=params, accuracy=accuracy))
+    path.write_text(tiny_recipe(name, params=params, accuracy=accuracy))
     return path
 
 

@@ -15,7 +15,7 @@ from compress.training import TrainConfig
 from compress.training import budget as budget_module
 from compress.training.budget import BudgetPlan, fit_length, plan
 
-from test_cli import TINY
+from test_cli import tiny_text
 
 
 def tiny_net() -> nn.Module:
@@ -64,7 +64,7 @@ def test_plan_refuses_a_bad_budget(data, minutes):
 def test_time_budget_run_stores_its_plan_and_resumes_to_the_same_run(tmp_path, monkeypatch):
     rdir = tmp_path / "recipes"
     rdir.mkdir()
-    (rdir / "tiny.yaml").write_text(TINY.format(name="tiny"))
+    (rdir / "tiny.yaml").write_text(tiny_text("tiny"))
     recipe = recipes.load(rdir / "tiny.yaml")
     data = synthetic(256, 32, seed=0)
     out = tmp_path / "run"

@@ -12,21 +12,15 @@ from compress import recipes
 from compress.cli import build_parser, main
 
 from conftest import EXPECTED_PARAMS
+from recipe_text import tiny_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 
 
-TINY = """\
-name: {name}
-source: a tiny recipe for tests
-model:
-  - remove_stage: {{index: 3}}
-  - scale_width: {{factor: 0.125}}
-  - redistribute_blocks: {{blocks: [1, 1, 1]}}
-train: {{epochs: 1, batch_size: 16, amp: none, channels_last: false, schedule: {{name: cosine}}}}
-claims: {{params: 1, accuracy: 50.0, accuracy_basis: made up}}
-"""
+def tiny_text(name: str) -> str:
+    """A tiny recipe (ResNet at 1/8 width, cosine schedule) named ``name``."""
+    return tiny_recipe(name, width="0.125", train=", schedule: {name: cosine}")
 
 
 def test_help_documents_every_flag(capsys):
@@ -65,7 +59,7 @@ def test_dry_run_all_recipes(tmp_path, capsys):
 
 def test_bare_command_falls_back_to_dry_run(tmp_path, monkeypatch, capsys):
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "tiny.yaml").write_text(TINY.format(name="tiny"))
+    (tmp_path / "r" / "tiny.yaml").write_text(tiny_text("tiny"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("COMPRESS_DATA", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -83,7 +77,7 @@ def test_unknown_recipe_is_a_clear_error(capsys):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
-    (tmp_path / "tiny.yaml").write_text(TINY.format(name="tiny"))
+    (tmp_path / "tiny.yaml").write_text(tiny_text("tiny"))
     code = main([str(tmp_path / "tiny.yaml"), "--device", "cpu", "--data", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "run")])
     assert code == 2
@@ -98,7 +92,7 @@ def test_dry_run_reports_progress_and_builds_on_one_thread(monkeypatch):
 
     from compress import bench
 
-    tiny = [recipes.from_mapping(yaml.safe_load(TINY.format(name=n))) for n in ("a", "b")]
+    tiny = [recipes.from_mapping(yaml.safe_load(tiny_text(n))) for n in ("a", "b")]
     real, seen, calls = bench.count_flops, [], []
     monkeypatch.setattr(bench, "count_flops", lambda m: (seen.append(torch.get_num_threads()), real(m))[1])
     with bench.torch_threads(2):
@@ -115,7 +109,7 @@ def test_dry_run_reports_progress_and_builds_on_one_thread(monkeypatch):
 def _tiny_dir(tmp_path: Path) -> Path:
     d = tmp_path / "r"
     d.mkdir(exist_ok=True)
-    (d / "tiny.yaml").write_text(TINY.format(name="tiny"))
+    (d / "tiny.yaml").write_text(tiny_text("tiny"))
     return d
 
 

@@ -13,25 +13,19 @@ import pytest
 from compress import bench, files, report
 from compress.cli import main
 
+from recipe_text import tiny_recipe
 from test_files import disk_full_for
 
-TINY = """\
-name: {name}
-source: a tiny recipe for tests
-model:
-  - remove_stage: {{index: 3}}
-  - scale_width: {{factor: 0.0625}}
-  - redistribute_blocks: {{blocks: [1, 1, 1]}}
-train: {{epochs: 1, batch_size: 16, amp: none, channels_last: false}}
-fast: {{epochs: 1, batch_size: 16, amp: none, channels_last: false, optimizer: {{lr: {lr}}}, schedule: {{name: constant}}}}
-claims: {{params: 1, accuracy: 50.0, accuracy_basis: made up}}
-"""
+
+def _tiny(name: str, lr: str) -> str:
+    return tiny_recipe(name, extra="fast: {epochs: 1, batch_size: 16, amp: none, channels_last: false, "
+                                   f"optimizer: {{lr: {lr}}}, schedule: {{name: constant}}}}\n")
 
 
 def _recipe(folder: Path, name: str = "tiny", lr: str = "0.05") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
-    path.write_text(TINY.format(name=name, lr=lr))
+    path.write_text(_tiny(name, lr))
     return path
 
 
@@ -100,7 +94,7 @@ def test_bad_inputs_write_nothing(tmp_path, capsys):
         (line,) = _errors(capsys.readouterr().out)
         assert message in line, (message, line)
         assert not out.exists(), f"{data} left a run folder behind"
-    (tmp_path / "r" / "tiny.yaml").write_text(TINY.format(name="tiny", lr="0.05").replace("batch_size: 16", "batch_size: 0"))
+    (tmp_path / "r" / "tiny.yaml").write_text(_tiny("tiny", "0.05").replace("batch_size: 16", "batch_size: 0"))
     assert main(_cmd(recipe, out)) == 2
     assert "batch_size must be an integer >= 1, got 0" in _errors(capsys.readouterr().out)[0]
     assert not out.exists()
