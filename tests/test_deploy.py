@@ -21,6 +21,7 @@ from compress.cli import main
 from compress.models import BlockConfig, ResNet, ResNetConfig, StageConfig
 
 from conftest import SHARED_WEIGHTS, assert_unchanged, needs_shared, snapshot
+from recipe_text import tiny_recipe
 
 
 def _scaled(model: torch.nn.Module) -> torch.nn.Module:
@@ -265,20 +266,8 @@ def test_report_shows_latency_where_measured_and_nothing_where_not(tmp_path):
 
 
 # compress-bench export / latency --------------------------------------------------------------------
-TINY_RECIPE = """\
-name: {name}
-source: a tiny recipe for tests
-model:
-  - remove_stage: {{index: 3}}
-  - scale_width: {{factor: {width}}}
-  - redistribute_blocks: {{blocks: [1, 1, 1]}}
-train: {{epochs: 1, batch_size: 16, amp: none, channels_last: false}}
-claims: {{params: 1, accuracy: null, accuracy_basis: none}}
-"""
-
-
 def test_cli_export_of_a_recipe_and_of_a_saved_model(tmp_path, capsys):
-    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE.format(name="tiny", width=0.125))
+    (tmp_path / "tiny.yaml").write_text(tiny_recipe("tiny", width="0.125", accuracy="null"))
     saved = compress.save(_scaled(compress.scale_width(compress.resnet18(), 0.1)), tmp_path / "run" / "x" / "model.pt")
     out = tmp_path / "onnx"
     assert main(["export", "tiny", str(saved), "--recipes-dir", str(tmp_path), "--out", str(out)]) == 0
@@ -349,7 +338,7 @@ def test_cli_latency_of_a_run_folder_goes_into_its_report(tmp_path, capsys):
 
 
 def test_cli_latency_of_recipes_writes_json(tmp_path, capsys):
-    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE.format(name="tiny", width=0.125))
+    (tmp_path / "tiny.yaml").write_text(tiny_recipe("tiny", width="0.125", accuracy="null"))
     out = tmp_path / "latency.json"
     assert main(["latency", "tiny", "--recipes-dir", str(tmp_path), "--batch-sizes", "1", "--repeats", "2",
                  "--warmup", "1", "--json", str(out)]) == 0
