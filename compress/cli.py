@@ -302,15 +302,9 @@ def _eval_main(argv: Sequence[str], console: Console) -> int:
     from .evaluation import evaluate
     from .metrics import count_flops, count_params
 
-    from .training.distributed import check_device
-
     parser = _eval_parser()
     args = parser.parse_args(argv)
-    if args.device is not None:
-        try:
-            check_device(args.device, "--device")
-        except ValueError as e:
-            parser.error(str(e))
+    _check_device_flag(parser, args.device)
     if (problem := _json_problem(args.json)) is not None:
         parser.error(problem)
     try:
@@ -430,18 +424,23 @@ def _flag_words(message: str) -> str:
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Flag checks that need no file or model: before anything is read or written."""
-    from .training.distributed import check_device
-
-    if args.device is not None:
-        try:
-            check_device(args.device, "--device")
-        except ValueError as e:
-            parser.error(str(e))
+    _check_device_flag(parser, args.device)
     if args.time_budget is not None:
         if args.epochs is not None or args.max_steps_per_epoch is not None:
             parser.error("--time-budget fixes the epochs itself: drop --epochs / --max-steps-per-epoch")
         if args.budget != "fast":
             parser.error("--time-budget lays the fast schedule over the time it allows: use it with --budget fast")
+
+
+def _check_device_flag(parser: argparse.ArgumentParser, device: str | None) -> None:
+    """Exit with a usage error (status 2) unless ``--device`` is absent or a device this machine has."""
+    from .training.distributed import check_device
+
+    if device is not None:
+        try:
+            check_device(device, "--device")
+        except ValueError as e:
+            parser.error(str(e))
 
 
 def _error(console: Console, message: str) -> None:
