@@ -8,7 +8,6 @@ failure), found before anything is written. Nothing here trains a model.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import pickle
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 import compress
-from compress import bench, deploy, files, recipes, report
+from compress import bench, deploy, files, recipes
 from compress.cli import main
 from compress.data import DatasetError
 from compress.training import TrainConfig

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from ..metrics import count_params, flops_by_module, fvcore_flop_count
-from ._depgraph import call_model
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
