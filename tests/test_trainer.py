@@ -440,6 +440,21 @@ def test_eta_counts_down_from_the_time_per_step():
     assert trainer_module._eta_text(SimpleNamespace(total=100, completed=0, fields={"per_step": None}), 0) == "ETA -:--:--"
 
 
+def test_the_training_bar_fits_one_line_of_80_columns():
+    # It used to need about 120: at 80 columns the total was cut ("4501/1…") and the ETA wrapped.
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    bar = trainer_module._progress_bar(console)
+    bar.add_task("epoch 12/50", total=50 * 391, completed=4501, stats="loss 1.2346 acc 0.543 1,248 img/s",
+                 per_step=0.5, at=0.0)
+    console.print(bar.get_renderable())
+    lines = console.file.getvalue().rstrip().splitlines()
+    assert len(lines) == 1 and "4501/19550" in lines[0] and "ETA " in lines[0], lines
+
+
 def test_over_epochs_lays_the_schedule_over_a_shorter_run():
     paper = TrainConfig.from_dict({"epochs": 200, "schedule": {"name": "cosine", "t_max": 200, "warmup_epochs": 10}})
     short = paper.over_epochs(20)

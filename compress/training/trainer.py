@@ -587,13 +587,8 @@ class _Progress:
         self.p = None
         if not enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.p = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), _EtaColumn(),
-        )
-        self.task = self.p.add_task("train", total=total, completed=completed, stats="loss -  acc -  - img/s",
+        self.p = _progress_bar()
+        self.task = self.p.add_task("train", total=total, completed=completed, stats="loss - acc - - img/s",
                                     per_step=None, at=0.0)
         self.first, self.t0, self.last = completed, time.perf_counter(), float("-inf")
         self.p.start()
@@ -612,7 +607,7 @@ class _Progress:
         now = self.last = time.perf_counter()
         per_step = (now - self.t0) / (done - self.first) if done > self.first else None
         self.p.update(self.task, completed=done, description=f"epoch {epoch + 1}/{n_epochs}",
-                      stats=f"loss {loss:.4f}  acc {acc:.3f}  {ips:,.0f} img/s", per_step=per_step, at=now)
+                      stats=f"loss {loss:.4f} acc {acc:.3f} {ips:,.0f} img/s", per_step=per_step, at=now)
 
     def log(self, row: dict[str, Any]) -> None:
         if self.p is None:
@@ -632,6 +627,18 @@ class _Progress:
     def close(self) -> None:
         if self.p is not None:
             self.p.stop()
+
+
+def _progress_bar(console: Any = None) -> Any:
+    """The training bar's rich ``Progress``: the bar takes what the text leaves, so one line fits 80 columns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=None, table_column=Column(ratio=1)),
+        MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), _EtaColumn(),
+        console=console, expand=True,
+    )
 
 
 def _eta_text(task: Any, now: float) -> str:
