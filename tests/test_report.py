@@ -14,17 +14,15 @@ import compress
 from compress import bench, report
 from compress.cli import main
 
-TINY = """\
-name: {name}
-source: a tiny recipe for tests
-model:
-  - remove_stage: {{index: 3}}
-  - scale_width: {{factor: {width}}}
-  - redistribute_blocks: {{blocks: [1, 1, 1]}}
-train: {{epochs: 3, batch_size: 16, amp: none, channels_last: false}}
-fast: {{epochs: 2, batch_size: 16, amp: none, channels_last: false, schedule: {{name: cosine}}}}
-claims: {{params: 1, accuracy: {claim}, accuracy_basis: made up for the test}}
-"""
+from recipe_text import tiny_recipe
+
+FAST = "fast: {epochs: 2, batch_size: 16, amp: none, channels_last: false, schedule: {name: cosine}}\n"
+
+
+def _tiny(name: str, width: str, accuracy: str) -> str:
+    return tiny_recipe(name, width=width, epochs=3, accuracy=accuracy, extra=FAST)
+
+
 RUN_FILES = ["manifest.json", "results.json", "report.md", *report.PLOTS.values()]
 RECIPE_FILES = ["recipe.yaml", "history.json", "checkpoint.pt", "model.pt", "row.json"]
 
@@ -33,8 +31,8 @@ RECIPE_FILES = ["recipe.yaml", "history.json", "checkpoint.pt", "model.pt", "row
 def tiny(tmp_path: Path) -> Path:
     d = tmp_path / "recipes"
     d.mkdir()
-    (d / "tiny-a.yaml").write_text(TINY.format(name="tiny-a", width=0.125, claim=60.0))
-    (d / "tiny-b.yaml").write_text(TINY.format(name="tiny-b", width=0.0625, claim="null"))
+    (d / "tiny-a.yaml").write_text(_tiny("tiny-a", width="0.125", accuracy="60.0"))
+    (d / "tiny-b.yaml").write_text(_tiny("tiny-b", width="0.0625", accuracy="null"))
     return d
 
 
@@ -73,7 +71,7 @@ def test_two_recipe_run_writes_everything_and_skips_on_rerun(tiny, tmp_path, cap
     assert b["difference"] is None and b["no_difference_because"] == "the paper claims no accuracy"
     md = (out / "report.md").read_text()
     assert f"commit {report._short_commit(a['git_commit'])}" in md and f"torch {torch.__version__}" in md
-    assert "measured acc (ours)" in md and "claimed acc (paper)" in md and "made up for the test" in md
+    assert "measured acc (ours)" in md and "claimed acc (paper)" in md and "made up" in md
     for png in report.PLOTS.values():
         assert f"]({png})" in md
         _check_png(out / png)
