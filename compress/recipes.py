@@ -90,7 +90,7 @@ FAST_TRAIN: dict[str, Any] = {
 #: probe fixes its length (:mod:`compress.training.budget`). Smaller batches give a short run on slow
 #: hardware (a CPU) four times as many optimizer steps; the one-cycle schedule (warm-up, then annealing
 #: to zero) is laid over the steps that fit; test-time flip averaging costs one more forward pass per
-#: test image (worth +0.4 to +1.6 points on the 15-minute CPU table's models: docs/recipes.md).
+#: test image (worth +0.15 to +1.57 points on the 15-minute CPU table's models: docs/recipes.md).
 TIME_BUDGET_TRAIN: dict[str, Any] = {
     "batch_size": 128,
     "optimizer": {"lr": 0.1},

@@ -26,6 +26,7 @@ from compress.training import TrainConfig
 
 from recipe_text import tiny_recipe
 
+
 def _recipe(folder: Path, name: str = "tiny", params: str = "1", accuracy: str = "50.0") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
