@@ -50,7 +50,14 @@ def device_name(device: str | torch.device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {_cpu_model() or platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    return (f"CPU {_cpu_model() or platform.processor() or platform.machine()} "
+            f"({_count(cores, 'core')}, {_count(threads, 'thread')})")
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: ``1 thread``, ``2 threads``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _cpu_model() -> str:

@@ -117,3 +117,15 @@ def test_provenance_records_the_commit_the_process_imported(monkeypatch):
     assert prov.provenance("cpu")["git_commit"] == at_import
     monkeypatch.setenv("COMPRESS_GIT_COMMIT", "given")
     assert prov.provenance()["git_commit"] == "given"
+
+
+def test_cpu_device_name_counts_cores_and_threads_in_good_english(monkeypatch):
+    from compress import provenance as prov
+
+    monkeypatch.setattr(prov, "_cpu_model", lambda: "Test CPU")
+    monkeypatch.setattr(prov.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(prov.torch, "get_num_threads", lambda: 1)
+    assert prov.device_name("cpu") == "CPU Test CPU (2 cores, 1 thread)"
+    monkeypatch.setattr(prov.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(prov.torch, "get_num_threads", lambda: 2)
+    assert prov.device_name("cpu") == "CPU Test CPU (1 core, 2 threads)"
