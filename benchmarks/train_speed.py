@@ -34,7 +34,8 @@ from torch import nn
 import compress
 from compress.data import ImageData, cifar10, synthetic
 from compress import recipes
-from compress.provenance import provenance
+from compress.provenance import cpu_info, provenance
+from compress.recipes import FAST_TRAIN
 from compress.training import TrainConfig, train
 from compress.training.config import CIFAR10_MEAN, CIFAR10_STD
 
@@ -105,11 +106,14 @@ def plain_loop(model: nn.Module, data: ImageData, steps: int, warmup: int, batch
 
 
 def compress_trainer(model: nn.Module, data: ImageData, steps: int, batch_size: int, device: torch.device,
-                     amp: str, compile_: bool, channels_last: bool = True) -> tuple[float, dict]:
+                     amp: str, compile_: bool, channels_last: bool = True, schedule: str = "default") -> tuple[float, dict]:
     """compress's trainer: epoch 1 (``steps`` steps) warms up, epoch 2's training images/s is returned,
-    with the precision the trainer chose on ``device``."""
-    config = TrainConfig(epochs=2, batch_size=batch_size, amp=amp, compile=compile_, eval_batch_size=batch_size,
-                         channels_last=channels_last)
+    with the precision the trainer chose on ``device``. ``schedule``: ``default`` (TrainConfig's defaults:
+    SGD, crop + flip) or ``fast`` (``compress.recipes.FAST_TRAIN``: its optimizer groups, Lookahead,
+    translate + alternating flip)."""
+    base = {k: v for k, v in FAST_TRAIN.items() if k != "tta"} if schedule == "fast" else {}
+    config = TrainConfig.from_dict({**base, "epochs": 2, "batch_size": batch_size, "amp": amp, "compile": compile_,
+                                    "eval_batch_size": batch_size, "channels_last": channels_last})
     small_test = data.subset(n_test=batch_size)  # evaluation is not what we time
     result = train(model, small_test, config, device=device, progress=False, max_steps_per_epoch=steps)
     return float(result.history[-1]["images_per_s"]), dict(result.precision or {})
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--fp32-trainer", action="store_true",
                    help="also time the trainer in plain fp32 without channels_last (what bf16 + channels_last buy)")
     p.add_argument("--compile", action="store_true", help="torch.compile in the trainer")
+    p.add_argument("--schedule", default="default", choices=["default", "fast"],
+                   help="the trainer's config: TrainConfig's defaults, or the fast budget's schedule (FAST_TRAIN)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--note", default="", help="free text stored with the result (e.g. the machine's state)")
     args = p.parse_args(argv)
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in names:
         trainer_ips, precision = compress_trainer(build(name), data, args.steps, args.batch_size, device, args.amp,
-                                                  args.compile)
+                                                  args.compile, schedule=args.schedule)
         plain_ips = plain_loop(build(name), data, args.steps, warmup, args.batch_size, args.workers, device)
         row = {
             "model": name, "params": compress.count_params(build(name)),
@@ -170,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
         **provenance(device, ["python", *sys.argv] if argv is None else ["train_speed.py", *argv]),
         "data": args.data,
         "steps": args.steps, "warmup_steps": warmup, "batch_size": args.batch_size, "workers": args.workers,
-        "trainer": {"amp": args.amp, "compile": args.compile, "channels_last": True},
+        "trainer": {"amp": args.amp, "compile": args.compile, "channels_last": True, "schedule": args.schedule},
+        "cpu": cpu_info() if device.type == "cpu" else None,
         "plain": {"precision": "fp32", "pipeline": "DataLoader + PIL RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize"},
         "results": rows,
     }

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "to_dict", "SchemaError"]
+__all__ = ["from_dict", "to_dict", "SchemaError", "OMIT_DEFAULT"]
 
 
 class SchemaError(ValueError):
@@ -126,10 +126,24 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise SchemaError(f"{where}: {e}") from e
 
 
+#: ``dataclasses.field(metadata=OMIT_DEFAULT)`` marks a field that :func:`to_dict` leaves out while it holds
+#: its default, so that dicts (and the fingerprints and checkpoints made from them) written before the
+#: field existed stay equal; :func:`from_dict` fills it back in.
+OMIT_DEFAULT = {"omit_default": True}
+
+
+def _omitted(obj: Any, f: dataclasses.Field) -> bool:
+    if not f.metadata.get("omit_default"):
+        return False
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return getattr(obj, f.name) == default
+
+
 def to_dict(obj: Any) -> Any:
-    """Dataclass (possibly nested) to plain dicts/lists, for YAML/JSON."""
+    """Dataclass (possibly nested) to plain dicts/lists, for YAML/JSON (fields marked ``OMIT_DEFAULT`` are
+    left out while they hold their default)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not _omitted(obj, f)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -394,6 +394,7 @@ def _measured_row(
             "train_time_s": float(result.train_time_s),
             "images_per_s": float(result.images_per_s),
             "precision": result.precision,
+            "tta": getattr(result, "tta", None),
             **provenance(result.device, command),
             "curve": [[h.get("epoch"), 100.0 * h["test_acc"]] for h in history if h.get("test_acc") is not None],
         }

@@ -271,8 +271,10 @@ def _eval_parser() -> argparse.ArgumentParser:
                    help="checkpoint layout for a file not written by compress.save (default: auto)")
     p.add_argument("--amp", choices=("bf16", "fp16"), default=None,
                    help="evaluate under autocast in this dtype (default: float32)")
-    p.add_argument("--tta-flip", action="store_true",
-                   help="average the logits of each image and its mirror image (as a recipe's tta_flip)")
+    p.add_argument("--tta", choices=("none", "mirror", "mirror_translate"), default=None,
+                   help="test-time augmentation, as a recipe's tta: mirror averages each image's logits with its "
+                        "mirror image's, mirror_translate adds two 1-pixel shifts (6 passes; default: none)")
+    p.add_argument("--tta-flip", action="store_true", help="the same as --tta mirror (the older spelling)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the result to PATH as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -307,16 +309,20 @@ def _eval_main(argv: Sequence[str], console: Console) -> int:
     _check_device_flag(parser, args.device)
     if (problem := _json_problem(args.json)) is not None:
         parser.error(problem)
+    if args.tta_flip and args.tta not in (None, "mirror"):
+        parser.error(f"--tta-flip means --tta mirror; give one of them, not --tta {args.tta} as well")
+    tta = args.tta or ("mirror" if args.tta_flip else "none")
     try:
         model, notes = _load_any(args.path, args.layout)
         data = bench.resolve_data(args.data)
         result = evaluate(model, data, batch_size=args.batch_size, device=args.device, amp=args.amp,
-                          tta_flip=args.tta_flip, progress=not args.no_progress)
+                          tta=tta, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, TypeError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         return 2
     info = {"path": args.path, **notes, "params": count_params(model), "flops": count_flops(model),
-            "data": bench.describe_data(data), "amp": args.amp, "tta_flip": args.tta_flip, **result.to_dict()}
+            "data": bench.describe_data(data), "amp": args.amp, "tta_flip": tta == "mirror", "tta": tta,
+            **result.to_dict()}
     t = Table(title=f"compress-bench eval {escape(args.path)}", title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
@@ -327,7 +333,7 @@ def _eval_main(argv: Sequence[str], console: Console) -> int:
     t.add_row("params / FLOPs", f"{info['params']:,} / {info['flops'] / 1e6:,.2f} M")
     t.add_row("data", f"{data.name}, {result.total:,} test images")
     t.add_row("normalisation", f"mean {result.mean}, std {result.std}")
-    t.add_row("precision", f"{args.amp or 'float32'}{', flip TTA' if args.tta_flip else ''}")
+    t.add_row("precision", f"{args.amp or 'float32'}{'' if tta == 'none' else ', TTA ' + tta.replace('_', ' + ')}")
     t.add_row("[bold]accuracy", f"[bold]{100 * result.accuracy:.2f}% ({result.correct:,} / {result.total:,})")
     t.add_row("loss", f"{result.loss:.4f}")
     for name, acc in result.per_class.items():

@@ -25,8 +25,8 @@ from torch import nn
 
 from .data import ImageData
 from .models.resnet import input_normalization
-from .training.augment import normalize
-from .training.config import NormalizeConfig
+from .training.augment import normalize, tta_logits
+from .training.config import TTA_LEVELS, NormalizeConfig
 from .training.distributed import check_device
 
 __all__ = ["evaluate", "EvalResult"]
@@ -79,6 +79,7 @@ def evaluate(
     std: Sequence[float] | None = None,
     amp: Literal["bf16", "fp16"] | None = None,
     tta_flip: bool = False,
+    tta: Literal["none", "mirror", "mirror_translate"] | None = None,
     progress: bool = True,
 ) -> EvalResult:
     """Top-1 accuracy, mean cross-entropy and per-class accuracy of ``model`` on ``data``.
@@ -86,9 +87,11 @@ def evaluate(
     ``data`` is an :class:`~compress.data.ImageData` (its ``split``, the test set by default) or an
     ``(images, labels)`` pair: uint8 NCHW images and integer labels. ``device=None`` uses CUDA when
     available. ``mean``/``std`` override the normalisation the model carries. ``amp`` evaluates under
-    autocast in that dtype (default float32). ``tta_flip`` averages the logits of each image and its
-    mirror image, as the trainer does with ``TrainConfig.tta_flip`` (so ``amp="bf16", tta_flip=True``
-    measures what a time-budgeted CPU run reported). ``progress`` shows a rich progress bar.
+    autocast in that dtype (default float32). ``tta`` is the test-time augmentation, as the trainer's
+    ``TrainConfig.tta``: ``none``, ``mirror`` (the logits of each image and its mirror image averaged)
+    or ``mirror_translate`` (6 passes); ``tta_flip=True`` is the older spelling of ``tta="mirror"`` (so
+    ``amp="bf16", tta_flip=True`` measures what a time-budgeted CPU run reported). ``progress`` shows a
+    rich progress bar.
 
     Raises ``ValueError`` for an unknown or absent device, images whose channels differ from the
     normalisation's, and a model whose outputs are not finite (no accuracy is made up from NaN logits).
@@ -101,6 +104,11 @@ def evaluate(
         raise ValueError("give both mean and std, or neither")
     if not isinstance(tta_flip, bool):
         raise TypeError(f"tta_flip must be True or False, got {tta_flip!r}")
+    if tta is not None and tta not in TTA_LEVELS:
+        raise ValueError(f"tta must be one of {', '.join(TTA_LEVELS)}, got {tta!r}")
+    if tta_flip and tta not in (None, "mirror"):
+        raise ValueError(f"tta_flip=True means tta='mirror'; give one of them, not tta={tta!r} as well")
+    level = tta or ("mirror" if tta_flip else "none")
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     x, y, classes = _split(data, split)
@@ -136,9 +144,7 @@ def evaluate(
                 xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True).long()
                 with torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext():
                     xb = normalize(xb, m, s)
-                    out = net(xb)
-                    if tta_flip:
-                        out = (out + net(xb.flip(3))) / 2
+                    out = tta_logits(net, xb, level)
                 out = out.float()
                 if not bool(torch.isfinite(out).all()):
                     raise ValueError("the model's outputs are NaN or infinite (its weights may have diverged): "

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["provenance", "git_commit", "running_commit", "device_name"]
+__all__ = ["provenance", "git_commit", "running_commit", "device_name", "cpu_info"]
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:
@@ -58,6 +58,24 @@ def device_name(device: str | torch.device) -> str:
 def _count(n: int, noun: str) -> str:
     """``n`` and ``noun``, plural unless ``n`` is 1: ``1 thread``, ``2 threads``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and whether it has AMX bf16 matrix units and AVX-512 BF16 (Linux /proc/cpuinfo;
+    ``None`` where unknown): the two features that decide how fast bf16 training runs on a CPU."""
+    flags: set[str] | None = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.partition(":")[2].split())
+                break
+    except OSError:
+        pass
+    return {
+        "model": _cpu_model() or platform.processor() or platform.machine(),
+        "amx": None if flags is None else "amx_bf16" in flags,
+        "avx512_bf16": None if flags is None else "avx512_bf16" in flags,
+    }
 
 
 def _cpu_model() -> str:

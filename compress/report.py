@@ -82,6 +82,10 @@ def _time(s: float | None) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+#: How a row's test-time augmentation is shown (rows written before it was recorded show ``-``).
+_TTA = {"none": "none", "mirror": "mirror", "mirror_translate": "mirror+translate"}
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
@@ -103,6 +107,7 @@ def _columns(row: dict[str, Any], latency: str | None = None, trained_start: boo
         ("FLOPs", _m(row.get("flops"))),
         *start,
         ("measured acc (ours)", _pct(row.get("measured_accuracy"))),
+        ("TTA", _TTA.get(row.get("tta"), "-") if row.get("measured_accuracy") is not None else "-"),
         ("claimed acc (paper)", _pct(row.get("claimed_accuracy"))),
         ("how the paper chose it", row.get("claim_basis") or "-"),
         ("diff", _diff(row.get("difference"))),

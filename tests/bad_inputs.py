@@ -443,7 +443,7 @@ def run_folders(w: Path, mounts: Mounts) -> None:
         RESULTS.append(Result("run-folder", "malicious checkpoint payload", "the payload RAN", ""))
     again("leftover a lone manifest.json.tmp in a new folder (counts as empty)", [], 0, change=lambda f: (
         shutil.rmtree(f), f.mkdir(), (f / "manifest.json.tmp").write_text("{")))
-    div = _recipe(w / "r-div", "div", extra="fast: {epochs: 1, batch_size: 16, amp: none, channels_last: false, optimizer: {lr: 1.0e+6}}\n")
+    div = _recipe(w / "r-div", "div", extra="fast: {epochs: 1, batch_size: 16, amp: none, channels_last: false, optimizer: {lr: 1.0e+6, decoupled: false}}\n")
     cli("run-folder", "a diverging recipe (lr 1e6): exit 1, no row, no NaN",
         [str(div), "--data", "synthetic:64:16", "--device", "cpu", "--no-progress", "--out", str(w / "rf" / "div")], 1,
         out=w / "rf" / "div", check=lambda _: "a row was written" if (w / "rf" / "div" / "div" / "row.json").exists() else None)

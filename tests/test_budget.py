@@ -75,7 +75,7 @@ def test_time_budget_run_stores_its_plan_and_resumes_to_the_same_run(tmp_path, m
     assert row["time_budget_min"] == 0.5 and row["plan"]["epochs"] == stored["epochs"] == row["epochs_run"]
     assert row["precision"]["autocast"] in ("bf16", "none")
     config = bench.train_config(recipe, "fast", 0.5)
-    assert config.batch_size == 128 and config.tta_flip and config.schedule.name == "onecycle"
+    assert config.batch_size == 128 and config.tta_level == "mirror_translate" and config.schedule.name == "linear"
     assert json.loads((out / "results.json").read_text())["time_budget_min"] == 0.5
 
     # A resumed run reuses the stored plan: no second probe, whatever this machine's speed is now.

@@ -214,7 +214,7 @@ def test_only_a_full_paper_run_is_compared_with_the_claim(loaded):
     r = loaded["004"]
     assert comparable(r, "paper", full) is None
     assert comparable(r, "paper", full, epochs=50, overrides={"seed": 7}) is None  # the paper's own length; a seed
-    assert comparable(r, "fast", full) == "the fast budget (20 epochs), not the paper's own schedule"
+    assert comparable(r, "fast", full) == "the fast budget (10 epochs), not the paper's own schedule"
     assert comparable(r, "paper", full, epochs=5) == "5 epochs instead of the paper's 50"
     assert comparable(r, "paper", full, max_steps_per_epoch=3) == "at most 3 steps per epoch (a smoke run)"
     assert comparable(r, "paper", {**full, "train": 5000}) == "a subset of CIFAR-10 (5,000 train / 10,000 test images)"

@@ -168,7 +168,7 @@ def _hand_made_rows() -> list[dict]:
                "claim_basis": "hand-made", "measured_accuracy": meas}
         if meas is not None:
             row.update(difference=None if claim is None else meas - claim, epochs_run=20, selected_epoch=20,
-                       train_time_s=95.0 + i, images_per_s=10_000.0, device="cuda:0",
+                       train_time_s=95.0 + i, images_per_s=10_000.0, device="cuda:0", tta="mirror_translate",
                        curve=[[e, meas * (1 - 0.5 / e)] for e in range(1, 21)])
         rows.append(row)
     return rows
@@ -178,8 +178,9 @@ def test_report_from_hand_made_results(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"run": "hand", "budget": "fast", "rows": _hand_made_rows()}))
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
-    assert "| 003 | 4,697,742 | 800.80 M | 95.10% | 96.04% | hand-made | -0.94 pp | 20 | 96 s (cuda:0) | 10,000 |" in md
-    assert "| 004 | 1,050,202 | 155.40 M | - | 90.14% |" in md  # not measured: no number is invented
+    assert ("| 003 | 4,697,742 | 800.80 M | 95.10% | mirror+translate | 96.04% | hand-made | -0.94 pp | 20 | "
+            "96 s (cuda:0) | 10,000 |") in md  # the TTA level stands next to the accuracy it made
+    assert "| 004 | 1,050,202 | 155.40 M | - | - | 90.14% |" in md  # not measured: no number is invented
     assert "3 of 4 recipes trained" in md
     for png in report.PLOTS.values():
         _check_png(tmp_path / png)

@@ -19,7 +19,7 @@ from test_files import disk_full_for
 
 def _tiny(name: str, lr: str) -> str:
     return tiny_recipe(name, extra="fast: {epochs: 1, batch_size: 16, amp: none, channels_last: false, "
-                                   f"optimizer: {{lr: {lr}}}, schedule: {{name: constant}}}}\n")
+                                   f"optimizer: {{lr: {lr}, decoupled: false}}, schedule: {{name: constant}}}}\n")
 
 
 def _recipe(folder: Path, name: str = "tiny", lr: str = "0.05") -> Path:

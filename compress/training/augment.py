@@ -16,7 +16,9 @@ from .config import AugmentStep
 
 __all__ = [
     "random_crop",
+    "translate",
     "hflip",
+    "alternating_flip",
     "vflip",
     "grayscale",
     "cutout",
@@ -24,6 +26,7 @@ __all__ = [
     "mixup",
     "normalize",
     "build_augment",
+    "tta_logits",
 ]
 
 
@@ -50,9 +53,53 @@ def random_crop(x: torch.Tensor, padding: int = 4, fill: int = 0) -> torch.Tenso
     return padded[idx, :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=_format_of(x))
 
 
+def translate(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
+    """Shift each image by a random (dy, dx) in ``[-pixels, pixels]``, filling the border by reflection.
+
+    The same as reflect-padding by ``pixels`` and cropping back at a random offset (airbench's
+    translation), done as one gather without materialising the padded batch.
+    """
+    if pixels <= 0:
+        return x
+    n, c, h, w = x.shape
+    if pixels >= min(h, w):
+        raise ValueError(f"translate: {pixels} pixels is too far for {h}x{w} images (reflection needs < {min(h, w)})")
+    dy = torch.randint(-pixels, pixels + 1, (n, 1), device=x.device)
+    dx = torch.randint(-pixels, pixels + 1, (n, 1), device=x.device)
+    rows = _reflect(dy + torch.arange(h, device=x.device), h)[:, :, None]  # n, h, 1
+    cols = _reflect(dx + torch.arange(w, device=x.device), w)[:, None, :]  # n, 1, w
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    return x[idx, :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=_format_of(x))
+
+
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside ``0..size-1`` mirrored at the border without repeating it (as ``F.pad(mode="reflect")``)."""
+    i = i.abs()
+    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
+
+
 def hflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     """Mirror each image left-right with probability ``p``."""
     return torch.where(_coin(x.shape[0], p, x.device)[:, None, None, None], x.flip(3), x)
+
+
+def alternating_flip(x: torch.Tensor, index: torch.Tensor, epoch: int, seed: int = 0) -> torch.Tensor:
+    """Mirror each image in every other epoch: image ``index[i]`` is flipped in ``epoch`` when its own
+    random phase bit (a hash of its index and ``seed``) differs from the epoch's parity.
+
+    Each image is seen mirrored exactly half the time and never the same way twice in a row, which
+    covers both orientations in fewer epochs than a fair coin per image (airbench's derandomised flip).
+    """
+    flip = flip_phase(index, seed) ^ (epoch % 2 == 1)
+    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
+def flip_phase(index: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The phase bit of each training image index (True: flipped in even epochs), fixed by ``seed``."""
+    h = (index.to(torch.int64) * 2654435761 + (seed % 2**32) * 40503) & 0xFFFFFFFF
+    h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    h = h ^ (h >> 16)
+    return (h & 1).bool()
 
 
 def vflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
@@ -135,13 +182,39 @@ def normalize(
     return (x.to(dtype) / 255.0 - m) / s
 
 
+def tta_logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, level: str = "none") -> torch.Tensor:
+    """``net``'s logits for the (normalised, float) batch ``x`` under test-time augmentation ``level``.
+
+    ``none``: one pass. ``mirror``: the mean of the logits of each image and its mirror image.
+    ``mirror_translate``: half that, plus half the mean of the same on the two copies shifted by one
+    pixel (up-left and down-right, reflect-padded): 6 passes.
+    """
+    if level == "none":
+        return net(x)
+    if level not in ("mirror", "mirror_translate"):
+        raise ValueError(f"unknown test-time augmentation {level!r}; known: none, mirror, mirror_translate")
+
+    def mirror(v: torch.Tensor) -> torch.Tensor:
+        return (net(v) + net(v.flip(3))) / 2
+
+    out = mirror(x)
+    if level == "mirror_translate":
+        h, w = x.shape[2], x.shape[3]
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
+        out = out / 2 + sum(mirror(v.contiguous(memory_format=_format_of(x))) for v in shifted) / 4
+    return out
+
+
 def _format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
 
 
 _STEPS: dict[str, tuple[Callable[..., torch.Tensor], set[str]]] = {
     "random_crop": (random_crop, {"padding"}),
+    "translate": (translate, {"pixels"}),
     "hflip": (hflip, {"p"}),
+    "alternating_flip": (alternating_flip, set()),
     "vflip": (vflip, {"p"}),
     "grayscale": (grayscale, {"p"}),
     "cutout": (cutout, {"size"}),
@@ -159,6 +232,7 @@ def _is_prob(v: object) -> bool:
 
 _PARAMS: dict[str, tuple[Callable[[object], bool], str]] = {
     "padding": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "pixels": (lambda v: _is_int(v, 0) and v <= 16, "an integer in 0..16"),
     "p": (_is_prob, "a probability in [0, 1]"),
     "size": (lambda v: _is_int(v, 1), "an integer >= 1 (pixels)"),
     "group": (lambda v: _is_int(v, 1), "an integer >= 1 (images)"),
@@ -181,11 +255,14 @@ def check_step(name: str, params: dict) -> None:
 
 
 def build_augment(
-    steps: Sequence[AugmentStep], mean: Sequence[float] = (0.0, 0.0, 0.0)
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One function applying ``steps`` in order to a uint8 batch. Unknown names or params raise ValueError.
+    steps: Sequence[AugmentStep], mean: Sequence[float] = (0.0, 0.0, 0.0), seed: int = 0
+) -> Callable[..., torch.Tensor]:
+    """One function ``apply(batch, index=None, epoch=0)`` applying ``steps`` in order to a uint8 batch.
 
-    ``mean`` (the normalisation mean, in [0, 1]) sets cutout's fill so the hole is 0 after normalising.
+    ``index`` holds the batch's positions in the training set and ``epoch`` the 0-based epoch; the
+    steps that depend on them (alternating_flip, with ``seed``) need them. Unknown names or params
+    raise ValueError. ``mean`` (the normalisation mean, in [0, 1]) sets cutout's fill so the hole is 0
+    after normalising.
     """
     calls: list[tuple[Callable[..., torch.Tensor], dict]] = []
     for step in steps:
@@ -196,9 +273,14 @@ def build_augment(
             kwargs["fill"] = [round(m * 255) for m in mean]
         calls.append((fn, kwargs))
 
-    def apply(x: torch.Tensor) -> torch.Tensor:
+    def apply(x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0) -> torch.Tensor:
         for fn, kwargs in calls:
-            x = fn(x, **kwargs)
+            if fn is alternating_flip:
+                if index is None:
+                    raise ValueError("alternating_flip needs the batch's training-set indices (index=)")
+                x = fn(x, index, epoch, seed)
+            else:
+                x = fn(x, **kwargs)
         return x
 
     return apply

@@ -94,9 +94,9 @@ def plan(
     train_ips = float(timed["images_per_s"])
     step_s = n_probe_train / train_ips
     eval_s = max(float(timed["epoch_time_s"]) - step_s, 1e-6)
-    eval_ips = n_probe_test * (2 if config.tta_flip else 1) / eval_s  # forward passes per second
+    eval_ips = n_probe_test * config.tta_passes / eval_s  # forward passes per second
 
-    eval_epoch_s = n_eval * (2 if config.tta_flip else 1) / eval_ips
+    eval_epoch_s = n_eval * config.tta_passes / eval_ips
     epochs, max_steps, estimated = fit_length(60.0 * float(minutes), steps_per_epoch, config.batch_size / train_ips,
                                               eval_epoch_s)
     return BudgetPlan(

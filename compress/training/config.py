@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .._schema import from_dict, to_dict
+from .._schema import OMIT_DEFAULT, from_dict, to_dict
 
 __all__ = [
     "OptimizerConfig",
@@ -31,7 +31,11 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MAX_SEED",
+    "TTA_LEVELS",
 ]
+
+#: Test-time augmentation levels (``TrainConfig.tta``), in order of cost: 1, 2 and 6 forward passes per image.
+TTA_LEVELS = ("none", "mirror", "mirror_translate")
 
 # kuangliu/pytorch-cifar's statistics (std is the well-known slightly-off one the reports used).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -66,6 +70,14 @@ class OptimizerConfig:
 
     ``momentum``/``nesterov`` apply to SGD (``momentum`` also to RMSprop), ``betas``/``eps`` to Adam(W),
     ``alpha``/``eps`` to RMSprop.
+
+    ``decoupled`` (SGD only) gives ``lr`` and ``weight_decay`` per 1024 training examples, independent of
+    the batch size and the momentum: for a gradient that stays constant, every 1024 examples move the
+    weights by ``lr`` times that gradient and shrink them by the fraction ``weight_decay`` (both times the
+    schedule's factor), whatever ``batch_size`` and ``momentum`` are. So a change of batch size or
+    momentum needs no re-tuning. (torch's own SGD is given ``lr * batch/1024 * (1 - momentum)`` and
+    ``weight_decay / lr``.) ``bias_lr_scale`` multiplies the learning rate of BatchNorm biases (their
+    weight decay per step stays that of the other parameters), the parameter groups airbench uses.
     """
 
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
@@ -76,9 +88,14 @@ class OptimizerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     alpha: float = 0.99
+    decoupled: bool = field(default=False, metadata=OMIT_DEFAULT)
+    bias_lr_scale: float = field(default=1.0, metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         _require(_number(self.lr, 0), "lr", self.lr, "a number >= 0")
+        _require(_number(self.bias_lr_scale, 0, lo_open=True), "bias_lr_scale", self.bias_lr_scale, "a number > 0")
+        _require(not self.decoupled or self.name == "sgd", "decoupled", self.decoupled,
+                 "false unless the optimizer is sgd (lr and weight decay per 1024 examples are defined for SGD)")
         _require(_number(self.momentum, 0, 1), "momentum", self.momentum, "in [0, 1)")
         _require(_number(self.weight_decay, 0), "weight_decay", self.weight_decay, "a number >= 0")
         _require(len(self.betas) == 2 and all(_number(b, 0, 1) for b in self.betas), "betas", self.betas,
@@ -91,18 +108,20 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Learning-rate schedule. ``name``: constant, cosine, step, cosine_restarts or onecycle.
+    """Learning-rate schedule. ``name``: constant, cosine, step, cosine_restarts, onecycle or linear.
 
     - cosine: CosineAnnealingLR(T_max=``t_max`` or the run's epochs, eta_min).
     - step: StepLR(step_size, gamma).
     - cosine_restarts: CosineAnnealingWarmRestarts(T_0=``t_0``, T_mult=``t_mult``, eta_min).
     - onecycle: OneCycleLR(max_lr = optimizer lr, pct_start, total = the run's length).
+    - linear: a linear warm-up from ``start_factor`` x lr to lr over the first ``pct_start`` of the run,
+      then a linear decay to ``end_factor`` x lr at its end (airbench's schedule; step it per ``step``).
     ``warmup_epochs`` adds a linear warm-up from 0 in front of any schedule. ``interval`` says whether
     the schedule steps once per ``epoch`` (as the reports' code did) or once per optimizer ``step``
     (then ``t_max``, ``step_size``, ``t_0`` are still given in epochs).
     """
 
-    name: Literal["constant", "cosine", "step", "cosine_restarts", "onecycle"] = "cosine"
+    name: Literal["constant", "cosine", "step", "cosine_restarts", "onecycle", "linear"] = "cosine"
     t_max: int | None = None
     eta_min: float = 0.0
     step_size: int = 30
@@ -112,8 +131,12 @@ class ScheduleConfig:
     pct_start: float = 0.25
     warmup_epochs: float = 0.0
     interval: Literal["epoch", "step"] = "epoch"
+    start_factor: float = field(default=0.2, metadata=OMIT_DEFAULT)
+    end_factor: float = field(default=0.0, metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
+        _require(_number(self.start_factor, 0, 1, hi_open=False), "start_factor", self.start_factor, "in [0, 1]")
+        _require(_number(self.end_factor, 0, 1, hi_open=False), "end_factor", self.end_factor, "in [0, 1]")
         _require(self.t_max is None or _count(self.t_max), "t_max", self.t_max, "a whole number of epochs >= 1 or null")
         _require(_number(self.eta_min, 0), "eta_min", self.eta_min, "a number >= 0")
         _require(_count(self.step_size), "step_size", self.step_size, "a whole number of epochs >= 1")
@@ -128,11 +151,14 @@ class ScheduleConfig:
 class AugmentStep:
     """One training augmentation, applied in list order on batched uint8 images.
 
-    ``name``: random_crop (``padding``, default 4), hflip (``p``), vflip (``p``), grayscale (``p``),
-    autoaugment (CIFAR-10 policy), cutout (``size``). ``params`` holds the step's arguments.
+    ``name``: random_crop (``padding``, default 4), translate (``pixels``, default 2: a random shift with
+    reflect padding), hflip (``p``), alternating_flip (each image mirrored in every other epoch, in a
+    random phase of its own), vflip (``p``), grayscale (``p``), autoaugment (CIFAR-10 policy), cutout
+    (``size``). ``params`` holds the step's arguments.
     """
 
-    name: Literal["random_crop", "hflip", "vflip", "grayscale", "autoaugment", "cutout"]
+    name: Literal["random_crop", "translate", "hflip", "alternating_flip", "vflip", "grayscale", "autoaugment",
+                  "cutout"]
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -178,12 +204,20 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class LookaheadConfig:
-    """Lookahead (Zhang et al. 2019): every ``k`` fast steps, slow += alpha * (fast - slow); fast = slow."""
+    """Lookahead (Zhang et al. 2019): every ``k`` fast steps, slow += alpha * (fast - slow); fast = slow.
+
+    ``ramp`` (a power p) puts ``alpha`` on a schedule over the run's steps t of T:
+    ``alpha_t = 1 - (1 - alpha) * (t / T) ** p``, so it starts as plain training (alpha 1) and averages
+    more and more as training ends (airbench: k 5, alpha 1 - 0.95**5, p 3). After the last step the
+    model takes the slow weights.
+    """
 
     k: int = 5
     alpha: float = 0.5
+    ramp: float | None = field(default=None, metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
+        _require(self.ramp is None or _number(self.ramp, 0, lo_open=True), "ramp", self.ramp, "a power > 0 or null")
         _require(_count(self.k), "k", self.k, "an integer >= 1")
         _require(_number(self.alpha, 0, 1, lo_open=True, hi_open=False), "alpha", self.alpha, "in (0, 1]")
 
@@ -234,7 +268,15 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything about one training run; defaults are the baseline ResNet-18 setup."""
+    """Everything about one training run; defaults are the baseline ResNet-18 setup.
+
+    ``tta`` is the test-time augmentation of every evaluation: ``none``, ``mirror`` (logits of each image
+    and its mirror image averaged) or ``mirror_translate`` (that, averaged half and half with the same on
+    the image shifted by one pixel up-left and down-right, reflect-padded: 6 passes). ``tta_flip: true``
+    is the older spelling of ``tta: mirror``; :attr:`tta_level` is the level either one sets.
+    ``freeze_bn_weights`` keeps every BatchNorm weight at its value (1 for a fresh network) and trains
+    the biases only.
+    """
 
     epochs: int = 200
     batch_size: int = 128
@@ -254,6 +296,8 @@ class TrainConfig:
     val_split: ValSplitConfig | None = None
     distill: DistillConfig | None = None
     tta_flip: bool = False
+    tta: Literal["none", "mirror", "mirror_translate"] = field(default="none", metadata=OMIT_DEFAULT)
+    freeze_bn_weights: bool = field(default=False, metadata=OMIT_DEFAULT)
     seed: int = 0
     # speed knobs (do not change the maths)
     channels_last: bool = True
@@ -268,6 +312,19 @@ class TrainConfig:
         _require(self.ema is None or _number(self.ema, 0, 1, lo_open=True), "ema", self.ema, "a decay in (0, 1) or null")
         _require(_count(self.eval_batch_size), "eval_batch_size", self.eval_batch_size, "an integer >= 1")
         _require(_count(self.seed, 0) and self.seed <= MAX_SEED, "seed", self.seed, f"an integer in 0..{MAX_SEED}")
+        _require(self.tta in TTA_LEVELS, "tta", self.tta, f"one of {', '.join(TTA_LEVELS)}")
+        _require(not (self.tta_flip and self.tta != "mirror" and self.tta != "none"), "tta_flip", self.tta_flip,
+                 f"false with tta: {self.tta} (tta_flip: true means tta: mirror)")
+
+    @property
+    def tta_level(self) -> str:
+        """The test-time augmentation every evaluation uses: ``tta``, or ``mirror`` where ``tta_flip`` is set."""
+        return "mirror" if self.tta_flip and self.tta == "none" else self.tta
+
+    @property
+    def tta_passes(self) -> int:
+        """Forward passes per evaluated image at :attr:`tta_level` (1, 2 or 6)."""
+        return {"none": 1, "mirror": 2, "mirror_translate": 6}[self.tta_level]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train") -> "TrainConfig":

@@ -21,22 +21,46 @@ from .config import LookaheadConfig, OptimizerConfig, ScheduleConfig
 __all__ = ["build_optimizer", "build_scheduler", "Lookahead", "EMA", "build_ema"]
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The torch optimizer named by ``cfg`` with all its arguments (weight decay on every parameter)."""
-    params = list(params)
+def build_optimizer(
+    params: Iterable[nn.Parameter] | nn.Module, cfg: OptimizerConfig, batch_size: int = 1024
+) -> torch.optim.Optimizer:
+    """The torch optimizer named by ``cfg`` over ``params`` (a model, or its parameters) with all its arguments.
+
+    Parameters with ``requires_grad=False`` (frozen layers) are left out. Given a model, BatchNorm
+    biases form their own parameter group with ``cfg.bias_lr_scale`` times the learning rate (and the
+    same weight decay per step as the rest); given bare parameters, there is one group. With
+    ``cfg.decoupled`` the learning rate and weight decay are per 1024 examples (see
+    :class:`~compress.training.config.OptimizerConfig`), converted for batches of ``batch_size``.
+    """
+    groups = _param_groups(params, cfg.bias_lr_scale)
+    lr, wd = cfg.lr, cfg.weight_decay
+    if cfg.decoupled:  # steps of lr * gradient and decay of wd per 1024 examples, after momentum's amplification
+        lr = cfg.lr * batch_size / 1024 * (1.0 - cfg.momentum)
+        wd = cfg.weight_decay / cfg.lr if cfg.lr > 0 else 0.0
+    groups = [{"params": g["params"], "lr": lr * g["scale"], "weight_decay": wd / g["scale"]} for g in groups]
     if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-        )
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, eps=cfg.eps)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps)
     if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, weight_decay=cfg.weight_decay, momentum=cfg.momentum
-        )
+        return torch.optim.RMSprop(groups, lr=lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
     raise ValueError(f"unknown optimizer {cfg.name!r}; known: sgd, adam, adamw, rmsprop")
+
+
+def _param_groups(params: Iterable[nn.Parameter] | nn.Module, bias_scale: float) -> list[dict[str, Any]]:
+    """``[{"params": [...], "scale": lr factor}, ...]``: the trainable parameters, BatchNorm biases apart
+    (when ``params`` is a model and ``bias_scale != 1``). Empty groups are dropped."""
+    if not isinstance(params, nn.Module):
+        return [{"params": [p for p in params if p.requires_grad], "scale": 1.0}]
+    biases: list[nn.Parameter] = []
+    if bias_scale != 1.0:
+        norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+        biases = [m.bias for m in params.modules() if isinstance(m, norms) and m.bias is not None and m.bias.requires_grad]
+    ids = {id(p) for p in biases}
+    rest = [p for p in params.parameters() if p.requires_grad and id(p) not in ids]
+    return [g for g in ({"params": rest, "scale": 1.0}, {"params": biases, "scale": float(bias_scale)}) if g["params"]]
 
 
 def build_scheduler(
@@ -74,14 +98,28 @@ def build_scheduler(
             optimizer, max_lr=max_lr, total_steps=length, pct_start=pct_start,
             cycle_momentum=_has_momentum(optimizer),
         )
+    elif cfg.name == "linear":
+        main = lr_scheduler.LambdaLR(optimizer, _linear(length, cfg.pct_start, cfg.start_factor, cfg.end_factor))
     else:
-        raise ValueError(f"unknown schedule {cfg.name!r}; known: constant, cosine, step, cosine_restarts, onecycle")
+        raise ValueError(f"unknown schedule {cfg.name!r}; known: constant, cosine, step, cosine_restarts, onecycle, linear")
     if not warm:
         return main
     warmup = lr_scheduler.LambdaLR(optimizer, lambda t: min(1.0, (t + 1) / warm))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SequentialLR calls step(0) on the main schedule: deprecation noise
         return _QuietSequentialLR(optimizer, [warmup, main], milestones=[warm])
+
+
+def _linear(length: int, pct_start: float, start: float, end: float) -> Any:
+    """The factor at step t of ``length``: ``start`` -> 1 over ``pct_start`` of them, then 1 -> ``end``."""
+    warm = max(1, round(pct_start * length)) if length > 1 else 0
+
+    def factor(t: int) -> float:
+        if t < warm:
+            return start + (1.0 - start) * t / warm
+        return 1.0 + (end - 1.0) * min(1.0, (t - warm) / max(1, length - warm))
+
+    return factor
 
 
 class _QuietSequentialLR(lr_scheduler.SequentialLR):
@@ -107,18 +145,33 @@ class Lookahead:
     it; attach LR schedulers to ``lookahead.optimizer``.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5,
+        ramp: float | None = None, total_steps: int | None = None,
+    ) -> None:
         if k < 1 or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"Lookahead needs k >= 1 and 0 <= alpha <= 1, got k={k}, alpha={alpha}")
+        if ramp is not None and (ramp <= 0 or total_steps is None or total_steps < 1):
+            raise ValueError(f"a Lookahead ramp needs a power > 0 and total_steps >= 1, got {ramp}, {total_steps}")
         self.optimizer = optimizer
         self.k, self.alpha = int(k), float(alpha)
+        self.ramp, self.total_steps = ramp, total_steps
         self.steps = 0
         self.slow = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
 
     @classmethod
-    def from_config(cls, optimizer: torch.optim.Optimizer, cfg: LookaheadConfig) -> "Lookahead":
-        """Wrap ``optimizer`` with ``cfg.k`` and ``cfg.alpha``."""
-        return cls(optimizer, cfg.k, cfg.alpha)
+    def from_config(
+        cls, optimizer: torch.optim.Optimizer, cfg: LookaheadConfig, total_steps: int | None = None
+    ) -> "Lookahead":
+        """Wrap ``optimizer`` with ``cfg.k``, ``cfg.alpha`` and ``cfg.ramp`` over a run of ``total_steps``."""
+        return cls(optimizer, cfg.k, cfg.alpha, cfg.ramp, total_steps if cfg.ramp is not None else None)
+
+    def alpha_at(self, step: int) -> float:
+        """The interpolation factor used at (1-based) ``step``: ``alpha``, or its ramp's value there."""
+        if self.ramp is None:
+            return self.alpha
+        frac = min(1.0, step / self.total_steps)  # type: ignore[operator]
+        return 1.0 - (1.0 - self.alpha) * frac ** self.ramp
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -135,9 +188,18 @@ class Lookahead:
         self.steps += 1
         if self.steps % self.k == 0:
             fast = self._params()
-            torch._foreach_lerp_(self.slow, [p.detach() for p in fast], self.alpha)
+            torch._foreach_lerp_(self.slow, [p.detach() for p in fast], self.alpha_at(self.steps))
             torch._foreach_copy_([p.detach() for p in fast], self.slow)
         return loss
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """End on the slow weights: one last update for the fast steps since the previous one (if any),
+        then the model takes the slow weights."""
+        fast = [p.detach() for p in self._params()]
+        if self.steps % self.k:
+            torch._foreach_lerp_(self.slow, fast, self.alpha_at(self.steps))
+        torch._foreach_copy_(fast, self.slow)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the inner optimizer's gradients."""

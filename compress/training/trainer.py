@@ -30,7 +30,7 @@ from ..data import ImageData
 from ..files import atomic_open, write_json
 from ..models.resnet import input_normalization
 from . import distributed
-from .augment import build_augment, mixup, mixup_loss, normalize
+from .augment import build_augment, mixup, mixup_loss, normalize, tta_logits
 from .checks import NonFiniteLossError, check_diverged, check_inputs, check_loss, check_weights
 from .config import TrainConfig
 from .distill import make_distiller
@@ -53,7 +53,8 @@ class TrainResult:
     epoch's weights (the EMA weights when ``config.ema`` is set), on the CPU in eval mode.
     ``train_time_s`` is the wall time of all epochs (training and evaluation, summed over resumes);
     ``images_per_s`` counts training images over the time of the training steps only. ``precision``
-    says how the steps ran: autocast dtype (``bf16``/``fp16``/``none``), channels_last, compile, threads.
+    says how the steps ran: autocast dtype (``bf16``/``fp16``/``none``), channels_last, compile, threads;
+    ``tta`` is the test-time augmentation level of every evaluation (``none``, ``mirror``, ``mirror_translate``).
     """
 
     model: nn.Module
@@ -68,6 +69,7 @@ class TrainResult:
     test_loss: float | None = None
     val_acc: float | None = None
     precision: dict[str, Any] | None = None
+    tta: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         """All fields but the model, as plain JSON-friendly values."""
@@ -125,7 +127,7 @@ def train(
     if saved is not None:
         _check_same_run(saved, config, n_epochs, max_steps_per_epoch, ckpt_path)
         if saved["finished"]:
-            result = _result(model, saved, str(dev), _precision(config, dev))
+            result = _result(model, saved, str(dev), _precision(config, dev), config.tta_level)
             if info.is_main and not (out / "model.pt").is_file():  # killed between checkpoint and model.pt
                 _write_outputs(out, result, config)
             return result
@@ -138,6 +140,10 @@ def train(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     net = copy.deepcopy(model).to(dev).to(memory_format=memory_format)
     net.train()
+    if config.freeze_bn_weights:
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                m.weight.requires_grad_(False)
     forward: nn.Module = net
     if info.enabled:
         forward = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -151,16 +157,16 @@ def train(
     if steps < 1:
         raise ValueError(f"{n_train} training images give no full batch of {config.batch_size}")
 
-    inner = build_optimizer(net.parameters(), config.optimizer)
+    inner = build_optimizer(net, config.optimizer, config.batch_size)  # the global batch: examples per step
     scheduler = build_scheduler(inner, config.schedule, n_epochs, steps)
-    optimizer: Any = Lookahead.from_config(inner, config.lookahead) if config.lookahead else inner
+    optimizer: Any = Lookahead.from_config(inner, config.lookahead, n_epochs * steps) if config.lookahead else inner
     ema = build_ema(net, config.ema) if config.ema is not None else None
     amp_dtype = autocast_dtype(config.amp, dev)
     precision = _precision(config, dev)
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     stats = input_normalization(model) or (config.normalize.mean, config.normalize.std)
-    augment = build_augment(config.augment, stats[0])
+    augment = build_augment(config.augment, stats[0], config.seed)
     distiller = make_distiller(teacher, config.distill, dev, stats, memory_format)
 
     # run state --------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ def train(
             for step in range(first_step, steps):
                 idx = perm[step * config.batch_size:(step + 1) * config.batch_size]
                 idx = idx.tensor_split(info.world_size)[info.rank]
-                x = augment(train_x[idx])
+                x = augment(train_x[idx], idx, epoch)
                 y = train_y[idx]
                 x = normalize(x, mean, std).contiguous(memory_format=memory_format)
                 lam = 1.0
@@ -314,6 +320,8 @@ def train(
                         "lr": lr, "step_time": now - t_steps, "epoch_time": now - t_epoch,
                         "loss_sum": float(loss_sum), "correct": int(correct), "seen": seen,
                     })
+            if config.lookahead is not None and config.lookahead.ramp is not None and epoch + 1 == n_epochs:
+                optimizer.finish()  # the run ends on the slow weights
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             step_time = time.perf_counter() - t_steps
@@ -362,7 +370,7 @@ def train(
         "history": history, "best": best, "totals": totals, "stopped_early": stopped_early,
         "model": _cpu_state(net), "ema": ema.state_dict() if ema is not None else None,
     }
-    result = _result(model, final, str(dev), precision)
+    result = _result(model, final, str(dev), precision, config.tta_level)
     if info.is_main and out is not None:
         _write_outputs(out, result, config)
     return result
@@ -382,8 +390,8 @@ def _evaluate(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
     amp_dtype: torch.dtype | None, memory_format: torch.memory_format, info: distributed.DistInfo,
 ) -> tuple[float, float]:
-    """Mean cross-entropy (no smoothing) and accuracy over all ranks' shards; with ``tta_flip`` the
-    logits of each image and its mirror image are averaged."""
+    """Mean cross-entropy (no smoothing) and accuracy over all ranks' shards, under the config's
+    test-time augmentation (:attr:`TrainConfig.tta_level`)."""
     was_training = net.training
     net.eval()
     dev = x.device
@@ -391,9 +399,7 @@ def _evaluate(
     for xb, yb in zip(x.split(config.eval_batch_size), y.split(config.eval_batch_size)):
         xb = normalize(xb, *stats).contiguous(memory_format=memory_format)
         with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
-            out = net(xb)
-            if config.tta_flip:
-                out = (out + net(xb.flip(3))) / 2
+            out = tta_logits(net, xb, config.tta_level)
         out = out.float()
         sums[0] += F.cross_entropy(out, yb, reduction="sum").double()
         sums[1] += (out.argmax(1) == yb).sum()
@@ -418,7 +424,9 @@ def _early_stop(config: TrainConfig, row: dict[str, Any], stopper: dict[str, Any
     return stopper["bad"] >= es.patience
 
 
-def _result(template: nn.Module, state: dict[str, Any], device: str, precision: dict[str, Any]) -> TrainResult:
+def _result(
+    template: nn.Module, state: dict[str, Any], device: str, precision: dict[str, Any], tta: str = "none"
+) -> TrainResult:
     """The TrainResult of a run whose final state (or checkpoint) is ``state``."""
     history, best = state["history"], state["best"]
     if best is not None:
@@ -436,7 +444,7 @@ def _result(template: nn.Module, state: dict[str, Any], device: str, precision: 
         history=list(history), train_time_s=float(totals["wall"]),
         images_per_s=float(totals["images"] / totals["step_time"]) if totals["step_time"] > 0 else 0.0,
         stopped_early=bool(state["stopped_early"]), device=device, test_loss=float(loss),
-        val_acc=None if val is None else float(val), precision=precision,
+        val_acc=None if val is None else float(val), precision=precision, tta=tta,
     )
 
 

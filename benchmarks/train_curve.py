@@ -1,0 +1,153 @@
+"""Final-epoch test accuracy after a given number of epochs, for recipes under a named schedule, on the CPU.
+
+Each run is ``RECIPE:SCHEDULE:EPOCHS`` (optionally ``:-OPTION`` to take one option of the schedule out,
+for an ablation): the recipe's model (``compress.recipes``) trained on the whole of CIFAR-10 with that
+schedule laid over exactly that many epochs (a 2-epoch run is its own run, not the first two epochs
+of a longer one). Schedules:
+
+- ``fast``: today's ``compress.recipes.FAST_TRAIN`` (decoupled Nesterov SGD, linear warm-up/decay,
+  label smoothing 0.2, Lookahead on a ramp, translate + alternating flip, mirror + translate TTA);
+- ``fast-v1``: the ``fast`` schedule before it (``compress.recipes.FAST_TRAIN_V1``: one-cycle SGD,
+  crop + flip, label smoothing 0.1, no TTA), for the comparison.
+
+Options that ``-OPTION`` takes out of ``fast`` (each replaced by what plain training does):
+``lookahead``, ``label_smoothing`` (0), ``alternating_flip`` (a fair coin per image), ``translate``
+(crop with zero padding 4), ``tta`` (none), ``bias_lr`` (BatchNorm biases at the common rate),
+``linear`` (one-cycle instead of the linear schedule).
+
+Example (the issue's table; hours of CPU, run it in the background; it resumes)::
+
+    nohup python benchmarks/train_curve.py --data /tmp/cifar10.npz --out /work/runs/train-curve \\
+        004:fast:10 002b:fast:10 resnet18:fast:10 004:fast-v1:10 ... &
+
+Every run trains in ``OUT/<run>/`` (checkpoints, so a killed run resumes) and writes ``OUT/<run>/curve.json``:
+command, commit, CPU model and whether it has AMX, torch version, TTA level, the per-epoch history with
+wall time per epoch, and the final epoch's test accuracy. ``OUT/results.json`` and ``OUT/results.md``
+collect the finished runs after each one. Commit those (never the checkpoints) under
+``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress import bench, recipes
+from compress.files import atomic_write, write_json
+from compress.metrics import count_flops, count_params
+from compress.provenance import cpu_info, provenance
+from compress.training import TrainConfig, train
+
+SCHEDULES = {"fast": recipes.FAST_TRAIN, "fast-v1": recipes.FAST_TRAIN_V1}
+
+#: What taking each option out of the ``fast`` schedule means (a function of its dict).
+ABLATIONS = {
+    "lookahead": lambda d: d.update(lookahead=None),
+    "label_smoothing": lambda d: d.update(label_smoothing=0.0),
+    "alternating_flip": lambda d: d.update(augment=[s if s["name"] != "alternating_flip" else
+                                                    {"name": "hflip", "params": {"p": 0.5}} for s in d["augment"]]),
+    "translate": lambda d: d.update(augment=[s if s["name"] != "translate" else
+                                             {"name": "random_crop", "params": {"padding": 4}} for s in d["augment"]]),
+    "tta": lambda d: d.update(tta="none"),
+    "bias_lr": lambda d: d["optimizer"].update(bias_lr_scale=1.0),
+    "linear": lambda d: d.update(schedule={"name": "onecycle", "pct_start": d["schedule"].get("pct_start", 0.25),
+                                           "interval": "step"}),
+}
+
+
+def parse_run(spec: str) -> tuple[str, str, int, str | None]:
+    """``RECIPE:SCHEDULE:EPOCHS[:-OPTION]`` -> (recipe, schedule, epochs, option taken out or None)."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or parts[1] not in SCHEDULES or not parts[2].isdigit() or int(parts[2]) < 1:
+        raise SystemExit(f"bad run {spec!r}: expected RECIPE:SCHEDULE:EPOCHS[:-OPTION], schedules {', '.join(SCHEDULES)}")
+    without = None
+    if len(parts) == 4:
+        if not parts[3].startswith("-") or parts[3][1:] not in ABLATIONS or parts[1] != "fast":
+            raise SystemExit(f"bad ablation in {spec!r}: ':-OPTION' on the fast schedule, options {', '.join(ABLATIONS)}")
+        without = parts[3][1:]
+    return parts[0], parts[1], int(parts[2]), without
+
+
+def config_for(schedule: str, epochs: int, without: str | None) -> TrainConfig:
+    """The schedule's config laid over ``epochs`` epochs, with ``without`` taken out."""
+    d = copy.deepcopy(SCHEDULES[schedule])
+    if without is not None:
+        ABLATIONS[without](d)
+    return TrainConfig.from_dict(d, schedule).over_epochs(epochs)
+
+
+def run_one(spec: str, data: Any, out: Path, argv: list[str], progress: bool) -> dict[str, Any]:
+    """Train one run (resuming its folder) and return its record."""
+    name, schedule, epochs, without = parse_run(spec)
+    recipe = recipes.load(recipes.find(name))
+    model = recipe.build()
+    config = config_for(schedule, epochs, without)
+    folder = out / spec.replace(":", "_")
+    t0 = time.perf_counter()
+    result = train(model, data, config, out_dir=folder, resume=True, device="cpu", progress=progress)
+    record = {
+        "run": spec, "recipe": name, "schedule": schedule, "epochs": epochs, "without": without,
+        "params": count_params(model), "flops": count_flops(model),
+        "test_acc_final_epoch": 100.0 * result.test_acc, "tta": result.tta,
+        "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run,
+        "epoch_time_s": [round(h["epoch_time_s"], 1) for h in result.history],
+        "train_time_s": result.train_time_s, "images_per_s": result.images_per_s,
+        "history": result.history, "precision": result.precision, "config": config.to_dict(),
+        "data": bench.describe_data(data), "cpu": cpu_info(), **provenance("cpu", argv), "wall_this_process_s": round(time.perf_counter() - t0, 1),
+    }
+    write_json(folder / "curve.json", record, indent=1)
+    return record
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    """The finished runs as one table."""
+    data = sorted({f"{r['data']['name']} ({r['data']['train']:,} train / {r['data']['test']:,} test images)" for r in records})
+    lines = ["# Final-epoch test accuracy by schedule and epochs (CPU, one seed)", "",
+             f"Data: {', '.join(data)}. `benchmarks/train_curve.py`; each row is its own run, its schedule laid "
+             "over exactly its epochs; the accuracy is the last epoch's, on the whole test set, with the TTA shown.", "",
+             "| run | params | epochs | final-epoch test acc | TTA | s/epoch (median) | CPU (AMX) | commit |",
+             "|---|---:|---:|---:|---|---:|---|---|"]
+    for r in records:
+        times = sorted(r["epoch_time_s"])
+        median = times[len(times) // 2] if times else float("nan")
+        cpu = f"{r['cpu']['model']} ({'AMX' if r['cpu']['amx'] else 'no AMX'})"
+        lines.append(f"| {r['run']} | {r['params']:,} | {r['epochs']} | {r['test_acc_final_epoch']:.2f}% | {r['tta']} | "
+                     f"{median:.0f} | {cpu} | {r['git_commit'][:10]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", metavar="RECIPE:SCHEDULE:EPOCHS[:-OPTION]")
+    p.add_argument("--data", required=True, help="CIFAR-10 (.npz, batches folder, ...; synthetic:N:M for a smoke run)")
+    p.add_argument("--out", required=True, help="run folder (resumes)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv[1:])
+    for spec in args.runs:
+        parse_run(spec)  # every spec checked before hours of training
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = bench.resolve_data(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for spec in args.runs:
+        records.append(run_one(spec, data, out, argv, not args.no_progress))
+        done = [r for r in records]
+        write_json(out / "results.json", {"runs": done}, indent=1)
+        atomic_write(out / "results.md", markdown(done))
+        print(f"{spec}: {done[-1]['test_acc_final_epoch']:.2f}% after {done[-1]['epochs']} epochs "
+              f"(TTA {done[-1]['tta']})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
