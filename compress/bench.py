@@ -257,7 +257,7 @@ def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
                              "written by compress-bench)")
     path = out / MANIFEST
     if not path.is_file():
-        foreign = sorted(p.name for p in out.iterdir() if not is_leftover(p.name)) if out.is_dir() else []
+        foreign = sorted(p.name for p in out.iterdir() if p.is_symlink() or not is_leftover(p.name)) if out.is_dir() else []
         if foreign:
             raise RunFolderError(f"{out} is not empty ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
                                  f"and has no {MANIFEST}: not a compress-bench run folder; use a new --out")

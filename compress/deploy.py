@@ -41,7 +41,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from .files import lock_folder, write_json
+from .files import lock_folder, reserve_temp, write_json
 from .metrics import count_flops, count_params
 from .provenance import device_name, running_commit
 
@@ -165,7 +165,7 @@ def export(
     net = _eval_copy(model)
     _check_runs(net, shape)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.onnx")
+    tmp = reserve_temp(path)  # a unique name, created exclusively: no planted link is followed, no two exports collide
     dynamic = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     try:
         with torch.no_grad():

@@ -2,15 +2,18 @@
 
 Every file a run writes (JSON records, checkpoints, saved models, the report and its plots) goes
 through :func:`atomic_open` or one of its wrappers: the bytes go to a hidden temporary file next to the
-target (``.NAME.XXXXXXXX.tmp``), which is flushed to disk and then renamed over the target. A kill, a
-crash or a full disk at any moment leaves either the old file or the new one, never a mix, and an error
-removes the temporary file again. A full disk raises an :class:`OSError` that names the file and says
-"No space left on device".
+target (``.NAME.XXXXXXXX.tmp``, created exclusively under a name of its own, so it never writes
+through a planted link), which is flushed to disk and then renamed over the target. A kill, a crash or
+a full disk at any moment leaves either the old file or the new one, never a mix, and an error removes
+the temporary file again. A full disk raises an :class:`OSError` that names the file and says "No
+space left on device". Files get the permissions the user's umask gives a new file (``0o666 & ~umask``).
 
 :func:`lock_folder` takes an exclusive ``fcntl.flock`` on ``FOLDER/.lock`` for as long as a process uses
 the folder, so a second process on the same folder is refused at once (:class:`FolderBusyError`) rather
-than racing the first. The kernel drops the lock when the process ends, however it ends. While holding
-it, :func:`remove_leftovers` deletes the temporary files of killed writers.
+than racing the first; a ``.lock`` that is a link or not a plain file is refused, never followed. The
+kernel drops the lock when the process ends, however it ends. While holding it,
+:func:`remove_leftovers` deletes the temporary files of killed writers, and only those: names of the
+exact form above (a user's ``draft.md.tmp`` is not one).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,22 +35,53 @@ except ImportError:  # pragma: no cover - not POSIX (Windows): folders are not l
 
 __all__ = [
     "atomic_open", "atomic_write", "write_json", "lock_folder", "remove_leftovers", "is_leftover", "FolderBusyError", "LOCK",
+    "reserve_temp",
 ]
 
 LOCK = ".lock"
 _TMP = ".tmp"
-# temporary files compress writes (``.NAME.XXXXXXXX.tmp``) and the older fixed ``NAME.tmp`` form
-_LEFTOVER = re.compile(r"^\.?[^/]+\.(json|pt|md|png|yaml|yml)(\.[A-Za-z0-9_]+)?\.tmp$")
+# the temporary files compress writes: ``.NAME.XXXXXXXX.tmp`` (mkstemp's 8 characters), nothing else
+_LEFTOVER = re.compile(r"^\.[^/]+\.(json|pt|md|png|yaml|yml|onnx)\.[a-z0-9_]{8}\.tmp$")
 
 
 class FolderBusyError(RuntimeError):
     """Another process holds the lock of a folder (:func:`lock_folder`)."""
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be, which changes nothing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _open_temp(path: Path, mode: str) -> tuple[IO[Any], str]:
-    """A new temporary file next to ``path``, opened for writing, and its name."""
+    """A new temporary file next to ``path`` (created exclusively, with the umask's permissions), opened
+    for writing, and its name."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except OSError:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
     return (os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")), tmp
+
+
+def reserve_temp(path: str | os.PathLike) -> Path:
+    """A new, empty temporary file next to ``path`` under a unique name of the atomic form
+    (``.NAME.XXXXXXXX.tmp``), for a writer that takes a path (e.g. the ONNX exporter); rename it over
+    ``path`` with ``os.replace`` when it is complete, or unlink it."""
+    path = Path(path)
+    f, tmp = _open_temp(path, "wb")
+    f.close()
+    return Path(tmp)
 
 
 @contextmanager
@@ -131,7 +166,18 @@ def lock_folder(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    f = open(folder / LOCK, "a+", encoding="utf-8")
+    lock = folder / LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, f"{lock} is a symbolic link; compress writes its lock only as a plain file "
+                                       "of its own: remove the link, or use another folder", str(lock)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{lock} is not a plain file; remove it, or use another folder", str(lock))
+    f = os.fdopen(fd, "r+", encoding="utf-8")
     try:
         if fcntl is not None:
             try:

@@ -118,6 +118,9 @@ TIME_BUDGET_TRAIN: dict[str, Any] = {
 
 Budget = Literal["paper", "fast"]
 
+#: What a recipe's name may be: it is a folder name inside a run folder, so never a path or a dot name.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")
+
 
 class RecipeError(ValueError):
     """A recipe file is malformed; the message names the file, the key and the accepted keys."""
@@ -353,6 +356,9 @@ def from_mapping(data: Any, where: str = "recipe", path: Path | None = None) -> 
         fast = TrainConfig.from_dict(fast_dict, "fast")
     except SchemaError as e:
         raise _schema_error(where, e) from e
+    if not _PLAIN_NAME.match(spec.name) or spec.name in (".", ".."):
+        raise RecipeError(f"{where}: name {spec.name[:60]!r} is not a plain name (letters, digits and . _ + -, not "
+                          "starting with a dot): it names the recipe's sub-folder of a run folder")
     if path is not None and spec.name != path.stem:
         raise RecipeError(f"{where}: name {spec.name!r} must match the file name {path.stem!r}")
     if spec.train is None and spec.finetune:

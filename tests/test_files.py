@@ -83,8 +83,10 @@ def test_folder_lock_refuses_a_second_holder_and_is_freed_when_the_holder_dies(t
 
 def test_leftovers_are_only_our_temporary_files(tmp_path):
     (tmp_path / "r").mkdir()
-    ours = [tmp_path / "manifest.json.tmp", tmp_path / ".results.json.k3j_x9ab.tmp", tmp_path / "r" / ".checkpoint.pt.abc123.tmp"]
-    kept = [tmp_path / "notes.tmp", tmp_path / "manifest.json", tmp_path / "r" / "model.pt"]
+    ours = [tmp_path / ".results.json.k3j_x9ab.tmp", tmp_path / "r" / ".checkpoint.pt.abc123_z.tmp"]
+    # the exact mkstemp form only: a name a user may have chosen (no dot, other lengths) is never deleted
+    kept = [tmp_path / "notes.tmp", tmp_path / "manifest.json", tmp_path / "r" / "model.pt", tmp_path / "manifest.json.tmp",
+            tmp_path / "r" / ".checkpoint.pt.abc123.tmp"]
     for p in ours + kept:
         p.write_text("x")
     assert sorted(files.remove_leftovers(tmp_path)) == sorted(ours)

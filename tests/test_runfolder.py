@@ -152,7 +152,7 @@ def test_leftovers_of_a_kill_do_not_block_the_folder(tmp_path, capsys):
     recipe = _recipe(tmp_path / "r")
     out = tmp_path / "run"
     out.mkdir()
-    (out / "manifest.json.tmp").write_text('{"half": ')  # a kill mid-write (older versions' name)
+    (out / ".manifest.json.ab12cd_9.tmp").write_text('{"half": ')  # a kill mid-write
     assert main(_cmd(recipe, out)) == 0
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert json.loads((out / "manifest.json").read_text())["recipes"].keys() == {"tiny"}
