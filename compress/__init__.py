@@ -31,6 +31,7 @@ from .transforms import (
     scale_width,
     set_kernels,
     transform,
+    whiten_stem,
 )
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ __all__ = [
     "redistribute_blocks",
     "set_kernels",
     "add_se",
+    "whiten_stem",
     "compose",
     "Compose",
     "transform",

@@ -589,6 +589,10 @@ def _run_locked(
         r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (epochs, max_steps_per_epoch)
         log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget"
             + (f", {time_budget:g} min" if plan else "") + f") into {rdir}")
+        if getattr(model, "whiten", None) is not None:  # a whiten_stem step built placeholder weights: compute them
+            from .transforms.whiten import init_whitening
+
+            model = init_whitening(model, data, normalization=(config.normalize.mean, config.normalize.std))
         try:
             with torch_threads(threads):
                 result = train(

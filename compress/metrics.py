@@ -25,8 +25,14 @@ CIFAR_INPUT = (1, 3, 32, 32)
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters (``requires_grad``) of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of trainable parameters (``requires_grad``) of ``model``, plus the frozen weights of any
+    patch-whitening layer (:class:`~compress.models.WhiteningConv`): computed from data rather than
+    trained, they are still weights the model stores (a :class:`~compress.models.ZeroPadShortcut`'s
+    fixed 0/1 selection is not counted)."""
+    from .models.resnet import WhiteningConv
+
+    stored = {id(p) for m in model.modules() if isinstance(m, WhiteningConv) for p in m.parameters(recurse=False)}
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or id(p) in stored)
 
 
 def _flop_inputs(model: nn.Module, input_size: Sequence[int] | None = None, example_input: Any = None) -> tuple:
@@ -131,7 +137,7 @@ def summary(model: nn.Module, input_size: Sequence[int] = CIFAR_INPUT, *, print_
     if not isinstance(model, ResNet):
         raise TypeError(f"summary() needs a compress ResNet, got {type(model).__name__}")
     cfg = model.config
-    names = ["conv1", "bn1", "se", *[f"layer{i + 1}" for i in range(len(cfg.stages))], "linear", ""]
+    names = ["whiten", "conv1", "bn1", "se", *[f"layer{i + 1}" for i in range(len(cfg.stages))], "linear", ""]
     flops = flops_by_module(model, input_size, names)
     size = "x".join(map(str, input_size))
     table = Table(title=f"{type(model).__name__}, {len(cfg.stages)} stages, FLOPs at {size}", title_justify="left")
@@ -149,6 +155,10 @@ def summary(model: nn.Module, input_size: Sequence[int] = CIFAR_INPUT, *, print_
     def params_of(*mods: nn.Module | None) -> int:
         return sum(count_params(m) for m in mods if m is not None)
 
+    if model.whiten is not None:  # frozen patch whitening in front of the stem
+        k = cfg.whiten_kernel
+        table.add_row("whiten", str(cfg.whiten_width), "", "1", "", f"{k}x{k}", "", f"{params_of(model.whiten):,}",
+                      mflops(flops["whiten"]))
     stem_flops = flops["conv1"] + flops["bn1"] + flops["se"]
     table.add_row(
         "stem", str(cfg.stem_width), "", "1", "", f"{cfg.stem_kernel}x{cfg.stem_kernel}",

@@ -5,7 +5,8 @@ inner widths, kernel sizes and optional squeeze-and-excitation), and head. Becau
 every channel count, a model that was pruned channel by channel can be printed, saved and rebuilt
 without replaying the transforms that made it.
 
-Module names follow the CIFAR ResNet of kuangliu/pytorch-cifar: ``conv1``/``bn1`` (stem), ``se``
+Module names follow the CIFAR ResNet of kuangliu/pytorch-cifar: ``whiten`` (an optional frozen
+patch-whitening conv in front of the stem, :class:`WhiteningConv`), ``conv1``/``bn1`` (stem), ``se``
 (optional SE after the stem), ``layer1`` ... ``layerN`` (stages, 1-based names), inside each block
 ``conv1``, ``bn1``, ``conv2``, ``bn2``, optional ``se`` and ``shortcut`` (1x1 conv + BN), and
 ``linear`` (classifier). Stage *indices* in the Python API are 0-based: stage 0 is ``layer1``.
@@ -35,6 +36,7 @@ __all__ = [
     "SqueezeExcite",
     "BasicBlock",
     "ZeroPadShortcut",
+    "WhiteningConv",
     "SHORTCUTS",
     "resnet18",
     "resnet_from_config",
@@ -110,6 +112,10 @@ class ResNetConfig:
     ``input_mean``/``input_std`` (one value per input channel, images scaled to [0, 1] first) are the
     normalisation the network expects, when known (e.g. imported by
     :func:`~compress.models.from_checkpoint`); ``None`` leaves it to the training config.
+
+    ``whiten_kernel`` (0: none) puts a frozen ``k x k`` patch-whitening conv (:class:`WhiteningConv`,
+    ``2 * in_channels * k * k`` output channels, no padding, then a GELU) in front of the stem conv,
+    which then takes :attr:`whiten_width` input channels (see :func:`compress.transforms.whiten_stem`).
     """
 
     stages: tuple[StageConfig, ...]
@@ -120,6 +126,7 @@ class ResNetConfig:
     num_classes: int = 10
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
+    whiten_kernel: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -133,6 +140,8 @@ class ResNetConfig:
         _check_positive("num_classes", self.num_classes)
         if self.stem_kernel < 1 or self.stem_kernel % 2 == 0:
             raise ValueError(f"stem kernel must be odd and >= 1, got {self.stem_kernel}")
+        if isinstance(self.whiten_kernel, bool) or not isinstance(self.whiten_kernel, int) or self.whiten_kernel < 0:
+            raise ValueError(f"whiten_kernel must be an integer >= 0 (0: no whitening layer), got {self.whiten_kernel!r}")
         in_width = self.stem_width
         for stage in self.stages:
             stage.needs_projection(in_width)
@@ -154,13 +163,29 @@ class ResNetConfig:
         """Stride of each stage."""
         return [s.stride for s in self.stages]
 
+    @property
+    def whiten_width(self) -> int:
+        """Output channels of the whitening layer: ``2 * in_channels * whiten_kernel ** 2`` (0: none)."""
+        return 2 * self.in_channels * self.whiten_kernel**2
+
+    @property
+    def stem_in_channels(self) -> int:
+        """Input channels of the stem conv: the whitening layer's width, else the image channels."""
+        return self.whiten_width if self.whiten_kernel else self.in_channels
+
     def replace(self, **changes: Any) -> "ResNetConfig":
         """A copy with the given fields changed (and validated)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON/YAML-friendly dict; :meth:`from_dict` inverts it."""
+        """Plain, JSON/YAML-friendly dict; :meth:`from_dict` inverts it.
+
+        ``whiten_kernel`` is left out when it is 0, so configs without a whitening layer give the same
+        dict (and saved files and recipe fingerprints) as before the field existed.
+        """
         d = dataclasses.asdict(self)
+        if not d["whiten_kernel"]:
+            del d["whiten_kernel"]
         for s in d["stages"]:
             for b in s["blocks"]:
                 b["kernels"] = list(b["kernels"])
@@ -201,7 +226,7 @@ class ResNetConfig:
         return cls(stages=stages, stem_width=stem_width if stem_width is not None else widths[0], **kwargs)
 
     def describe(self) -> str:
-        """One line: stem, widths, depths, strides (e.g. for tables and logs)."""
+        """One line: stem, widths, depths, strides (e.g. for tables and logs); a whitening layer first, if any."""
         mids = ["/".join(str(b.mid) for b in s.blocks) for s in self.stages]
         extra = ""
         if self.stem_se:
@@ -213,8 +238,9 @@ class ResNetConfig:
             extra += " k=" + ",".join(f"{a}x{b}" for a, b in sorted(kernels))
         if any(s.shortcut == "pad" for s in self.stages):
             extra += " zero-pad shortcuts"
+        whiten = f"whiten {self.whiten_width}(k{self.whiten_kernel}, frozen) " if self.whiten_kernel else ""
         return (
-            f"stem {self.stem_width}(k{self.stem_kernel}) widths {self.widths} depths {self.depths} "
+            f"{whiten}stem {self.stem_width}(k{self.stem_kernel}) widths {self.widths} depths {self.depths} "
             f"strides {self.strides} mids [{' | '.join(mids)}]{extra}"
         )
 
@@ -278,6 +304,33 @@ class ZeroPadShortcut(nn.Conv2d):
         super().__setattr__(name, value)
 
 
+class WhiteningConv(nn.Conv2d):
+    """A frozen ``k x k`` patch-whitening convolution (the first layer of airbench's CIFAR-10 networks).
+
+    ``2 * in_channels * k * k`` filters, no padding, no bias: the eigenvectors of the covariance of
+    the (normalised) training images' ``k x k`` patches, each scaled by ``1 / sqrt(eigenvalue + eps)``,
+    followed by the same filters negated (the :class:`ResNet` applies a GELU after it). The weights are
+    computed from images (:func:`compress.transforms.whiten.init_whitening`), never trained: they are
+    created with ``requires_grad=False``, and every weight assigned later is frozen too. Unlike the
+    0/1 :class:`ZeroPadShortcut`, they are data that the model stores, so
+    :func:`~compress.count_params` counts them. A fresh layer holds placeholder weights: the identity
+    on each patch element and its negation (``gelu(x) - gelu(-x) == x``, so nothing is lost).
+    """
+
+    def __init__(self, in_channels: int, kernel: int) -> None:
+        _check_positive("whitening kernel", kernel)
+        d = in_channels * kernel * kernel
+        super().__init__(in_channels, 2 * d, kernel, padding=0, bias=False)
+        with torch.no_grad():
+            eye = torch.eye(d).view(d, in_channels, kernel, kernel)
+            self.weight.copy_(torch.cat([eye, -eye]))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "weight" and isinstance(value, nn.Parameter):
+            value.requires_grad_(False)
+        super().__setattr__(name, value)
+
+
 class BasicBlock(nn.Module):
     """Post-activation residual block described by a :class:`BlockConfig`.
 
@@ -321,7 +374,8 @@ class ResNet(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.conv1 = nn.Conv2d(c.in_channels, c.stem_width, c.stem_kernel, 1, c.stem_kernel // 2, bias=False)
+        self.whiten = WhiteningConv(c.in_channels, c.whiten_kernel) if c.whiten_kernel else None
+        self.conv1 = nn.Conv2d(c.stem_in_channels, c.stem_width, c.stem_kernel, 1, c.stem_kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(c.stem_width)
         self.se = SqueezeExcite(c.stem_width, c.stem_se) if c.stem_se else None
         in_width = c.stem_width
@@ -350,6 +404,8 @@ class ResNet(nn.Module):
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.config.stages))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.whiten is not None:
+            x = F.gelu(self.whiten(x))
         out = F.relu(self.bn1(self.conv1(x)))
         if self.se is not None:
             out = self.se(out)
@@ -383,10 +439,11 @@ class ResNet(nn.Module):
             stem_width=self.conv1.out_channels,
             stem_kernel=self.conv1.kernel_size[0],
             stem_se=self.se.fc1.out_channels if self.se is not None else 0,
-            in_channels=self.conv1.in_channels,
+            in_channels=self.whiten.in_channels if self.whiten is not None else self.conv1.in_channels,
             num_classes=self.linear.out_features,
             input_mean=self.config.input_mean,
             input_std=self.config.input_std,
+            whiten_kernel=self.whiten.kernel_size[0] if self.whiten is not None else 0,
         )
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from .prune import IMPORTANCES, prunable_layers, prune
 from .surgery import add_se, insert_stage, redistribute_blocks, remove_stage, scale_width, set_kernels
+from .whiten import init_whitening, whiten_stem
 
 __all__ = [
     "prune",
@@ -28,6 +29,8 @@ __all__ = [
     "redistribute_blocks",
     "set_kernels",
     "add_se",
+    "whiten_stem",
+    "init_whitening",
     "REGISTRY",
     "transform",
     "compose",
@@ -44,6 +47,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "redistribute_blocks": redistribute_blocks,
     "set_kernels": set_kernels,
     "add_se": add_se,
+    "whiten_stem": whiten_stem,  # in a recipe: the structure only; bench computes the weights before training
 }
 """Transform functions by name, as used in recipe files."""
 

@@ -98,6 +98,7 @@ def rebuild(
     """
     new = ResNet(config)
     new.to(next(old.parameters()).device)
+    _copy_module(new.whiten, old.whiten, grow)  # a frozen whitening layer: its shape never changes here
     _copy_module(new.conv1, old.conv1, grow)
     _copy_module(new.bn1, old.bn1, grow)
     _copy_module(new.se, old.se, grow)

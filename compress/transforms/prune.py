@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from ..models.resnet import ResNet
+from ..models.resnet import ResNet, WhiteningConv
 from . import _depgraph as dg
 from ._cost import CostModel, measure
 from ._depgraph import PruneError
@@ -126,7 +126,8 @@ def prune(
     the defaults are ``"local"``, ``"l1"`` and ``False`` (uniform widths, as the reports pruned).
 
     **What is never pruned.** Layers matching a pattern in ``ignore`` (and the layers sharing their
-    channels); the channels of the model's outputs: ``outputs="all"`` protects every output, or give the
+    channels); a frozen patch-whitening layer (:func:`~compress.transforms.whiten_stem`) and the input
+    channels of the stem conv it feeds; the channels of the model's outputs: ``outputs="all"`` protects every output, or give the
     output keys/indices to protect (``["out"]`` for a dict output; ``[]`` protects none). A request that
     would leave a layer with no channels, or a grouped conv with different channels in different
     groups, is a ``ValueError`` naming the layer (:class:`PruneError`).
@@ -452,7 +453,10 @@ class _Job:
         modules = dict(net.named_modules())
         self.num_heads = {m: m.num_heads for m in net.modules() if isinstance(m, nn.MultiheadAttention)}
         self.num_heads.update({modules[n]: h for n, h in self.heads_by_name.items()})
-        self.ignored = [m for n, m in net.named_modules() if n and _matches_any(n, self.ignore)]
+        # a frozen patch-whitening layer is never pruned: its filters are a whole eigenbasis, and the stem
+        # conv after it keeps all its input channels
+        self.ignored = [m for n, m in net.named_modules()
+                        if n and (_matches_any(n, self.ignore) or isinstance(m, WhiteningConv))]
         if self.ignore:
             unmatched = [p for p in self.ignore if not any(_matches(n, p) for n in modules if n)]
             if unmatched:
