@@ -78,8 +78,9 @@ BUDGET_PARAMS = 5_000_000
 #: given per 1024 examples (decoupled from batch size and momentum), a linear warm-up over the first 23%
 #: of the steps then a linear decay, label smoothing 0.2, Lookahead every 5 steps with an average that
 #: grows as training ends, random translation by up to 2 pixels (reflect padding) and alternating flips,
-#: and mirror + translate test-time augmentation. What each of these is worth on recipe 004 is measured
-#: by ``benchmarks/train_curve.py`` (docs/training.md). A recipe's optional ``fast:`` section overrides
+#: and mirror + translate test-time augmentation of the final model (each epoch is evaluated without
+#: it). What each of these is worth on recipe 004 is measured by ``benchmarks/train_curve.py``
+#: (docs/training.md). A recipe's optional ``fast:`` section overrides
 #: individual fields.
 FAST_TRAIN: dict[str, Any] = {
     "epochs": 10,
@@ -91,6 +92,7 @@ FAST_TRAIN: dict[str, Any] = {
     "label_smoothing": 0.2,
     "lookahead": {"k": 5, "alpha": 0.2262, "ramp": 3.0},
     "tta": "mirror_translate",
+    "tta_epochs": "last",
     "eval_batch_size": 1000,
 }
 

@@ -229,3 +229,33 @@ def test_new_fields_at_their_defaults_leave_config_dicts_as_they_were():
     assert "start_factor" not in d["schedule"]
     assert TrainConfig.from_dict(d) == TrainConfig()
     assert TrainConfig(tta="mirror").to_dict()["tta"] == "mirror"
+
+
+def test_tta_at_the_end_only_measures_the_returned_model_once(tmp_path):
+    import compress
+
+    data = synthetic(256, 96, size=16)
+    cfg = TrainConfig.from_dict({"epochs": 2, "batch_size": 64, "amp": "none", "tta": "mirror_translate",
+                                 "tta_epochs": "last"})
+    result = train(_tiny(), data, cfg, device="cpu", progress=False, out_dir=tmp_path)
+    last = result.history[-1]
+    assert "test_acc_tta" in last and "test_acc_tta" not in result.history[0]
+    assert result.test_acc == last["test_acc_tta"]
+    again = compress.evaluate(result.model, data, tta="mirror_translate", progress=False)
+    assert again.accuracy == pytest.approx(result.test_acc, abs=1e-9)
+    plain = compress.evaluate(result.model, data, progress=False)
+    assert plain.accuracy == pytest.approx(last["test_acc"], abs=1e-9)  # each epoch's own row is without TTA
+    resumed = train(_tiny(), data, cfg, device="cpu", progress=False, out_dir=tmp_path, resume=True)
+    assert resumed.test_acc == result.test_acc  # a finished run's stored result
+
+
+def test_tta_at_the_end_measures_the_epoch_chosen_on_validation():
+    import compress
+
+    data = synthetic(320, 96, size=16)
+    cfg = TrainConfig.from_dict({"epochs": 3, "batch_size": 64, "amp": "none", "tta": "mirror",
+                                 "tta_epochs": "last", "val_split": {"size": 64}})
+    result = train(_tiny(), data, cfg, device="cpu", progress=False)
+    again = compress.evaluate(result.model, data, tta="mirror", progress=False)
+    assert again.accuracy == pytest.approx(result.test_acc, abs=1e-9)
+    assert result.test_acc == result.history[-1]["test_acc_tta"]

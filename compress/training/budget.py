@@ -85,7 +85,9 @@ def plan(
     n_probe_train = min(probe_steps * config.batch_size, int(data.train_x.shape[0]))
     n_probe_test = min(config.eval_batch_size, int(data.test_x.shape[0]))
     probe_data = data.subset(n_probe_train, n_probe_test)
-    probe_config = TrainConfig.from_dict({**config.to_dict(), "val_split": None, "early_stopping": None})
+    # the probe times plain forward passes (no TTA); each planned epoch then costs its own number of them
+    probe_config = TrainConfig.from_dict({**config.to_dict(), "val_split": None, "early_stopping": None,
+                                          "tta": "none", "tta_flip": False, "tta_epochs": "all"})
 
     t0 = time.perf_counter()
     result = train(model, probe_data, probe_config, device=device, progress=False, epochs=2, teacher=teacher)
@@ -94,9 +96,9 @@ def plan(
     train_ips = float(timed["images_per_s"])
     step_s = n_probe_train / train_ips
     eval_s = max(float(timed["epoch_time_s"]) - step_s, 1e-6)
-    eval_ips = n_probe_test * config.tta_passes / eval_s  # forward passes per second
+    eval_ips = n_probe_test / eval_s  # forward passes per second
 
-    eval_epoch_s = n_eval * config.tta_passes / eval_ips
+    eval_epoch_s = n_eval * config.epoch_eval_passes / eval_ips  # (the one TTA evaluation at the end is not planned)
     epochs, max_steps, estimated = fit_length(60.0 * float(minutes), steps_per_epoch, config.batch_size / train_ips,
                                               eval_epoch_s)
     return BudgetPlan(

@@ -49,7 +49,9 @@ class TrainResult:
     """What :func:`train` returns. ``test_acc`` is in 0..1.
 
     ``test_acc`` is the last epoch's test accuracy, or, with a validation split, the test accuracy of
-    the epoch with the best validation accuracy (``selected_epoch``, 1-based); ``model`` holds that
+    the epoch with the best validation accuracy (``selected_epoch``, 1-based), under the config's
+    test-time augmentation (with ``tta_epochs: last`` measured once at the end, on the returned model:
+    the last history row's ``test_acc_tta``); ``model`` holds that
     epoch's weights (the EMA weights when ``config.ema`` is set), on the CPU in eval mode.
     ``train_time_s`` is the wall time of all epochs (training and evaluation, summed over resumes);
     ``images_per_s`` counts training images over the time of the training steps only. ``precision``
@@ -207,6 +209,7 @@ def train(
     mean = torch.tensor(stats[0], device=dev)  # once: a copy per step would sync with CUDA
     std = torch.tensor(stats[1], device=dev)
     bar = _Progress(progress and info.is_main, n_epochs * steps, start_epoch * steps + start_step)
+    epoch_tta = config.tta_level if config.tta_epochs == "all" else "none"  # what each epoch's evaluation uses
     stopped_early = False
     last_save = time.perf_counter()
 
@@ -337,7 +340,7 @@ def train(
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
             for name, (ex, ey) in evals.items():
                 row[f"{name}_loss"], row[f"{name}_acc"] = _evaluate(
-                    eval_net, ex, ey, (mean, std), config, amp_dtype, memory_format, info
+                    eval_net, ex, ey, (mean, std), config, amp_dtype, memory_format, info, epoch_tta
                 )
             check_diverged(row, [net] + ([ema.module] if ema is not None else []), ckpt_path)  # before it is recorded
             row["lr"] = lr
@@ -357,6 +360,18 @@ def train(
             stop = _early_stop(config, row, stopper)
             finished = stop or epoch + 1 == n_epochs
             stopped_early = stop and epoch + 1 < n_epochs
+            if finished and epoch_tta != config.tta_level:  # tta_epochs "last": the returned model, with TTA, once
+                t_tta = time.perf_counter()
+                chosen = eval_net
+                if best is not None:
+                    chosen = copy.deepcopy(eval_net)
+                    chosen.load_state_dict(best["state"])
+                row["test_loss_tta"], row["test_acc_tta"] = _evaluate(
+                    chosen, *evals["test"], (mean, std), config, amp_dtype, memory_format, info, config.tta_level
+                )
+                spent = time.perf_counter() - t_tta
+                row["epoch_time_s"] += spent
+                totals["wall"] += spent
             bar.log(row)
 
             if out is not None:
@@ -389,9 +404,10 @@ def _write_outputs(out: Path, result: TrainResult, config: TrainConfig) -> None:
 def _evaluate(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
     amp_dtype: torch.dtype | None, memory_format: torch.memory_format, info: distributed.DistInfo,
+    level: str | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy (no smoothing) and accuracy over all ranks' shards, under the config's
-    test-time augmentation (:attr:`TrainConfig.tta_level`)."""
+    """Mean cross-entropy (no smoothing) and accuracy over all ranks' shards, under test-time
+    augmentation ``level`` (default: the config's, :attr:`TrainConfig.tta_level`)."""
     was_training = net.training
     net.eval()
     dev = x.device
@@ -399,7 +415,7 @@ def _evaluate(
     for xb, yb in zip(x.split(config.eval_batch_size), y.split(config.eval_batch_size)):
         xb = normalize(xb, *stats).contiguous(memory_format=memory_format)
         with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
-            out = tta_logits(net, xb, config.tta_level)
+            out = tta_logits(net, xb, config.tta_level if level is None else level)
         out = out.float()
         sums[0] += F.cross_entropy(out, yb, reduction="sum").double()
         sums[1] += (out.argmax(1) == yb).sum()
@@ -435,6 +451,8 @@ def _result(
         last = history[-1]
         weights = _ema_module_state(state["ema"]) if state.get("ema") is not None else state["model"]
         acc, loss, epoch, val = last["test_acc"], last["test_loss"], last["epoch"], None
+    if "test_acc_tta" in history[-1]:  # tta_epochs "last": the returned model's accuracy with TTA
+        acc, loss = history[-1]["test_acc_tta"], history[-1]["test_loss_tta"]
     model = copy.deepcopy(template).cpu()
     model.load_state_dict(weights)
     model.eval()
