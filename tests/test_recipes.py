@@ -28,7 +28,7 @@ def loaded() -> dict[str, recipes.Recipe]:
 def built(loaded) -> dict[str, torch.nn.Module]:
     """Each bundled recipe's model, built once per test session."""
     torch.manual_seed(0)
-    return {name: r.build() for name, r in loaded.items()}
+    return {name: r.build() for name, r in loaded.items() if r.weights is None or r.weights_path().is_file()}
 
 
 def test_recipe_set(loaded):
@@ -39,6 +39,8 @@ def test_recipe_set(loaded):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_recipe_builds_exact_model(name, loaded, built):
+    if name not in built:
+        pytest.skip(f"needs the published weights file {loaded[name].weights_path()} (../shared/weights)")
     model = built[name]
     assert count_params(model) == EXPECTED_PARAMS[name]
     assert loaded[name].claims.params == EXPECTED_PARAMS[name]
