@@ -1,7 +1,7 @@
 """Final-epoch test accuracy after a given number of epochs, for recipes under a named schedule, on the CPU.
 
 Each run is ``RECIPE:SCHEDULE:EPOCHS`` (optionally ``:-OPTION`` to take one option of the schedule out,
-for an ablation): the recipe's model (``compress.recipes``) trained on the whole of CIFAR-10 with that
+for an ablation, and ``:bN`` to train at batch size N instead of the schedule's): the recipe's model (``compress.recipes``) trained on the whole of CIFAR-10 with that
 schedule laid over exactly that many epochs (a 2-epoch run is its own run, not the first two epochs
 of a longer one). Schedules:
 
@@ -61,38 +61,46 @@ ABLATIONS = {
 }
 
 
-def parse_run(spec: str) -> tuple[str, str, int, str | None]:
-    """``RECIPE:SCHEDULE:EPOCHS[:-OPTION]`` -> (recipe, schedule, epochs, option taken out or None)."""
+def parse_run(spec: str) -> tuple[str, str, int, str | None, int | None]:
+    """``RECIPE:SCHEDULE:EPOCHS[:-OPTION][:bN]`` -> (recipe, schedule, epochs, option taken out or None,
+    batch size or None)."""
     parts = spec.split(":")
-    if len(parts) not in (3, 4) or parts[1] not in SCHEDULES or not parts[2].isdigit() or int(parts[2]) < 1:
-        raise SystemExit(f"bad run {spec!r}: expected RECIPE:SCHEDULE:EPOCHS[:-OPTION], schedules {', '.join(SCHEDULES)}")
-    without = None
-    if len(parts) == 4:
-        if not parts[3].startswith("-") or parts[3][1:] not in ABLATIONS or parts[1] != "fast":
-            raise SystemExit(f"bad ablation in {spec!r}: ':-OPTION' on the fast schedule, options {', '.join(ABLATIONS)}")
-        without = parts[3][1:]
-    return parts[0], parts[1], int(parts[2]), without
+    usage = f"bad run {spec!r}: expected RECIPE:SCHEDULE:EPOCHS[:-OPTION][:bN], schedules {', '.join(SCHEDULES)}"
+    if not 3 <= len(parts) <= 5 or parts[1] not in SCHEDULES or not parts[2].isdigit() or int(parts[2]) < 1:
+        raise SystemExit(usage)
+    without = batch = None
+    for extra in parts[3:]:
+        if extra.startswith("b") and extra[1:].isdigit() and int(extra[1:]) >= 1 and batch is None:
+            batch = int(extra[1:])
+        elif extra.startswith("-") and extra[1:] in ABLATIONS and parts[1] == "fast" and without is None:
+            without = extra[1:]
+        else:
+            raise SystemExit(f"{usage}; ':-OPTION' takes one option out of the fast schedule: {', '.join(ABLATIONS)}")
+    return parts[0], parts[1], int(parts[2]), without, batch
 
 
-def config_for(schedule: str, epochs: int, without: str | None) -> TrainConfig:
-    """The schedule's config laid over ``epochs`` epochs, with ``without`` taken out."""
+def config_for(schedule: str, epochs: int, without: str | None, batch: int | None = None) -> TrainConfig:
+    """The schedule's config laid over ``epochs`` epochs, with ``without`` taken out, at ``batch`` (if given)."""
     d = copy.deepcopy(SCHEDULES[schedule])
     if without is not None:
         ABLATIONS[without](d)
+    if batch is not None:
+        d["batch_size"] = batch
     return TrainConfig.from_dict(d, schedule).over_epochs(epochs)
 
 
 def run_one(spec: str, data: Any, out: Path, argv: list[str], progress: bool) -> dict[str, Any]:
     """Train one run (resuming its folder) and return its record."""
-    name, schedule, epochs, without = parse_run(spec)
+    name, schedule, epochs, without, batch = parse_run(spec)
     recipe = recipes.load(recipes.find(name))
     model = recipe.build()
-    config = config_for(schedule, epochs, without)
+    config = config_for(schedule, epochs, without, batch)
     folder = out / spec.replace(":", "_")
     t0 = time.perf_counter()
     result = train(model, data, config, out_dir=folder, resume=True, device="cpu", progress=progress)
     record = {
         "run": spec, "recipe": name, "schedule": schedule, "epochs": epochs, "without": without,
+        "batch_size": config.batch_size,
         "params": count_params(model), "flops": count_flops(model),
         "test_acc_final_epoch": 100.0 * result.test_acc, "tta": result.tta,
         "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run,
@@ -111,16 +119,17 @@ def markdown(records: list[dict[str, Any]]) -> str:
     lines = ["# Final-epoch test accuracy by schedule and epochs (CPU, one seed)", "",
              f"Data: {', '.join(data)}. `benchmarks/train_curve.py`; each row is its own run, its schedule laid "
              "over exactly its epochs; the accuracy is the last epoch's, on the whole test set, with the TTA shown.", "",
-             "| run | params | epochs | final-epoch test acc | TTA | same model without TTA | s/epoch (median) | CPU (AMX) "
-             "| commit |",
-             "|---|---:|---:|---:|---|---:|---:|---|---|"]
+             "| run | params | batch | epochs | final-epoch test acc | TTA | same model without TTA | s/epoch (median) "
+             "| CPU (AMX) | commit |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for r in records:
         times = sorted(r["epoch_time_s"])
         median = times[len(times) // 2] if times else float("nan")
         cpu = f"{r['cpu']['model']} ({'AMX' if r['cpu']['amx'] else 'no AMX'})"
         last = r["history"][-1]
         plain = f"{100 * last['test_acc']:.2f}%" if "test_acc_tta" in last or r["tta"] == "none" else "-"
-        lines.append(f"| {r['run']} | {r['params']:,} | {r['epochs']} | {r['test_acc_final_epoch']:.2f}% | {r['tta']} | "
+        lines.append(f"| {r['run']} | {r['params']:,} | {r['config']['batch_size']} | {r['epochs']} | "
+                     f"{r['test_acc_final_epoch']:.2f}% | {r['tta']} | "
                      f"{plain} | {median:.0f} | {cpu} | {r['git_commit'][:10]} |")
     return "\n".join(lines) + "\n"
 

@@ -245,6 +245,29 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _finished_row(rdir: Path) -> dict[str, Any]:
+    """A finished recipe's row, checked: its numbers in their domains, and, where the trainer wrote its own
+    ``result.json``, the accuracy, epochs and selected epoch the trainer measured (an edited row is refused)."""
+    from .report import row_problem
+
+    path = rdir / RESULT
+    row = _read_json(path, "a finished recipe's row")
+    if (problem := row_problem(row)) is not None:
+        raise RunFolderError(f"{path}: {problem}; compress-bench never writes that, so the file was edited: "
+                             "delete it (and re-run) or restore it")
+    trainer = rdir / "result.json"
+    if trainer.is_file() and row.get("measured_accuracy") is not None:
+        measured = _read_json(trainer, "the trainer's result")
+        pairs = [("measured_accuracy", row.get("measured_accuracy"), 100.0 * float(measured.get("test_acc", float("nan")))),
+                 ("epochs_run", row.get("epochs_run"), measured.get("epochs_run")),
+                 ("selected_epoch", row.get("selected_epoch"), measured.get("selected_epoch"))]
+        for key, have, want in pairs:
+            if have is None or want is None or not abs(float(have) - float(want)) <= 1e-9 * max(1.0, abs(float(want))):
+                raise RunFolderError(f"{path}: {key} {have} disagrees with what the trainer measured ({want} in {trainer}): "
+                                     "one of them was edited; delete the recipe's folder to train it again")
+    return row
+
+
 def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     """Check that ``out`` can hold the run ``want`` describes; return the manifest to write (``None``: keep it).
 
@@ -566,7 +589,7 @@ def _run_locked(
         rdir = out / recipe.name
         if (rdir / RESULT).is_file():
             log(f"{recipe.name}: already finished, skipping ({rdir / RESULT})")
-            rows.append(_read_json(rdir / RESULT, "a finished recipe's row"))
+            rows.append(_finished_row(rdir))
             continue
         if recipe.name not in planned:  # its row.json was there when we looked, and is gone now
             planned[recipe.name] = _prepare(recipe, data, budget, time_budget, overrides, epochs, max_steps_per_epoch)
@@ -667,7 +690,7 @@ def collect(
     """Write ``out/results.json`` from ``rows`` (default: every ``out/*/row.json``) and return its path."""
     out = Path(out)
     if rows is None:
-        rows = [_read_json(p, "a finished recipe's row") for p in sorted(out.glob(f"*/{RESULT}"))]
+        rows = [_finished_row(p.parent) for p in sorted(out.glob(f"*/{RESULT}"))]
     manifest = _read_json(out / MANIFEST, "the run's manifest") if (out / MANIFEST).is_file() else {}
     results = {
         "format": RESULTS_FORMAT,

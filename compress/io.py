@@ -25,6 +25,7 @@ import enum
 import errno
 import io
 import functools
+import hashlib
 import os
 import types
 from pathlib import Path
@@ -87,6 +88,7 @@ def save(
     else:
         payload["class"] = _class_path(model)
         payload["modules"] = _describe_modules(model, path)
+    payload["checksum"] = checksum(payload)
     buffer = io.BytesIO()  # checked in memory, then written atomically: a refused model leaves no file
     torch.save(payload, buffer)
     buffer.seek(0)
@@ -263,6 +265,34 @@ def _state_versions(state: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]
 
 # --- reading and rebuilding -------------------------------------------------------------------------
 
+def checksum(payload: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of everything a saved file holds but the checksum itself: every tensor's name,
+    dtype, shape and bytes, the config or layer descriptions, and the metadata. :func:`save` stores it;
+    every read checks it, so a flipped bit or an edited value is found before the model is used."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "checksum"})
+    return f"sha256:{h.hexdigest()}"
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Add ``obj`` to the hash ``h`` in one canonical form (dict keys sorted, tensors by dtype, shape, bytes)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}:".encode())
+        for k in sorted(obj, key=repr):
+            h.update(f"{k!r}=".encode())
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}:".encode())
+        for v in obj:
+            _feed(h, v)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
 def _read(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -273,6 +303,11 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} is not a file written by compress.save ({_unreadable(e)})") from e
     if not isinstance(payload, dict) or payload.get("format") not in _READABLE:
         raise ValueError(f"{path} is not a file written by compress.save (format {FORMAT!r})")
+    stored = payload.get("checksum")  # files written before checksums have none
+    if stored is not None and stored != checksum(payload):
+        raise ValueError(f"{path} was changed after compress.save wrote it: its contents no longer match the checksum "
+                         "saved with them (a flipped bit, an edited value or a damaged copy); save it again from "
+                         "the original model")
     return payload
 
 

@@ -54,7 +54,31 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     bad = next((i for i, r in enumerate(data["rows"]) if not isinstance(r, dict)), None)
     if bad is not None:
         raise ValueError(f"{path}: rows[{bad}] is a {type(data['rows'][bad]).__name__}, expected an object (one recipe's row)")
+    for i, row in enumerate(data["rows"]):
+        if (problem := row_problem(row)) is not None:
+            raise ValueError(f"{path}: rows[{i}] ({str(row.get('recipe', '?'))[:40]}): {problem}")
     return data
+
+
+#: Numbers a row holds, and the range each must be in (accuracies in percent).
+_DOMAINS = {
+    "measured_accuracy": (0.0, 100.0), "claimed_accuracy": (0.0, 100.0), "accuracy_before": (0.0, 100.0),
+    "accuracy_compressed": (0.0, 100.0), "params": (0, float("inf")), "flops": (0, float("inf")),
+    "train_time_s": (0.0, float("inf")), "images_per_s": (0.0, float("inf")), "epochs_run": (0, float("inf")),
+}
+
+
+def row_problem(row: dict[str, Any]) -> str | None:
+    """Why a result row cannot be a measurement (a value of the wrong type or out of its range), or None."""
+    for key, (lo, hi) in _DOMAINS.items():
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key} is {str(value)[:40]!r}, not a number"
+        if not lo <= value <= hi:
+            return f"{key} is {value}, outside {lo:g}..{hi:g}"
+    return None
 
 
 # formatting ---------------------------------------------------------------------------------------

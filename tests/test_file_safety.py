@@ -108,3 +108,100 @@ def test_onnx_export_writes_through_no_planted_link(tmp_path):
     assert target.read_text() == "precious"
     assert result.path.is_file() and not result.path.is_symlink()
     assert [p.name for p in tmp_path.iterdir() if files.is_leftover(p.name)] == []
+
+
+# --- integrity of saved models (issue 29, class 3) ------------------------------------------------------
+def _saved(tmp_path):
+    import compress
+    from compress.models import ResNet, ResNetConfig
+
+    model = ResNet(ResNetConfig.uniform((8,), (1,), (1,), input_mean=(0.5, 0.5, 0.5), input_std=(0.25, 0.25, 0.25)))
+    return compress.save(model, tmp_path / "m.pt", metadata={"accuracy": 0.91})
+
+
+def _rewrite(path, change):
+    import torch
+
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+
+
+def test_a_saved_model_loads_while_it_is_as_written(tmp_path):
+    import compress
+
+    model, meta = compress.load(_saved(tmp_path), with_metadata=True)
+    assert meta == {"accuracy": 0.91}
+
+
+def _flip_exponent_bit(payload):
+    w = payload["state_dict"]["conv1.weight"]
+    w.view(-1).view(__import__("torch").int32)[0] ^= 1 << 30  # the top exponent bit of one float
+
+
+@pytest.mark.parametrize("change", [
+    _flip_exponent_bit,
+    lambda p: p["config"].update(input_mean=[0.4, 0.5, 0.5]),
+    lambda p: p["metadata"].update(accuracy=0.99),
+], ids=["flipped-bit", "edited-input-mean", "edited-metadata"])
+def test_a_changed_saved_model_is_refused_in_one_line(tmp_path, change):
+    import compress
+
+    path = _saved(tmp_path)
+    _rewrite(path, change)
+    with pytest.raises(ValueError, match="was changed after compress.save wrote it") as e:
+        compress.load(path)
+    assert "\n" not in str(e.value)
+
+
+def test_a_file_saved_before_checksums_still_loads(tmp_path):
+    import compress
+
+    path = _saved(tmp_path)
+    _rewrite(path, lambda p: p.pop("checksum"))
+    compress.load(path)
+
+
+# --- a run folder's rows are what was measured (issue 29, class 3) ----------------------------------------
+def _finished_run(tmp_path):
+    from compress.cli import main
+    from recipe_text import tiny_recipe
+
+    (tmp_path / "r").mkdir()
+    recipe = tmp_path / "r" / "tiny.yaml"
+    recipe.write_text(tiny_recipe("tiny", extra="fast: {epochs: 1, batch_size: 16, amp: none, channels_last: false}\n"))
+    out = tmp_path / "run"
+    cmd = [str(recipe), "--out", str(out), "--data", "synthetic:48:16", "--device", "cpu", "--max-steps-per-epoch", "1",
+           "--no-progress"]
+    assert main(cmd) == 0
+    return out, cmd
+
+
+@pytest.mark.parametrize("edit", [{"measured_accuracy": 93.0}, {"measured_accuracy": "93%"},
+                                  {"measured_accuracy": 120.0}, {"epochs_run": 50}])
+def test_an_edited_row_is_refused_when_the_folder_is_resumed(tmp_path, capsys, edit):
+    import json
+
+    from compress.cli import main
+
+    out, cmd = _finished_run(tmp_path)
+    row = out / "tiny" / "row.json"
+    row.write_text(json.dumps({**json.loads(row.read_text()), **edit}))
+    capsys.readouterr()
+    assert main(cmd) != 0
+    text = capsys.readouterr().out
+    assert "row.json" in text and "Traceback" not in text
+    assert not any("93.00%" in line for line in text.splitlines())
+
+
+def test_a_results_file_with_an_accuracy_out_of_range_is_refused(tmp_path):
+    import json
+
+    from compress.report import load_results
+
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [{"recipe": "a", "measured_accuracy": 930.0}]}))
+    with pytest.raises(ValueError, match=r"rows\[0\] \(a\): measured_accuracy is 930.0, outside 0..100"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [{"recipe": "a", "measured_accuracy": "high"}]}))
+    with pytest.raises(ValueError, match="not a number"):
+        load_results(tmp_path)
