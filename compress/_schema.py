@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from typing import Any, TypeVar
@@ -16,9 +17,14 @@ class SchemaError(ValueError):
     """A dict does not fit a config dataclass; the message names the key path and the accepted keys."""
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 6, 60, 60
+
+
 def _show(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: a message quotes what it got, not a whole file."""
-    text = repr(value)
+    """``repr(value)`` cut to ``limit`` characters: a message quotes what it got, not a whole file. Only a
+    bounded prefix is ever formatted (reprlib), so a value built from YAML aliases costs no memory here."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -62,6 +62,7 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
+MAX_SYNTHETIC = 200_000  # images per split of --data synthetic (600 MB of 32x32 RGB): larger asks are refused
 RESULT = "row.json"  # the trainer writes its own result.json next to it
 PLAN = "plan.json"
 RUN_FORMAT = "compress.run/1"
@@ -172,10 +173,11 @@ def resolve_data(
         try:
             n_train = int(parts[0]) if parts else 512
             n_test = int(parts[1]) if len(parts) > 1 else max(n_train // 4, 1)
-            if len(parts) > 2 or n_train < 1 or n_test < 1:
+            if len(parts) > 2 or not 1 <= n_train <= MAX_SYNTHETIC or not 1 <= n_test <= MAX_SYNTHETIC:
                 raise ValueError(spec)
         except ValueError as e:
-            raise DatasetError(f"--data {spec!r}: expected synthetic[:N_TRAIN[:N_TEST]] with image counts >= 1") from e
+            raise DatasetError(f"--data {spec[:40]!r}: expected synthetic[:N_TRAIN[:N_TEST]] with image counts from 1 "
+                               f"to {MAX_SYNTHETIC:,}") from e
         data = synthetic(n_train, n_test)
     else:
         root = Path(spec) if spec is not None else find_dataset()

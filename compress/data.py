@@ -316,12 +316,13 @@ def _from_batches(folder: Path) -> ImageData:
 def _from_npz(path: Path) -> ImageData:
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            arrays = {k: f[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes") if k in f.files}
+            present = list(f.files)
     except Exception as e:  # noqa: BLE001 - zip/format errors
         raise DatasetError(f"corrupt .npz dataset {path} ({type(e).__name__}: {e}); accepted: {_ACCEPTED}") from e
     missing = [k for k in ("train_x", "train_y", "test_x", "test_y") if k not in arrays]
     if missing:
-        raise DatasetError(f"{path} lacks arrays {missing} (has {sorted(arrays)}); accepted: {_ACCEPTED}")
+        raise DatasetError(f"{path} lacks arrays {missing} (has {sorted(present)[:10]}); accepted: {_ACCEPTED}")
     train_y, test_y = _labels(arrays["train_y"], str(path)), _labels(arrays["test_y"], str(path))
     n = int(max([int(y.max()) for y in (train_y, test_y) if len(y)], default=-1)) + 1
     classes = tuple(str(c) for c in np.atleast_1d(arrays["classes"])) if "classes" in arrays else (

@@ -42,6 +42,9 @@ import torch
 from torch import nn
 
 from .files import lock_folder, reserve_temp, write_json
+
+#: The largest batch :func:`benchmark` times (a larger one would ask the allocator for tens of GB).
+MAX_BATCH = 8192
 from .metrics import count_flops, count_params
 from .provenance import device_name, running_commit
 
@@ -316,6 +319,8 @@ def benchmark(
         raise ValueError("batch_sizes must name at least one batch size, e.g. (1, 256)")
     for b in sizes:
         _check_positive_int("each batch size", b)
+        if b > MAX_BATCH:
+            raise ValueError(f"batch size {b:,} is more than {MAX_BATCH:,} images at once; measure smaller batches")
     _check_positive_int("repeats", repeats)
     _check_positive_int("warmup", warmup)
     if threads is not None:

@@ -116,6 +116,8 @@ def evaluate(
         raise ValueError(f"images must be uint8 NCHW (as compress.data gives them), got {x.dtype} {tuple(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
         raise ValueError(f"labels must be {x.shape[0]} integers, got {y.dtype} {tuple(y.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"no images to evaluate: the {split if isinstance(data, ImageData) else 'given'} split is empty")
     if mean is None:
         stats = input_normalization(model)
         if stats is None:

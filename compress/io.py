@@ -532,6 +532,10 @@ def _one_line(e: BaseException | str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _NonFinite(ValueError):
+    """The model's own outputs are NaN or infinite: nothing to check a saved copy against."""
+
+
 def _check_round_trip(model: nn.Module, payload: dict[str, Any], example_input: Any, path: Path) -> None:
     """Rebuild ``payload`` and compare it with ``model`` on an example input; ValueError if they differ."""
     refused = f"save() refused to write {path}"
@@ -548,7 +552,13 @@ def _check_round_trip(model: nn.Module, payload: dict[str, Any], example_input: 
         for inputs in candidates:
             try:
                 expected = _run(model, inputs)
+                if not all(bool(torch.isfinite(t).all()) for t in _leaves(expected) if torch.is_tensor(t) and t.is_floating_point()):
+                    raise _NonFinite(f"{refused}: the model's outputs are NaN or infinite on a "
+                                     f"{'x'.join(map(str, inputs[0].shape))} input (its weights have diverged?), so "
+                                     "no saved copy can be checked against it")
                 break
+            except _NonFinite:
+                raise
             except Exception as e:  # noqa: BLE001 - try the next size, then report them all
                 errors.append(f"{'x'.join(map(str, inputs[0].shape))}: {type(e).__name__}: {_one_line(e)}")
         else:

@@ -217,10 +217,9 @@ class Recipe:
         path = self.weights_path()
         if not path.is_file():
             raise RecipeError(f"{self._where()}: weights file {path} not found (weights.path {self.weights.path!r})")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != self.weights.sha256:
-            raise RecipeError(f"{self._where()}: weights file {path} has SHA-256 {digest}, the recipe expects "
-                              f"{self.weights.sha256}; refusing a different file")
+        if _sha256(path) != self.weights.sha256:
+            raise RecipeError(f"{self._where()}: weights file {path} is not the file the recipe names (its SHA-256 "
+                              f"differs from {self.weights.sha256}); refusing a different file")
         try:
             return from_checkpoint(path, self.weights.layout)
         except ValueError as e:
@@ -410,6 +409,15 @@ def _one_line(e: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else " ".join(str(e).split())
 
 
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB pieces (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load(path: str | os.PathLike) -> Recipe:
     """Read and validate the recipe at ``path`` (YAML). Raises :class:`RecipeError` if it is malformed."""
     path = Path(path)
@@ -425,6 +433,9 @@ def load(path: str | os.PathLike) -> Recipe:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML ({_one_line(e)})") from e
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply to be a recipe (lists or mappings inside each other "
+                          "hundreds of levels down)") from None
     return from_mapping(data, str(path), path)
 
 

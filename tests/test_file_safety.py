@@ -205,3 +205,87 @@ def test_a_results_file_with_an_accuracy_out_of_range_is_refused(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"rows": [{"recipe": "a", "measured_accuracy": "high"}]}))
     with pytest.raises(ValueError, match="not a number"):
         load_results(tmp_path)
+
+
+# --- bounded memory and one-line errors (issue 29, classes 4 and 5) -----------------------------------------
+def test_an_alias_bomb_in_a_recipe_is_refused_quickly_and_in_one_line(tmp_path):
+    import time
+    import tracemalloc
+
+    levels = ['  - &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    text = "name: bomb\nsource:\n" + "\n".join(levels) + "\nmodel: []\n"  # 9**9 'lol's when expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(RecipeError) as e:
+        load(path)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 5 and peak < 300e6, (seconds, peak)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 1000
+
+
+def test_a_recipe_nested_a_hundred_thousand_levels_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: deep\nmodel: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(RecipeError, match="nested too deeply|not valid YAML"):
+        load(path)
+
+
+def test_a_config_asking_for_a_huge_network_is_refused_before_anything_is_built():
+    from compress.models import BlockConfig, ResNetConfig, StageConfig
+
+    with pytest.raises(ValueError, match="blocks is more than"):
+        ResNetConfig(stages=(StageConfig(16, 1, tuple(BlockConfig(16) for _ in range(200_000))),), stem_width=16)
+    with pytest.raises(ValueError, match="conv weights is more than"):
+        ResNetConfig.uniform((100_000,), (1,), (1,))
+
+
+def test_save_of_a_model_with_nan_outputs_is_one_line(tmp_path):
+    import torch
+
+    import compress
+    from compress.models import ResNet, ResNetConfig
+
+    model = ResNet(ResNetConfig.uniform((8,), (1,), (1,)))
+    with torch.no_grad():
+        model.linear.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite") as e:
+        compress.save(model, tmp_path / "m.pt")
+    assert "\n" not in str(e.value) and not (tmp_path / "m.pt").exists()
+
+
+def test_evaluate_on_no_images_is_one_line():
+    import torch
+
+    import compress
+    from compress.models import ResNet, ResNetConfig
+
+    model = ResNet(ResNetConfig.uniform((8,), (1,), (1,)))
+    empty = (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="no images to evaluate"):
+        compress.evaluate(model, empty, progress=False)
+
+
+def test_huge_synthetic_data_and_latency_batches_are_refused_before_allocating():
+    from compress import bench
+    from compress.data import DatasetError
+    from compress.deploy import benchmark
+    from compress.models import ResNet, ResNetConfig
+
+    with pytest.raises(DatasetError, match="image counts from 1 to"):
+        bench.resolve_data("synthetic:20000000")
+    with pytest.raises(ValueError, match="more than 8,192 images at once"):
+        benchmark(ResNet(ResNetConfig.uniform((8,), (1,), (1,))), batch_sizes=(100_000_000,))
+
+
+def test_weights_are_hashed_in_pieces_and_a_refused_file_is_not_described(tmp_path):
+    from compress.recipes import _sha256
+    import hashlib
+
+    big = tmp_path / "w.bin"
+    big.write_bytes(b"x" * (3 << 20) + b"tail")
+    assert _sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest()

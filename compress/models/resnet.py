@@ -146,6 +146,7 @@ class ResNetConfig:
         for stage in self.stages:
             stage.needs_projection(in_width)
             in_width = stage.width
+        _check_size(self)
 
     # convenient views -------------------------------------------------------------------------
     @property
@@ -243,6 +244,25 @@ class ResNetConfig:
             f"{whiten}stem {self.stem_width}(k{self.stem_kernel}) widths {self.widths} depths {self.depths} "
             f"strides {self.strides} mids [{' | '.join(mids)}]{extra}"
         )
+
+
+#: Limits checked before a network is built, so a small file cannot ask for an unbounded allocation.
+MAX_BLOCKS = 2048
+MAX_WEIGHTS = 2_000_000_000
+
+
+def _check_size(cfg: "ResNetConfig") -> None:
+    """Refuse a config with more than :data:`MAX_BLOCKS` blocks or about :data:`MAX_WEIGHTS` conv weights."""
+    blocks = sum(len(s.blocks) for s in cfg.stages)
+    if blocks > MAX_BLOCKS:
+        raise ValueError(f"a ResNet of {blocks:,} blocks is more than the {MAX_BLOCKS:,} compress builds")
+    weights, in_width = cfg.stem_width * cfg.in_channels * cfg.stem_kernel**2, cfg.stem_width
+    for s in cfg.stages:
+        for b in s.blocks:
+            weights += b.mid * in_width * b.kernels[0] ** 2 + s.width * b.mid * b.kernels[1] ** 2
+            in_width = s.width
+    if weights > MAX_WEIGHTS:
+        raise ValueError(f"a ResNet of about {weights:,} conv weights is more than the {MAX_WEIGHTS:,} compress builds")
 
 
 def _check_positive(what: str, value: int) -> None:
