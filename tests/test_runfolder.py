@@ -81,7 +81,7 @@ def test_bad_inputs_write_nothing(tmp_path, capsys):
         main(_cmd(recipe, out, "--epochs", "0"))
     assert e.value.code == 2 and "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
     cases = {
-        "synthetic:0": "expected synthetic[:N_TRAIN[:N_TEST]] with image counts >= 1",
+        "synthetic:0": "expected synthetic[:N_TRAIN[:N_TEST]] with image counts from 1 to 200,000",
         str(_npz(tmp_path / "eleven.npz", train_y=np.arange(32) % 11)): "the model predicts 10 classes but the data",
         str(_npz(tmp_path / "few.npz", classes=np.array(list("abcde")))): "labels span 0..9 but there are 5 classes",
         str(_npz(tmp_path / "lengths.npz", test_y=np.arange(15) % 10)): "test_y must be int64 of length 16",
