@@ -255,14 +255,15 @@ def _check_size(cfg: "ResNetConfig") -> None:
     """Refuse a config with more than :data:`MAX_BLOCKS` blocks or about :data:`MAX_WEIGHTS` conv weights."""
     blocks = sum(len(s.blocks) for s in cfg.stages)
     if blocks > MAX_BLOCKS:
-        raise ValueError(f"a ResNet of {blocks:,} blocks is more than the {MAX_BLOCKS:,} compress builds")
+        raise ValueError(f"a ResNet of {blocks:.3g} blocks is more than the {MAX_BLOCKS:,} compress builds")
     weights, in_width = cfg.stem_width * cfg.in_channels * cfg.stem_kernel**2, cfg.stem_width
     for s in cfg.stages:
         for b in s.blocks:
             weights += b.mid * in_width * b.kernels[0] ** 2 + s.width * b.mid * b.kernels[1] ** 2
             in_width = s.width
     if weights > MAX_WEIGHTS:
-        raise ValueError(f"a ResNet of about {weights:,} conv weights is more than the {MAX_WEIGHTS:,} compress builds")
+        about = f"{float(weights):.3g}" if weights < 10**300 else "more than 1e300"
+        raise ValueError(f"a ResNet of about {about} conv weights is more than the {MAX_WEIGHTS:,} compress builds")
 
 
 def _check_positive(what: str, value: int) -> None:

@@ -8,6 +8,7 @@ also apply to trained models; new layers are freshly initialised.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal, Sequence, Union
 
 import torch_pruning as tp
@@ -141,8 +142,8 @@ def scale_width(model: ResNet, factor: Union[float, Sequence[float]]) -> ResNet:
     if len(factors) != n:
         raise ValueError(f"scale_width: give one factor or {n} (the stem, then each of {n - 1} stages), got {len(factors)}")
     for f in factors:
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not f > 0:
-            raise ValueError(f"scale_width: factors must be positive numbers, got {factor!r}")
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < math.inf:
+            raise ValueError(f"scale_width: factors must be positive finite numbers, got {str(factor)[:80]}")
 
     def scaled(width: int, f: float, what: str) -> int:
         w = round(width * f)
