@@ -557,8 +557,8 @@ def _check_round_trip(model: nn.Module, payload: dict[str, Any], example_input: 
                                      f"{'x'.join(map(str, inputs[0].shape))} input (its weights have diverged?), so "
                                      "no saved copy can be checked against it")
                 break
-            except _NonFinite:
-                raise
+            except _NonFinite as e:
+                raise ValueError(str(e)) from None
             except Exception as e:  # noqa: BLE001 - try the next size, then report them all
                 errors.append(f"{'x'.join(map(str, inputs[0].shape))}: {type(e).__name__}: {_one_line(e)}")
         else:

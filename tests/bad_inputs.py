@@ -2,7 +2,7 @@
 
     python tests/bad_inputs.py                 # every input; a table of outcomes, exit status 1 if any fails
     python tests/bad_inputs.py --area prune    # one area (cli, recipe, run-folder, report, export, latency,
-                                               #   prune, flops, save-load, checkpoint, deploy, eval)
+                                               #   prune, flops, save-load, checkpoint, deploy, eval, hostile)
     python tests/bad_inputs.py --markdown      # the table as Markdown
 
 Not a pytest file (it takes minutes, and mounts tmpfs folders when run as root): the fixes it found are
@@ -721,6 +721,66 @@ def eval_cmd(w: Path) -> None:
     cli("eval", "eval a model with NaN weights --json", ["eval", str(d / "nan.pt"), *syn, "--json", str(d / "nan.json")], 2)
 
 
+def hostile(w: Path) -> None:
+    """Issue 29: files planted or edited by someone else, and inputs that ask for unbounded memory."""
+    r = str(_recipe(w / "r29", "tiny"))
+    victim = w / "important"
+    victim.write_text("precious\n")
+    linked = w / "h-link"
+    linked.mkdir()
+    (linked / ".lock").symlink_to(victim)
+    cli("hostile", "--out holding a .lock link to a user's file", [r, *SMALL, "--out", str(linked)], 2, out=linked,
+        check=lambda _: None if victim.read_text() == "precious\n" else "the link's target was written")
+    draft = w / "h-draft"
+    draft.mkdir()
+    (draft / "draft.md.tmp").write_text("mine")
+    cli("hostile", "--out holding a user's draft.md.tmp", [r, *SMALL, "--out", str(draft)], 2, out=draft,
+        check=lambda _: None if (draft / "draft.md.tmp").is_file() else "the user's file was deleted")
+    dots = _recipe(w / "r29dots", "..", text=tiny_recipe("x").replace("name: x", "name: '..'"))
+    cli("hostile", "a recipe named '..'", [str(dots), *SMALL, "--out", str(w / "h-dots" / "run")], 2,
+        out=w / "h-dots")
+    base = w / "h-run"
+    cli("hostile", "a first run (reference)", [r, *SMALL, "--out", str(base)], 0, out=base)
+    row = base / "tiny" / "row.json"
+    edited = {**json.loads(row.read_text()), "measured_accuracy": 93.0}
+    row.write_text(json.dumps(edited))
+    cli("hostile", "the same command after row.json was edited to 93%", [r, *SMALL, "--out", str(base)], 2,
+        check=lambda text: "reported the edited 93%" if "93.00%" in text else None)
+    bomb = ['  - &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    bomb += [f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb_path = _recipe(w / "r29bomb", "bomb", text="name: bomb\nsource:\n" + "\n".join(bomb) + "\nmodel: []\n")
+    t0 = time.perf_counter()
+    cli("hostile", "a YAML alias bomb inside source:", [str(bomb_path), "--dry-run"], 2,
+        check=lambda _: None if time.perf_counter() - t0 < 5 else "took more than 5 s")
+    deep = _recipe(w / "r29deep", "deep", text="name: deep\nmodel: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    cli("hostile", "a recipe nested 100,000 levels deep", [str(deep), "--dry-run"], 2)
+    cli("hostile", "--data synthetic:20000000", [r, "--data", "synthetic:20000000", "--device", "cpu",
+                                                 "--out", str(w / "h-syn")], 2, out=w / "h-syn")
+    cli("hostile", "latency --batch-sizes 100000000", ["latency", r, "--batch-sizes", "100000000", "--repeats", "1",
+                                                        "--warmup", "1"], 2)
+    m = compress.models.ResNet(compress.models.ResNetConfig.uniform((8,), (1,), (1,)))
+    path = compress.save(m, w / "h-model.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["conv1.weight"].view(-1).view(torch.int32)[0] ^= 1 << 30
+    torch.save(payload, w / "h-flipped.pt")
+    api("hostile", "load of a saved model with one flipped exponent bit", lambda: compress.load(w / "h-flipped.pt"),
+        ValueError, match="was changed after compress.save wrote it")
+    nan = compress.models.ResNet(compress.models.ResNetConfig.uniform((8,), (1,), (1,)))
+    with torch.no_grad():
+        nan.linear.weight.fill_(math.nan)
+    api("hostile", "save of a model with NaN outputs", lambda: compress.save(nan, w / "h-nan.pt"), ValueError)
+    empty = (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    api("hostile", "evaluate on 0 images", lambda: compress.evaluate(m, empty, progress=False), ValueError)
+    results = w / "h-results"
+    results.mkdir()
+    (results / "results.json").write_text(json.dumps({"rows": [{"recipe": "a", "measured_accuracy": "93%"}]}))
+    cli("hostile", "report of a results.json with a string accuracy", ["report", str(results)], 2)
+    api("hostile", "a config of 200,000 blocks", lambda: compress.models.ResNetConfig(stages=(
+        compress.models.StageConfig(16, 1, tuple(compress.models.BlockConfig(16) for _ in range(200_000))),),
+        stem_width=16), ValueError)
+    api("hostile", "scale_width(factor=inf)", lambda: compress.scale_width(m, math.inf), ValueError)
+
+
 AREAS = {
     "cli": lambda w, mounts: cli_flags(w),
     "recipe": lambda w, mounts: recipe_values(w),
@@ -734,6 +794,7 @@ AREAS = {
     "checkpoint": lambda w, mounts: checkpoint_api(w),
     "deploy": lambda w, mounts: deploy_api(w),
     "eval": lambda w, mounts: eval_cmd(w),
+    "hostile": lambda w, mounts: hostile(w),
 }
 
 
