@@ -552,6 +552,10 @@ def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: A
             return _dry_run(recipes, args, console, stdout)
         data = bench.resolve_data(args.data, download=args.download, train_images=args.train_images,
                                   test_images=args.test_images)
+        if args.batch_size is not None and args.batch_size > len(data.train_y):  # it would be recorded, not run
+            _error(console, f"--batch-size {args.batch_size:,} is larger than the {len(data.train_y):,} training images "
+                            f"(every step would use {len(data.train_y):,}); give at most {len(data.train_y):,}")
+            return 2
         if args.max_steps_per_epoch is not None and data.name != "synthetic":
             say(f"note: --max-steps-per-epoch {args.max_steps_per_epoch} squeezes the whole schedule into that many "
                 "steps per epoch: a smoke test whose accuracy means nothing. For a smaller real run use "

@@ -289,3 +289,30 @@ def test_weights_are_hashed_in_pieces_and_a_refused_file_is_not_described(tmp_pa
     big = tmp_path / "w.bin"
     big.write_bytes(b"x" * (3 << 20) + b"tail")
     assert _sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest()
+
+
+# --- recorded is what was applied (issue 29, class 6) -----------------------------------------------------
+def test_a_batch_size_flag_larger_than_the_training_set_is_refused_not_recorded(tmp_path, capsys):
+    from compress.cli import main
+    from recipe_text import tiny_recipe
+
+    (tmp_path / "r").mkdir()
+    recipe = tmp_path / "r" / "tiny.yaml"
+    recipe.write_text(tiny_recipe("tiny"))
+    out = tmp_path / "run"
+    assert main([str(recipe), "--out", str(out), "--data", "synthetic:48:16", "--device", "cpu", "--no-progress",
+                 "--batch-size", "10000000"]) == 2
+    text = capsys.readouterr().out
+    assert "--batch-size 10,000,000 is larger than the 48 training images" in text and not out.exists()
+
+
+def test_a_resume_with_changed_claims_keeps_the_file_it_reports(tmp_path, capsys):
+    from compress.cli import main
+
+    out, cmd = _finished_run(tmp_path)
+    recipe = tmp_path / "r" / "tiny.yaml"
+    (out / "tiny" / "row.json").unlink()  # as if killed before the row: the same command resumes the checkpoint
+    recipe.write_text(recipe.read_text().replace("accuracy: 50.0", "accuracy: 60.0"))
+    assert main(cmd) == 0
+    assert (out / "tiny" / "recipe.yaml").read_text() == recipe.read_text()
+    assert "changed since the run started" in capsys.readouterr().out
