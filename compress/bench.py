@@ -589,6 +589,9 @@ def _run_locked(
     rows = []
     for recipe in recipes:
         rdir = out / recipe.name
+        if rdir.is_symlink():  # every file of the run stays inside --out
+            raise RunFolderError(f"{rdir} is a symbolic link; compress-bench writes a recipe's files only in a folder "
+                                 f"of its own inside {out}: remove the link")
         if (rdir / RESULT).is_file():
             log(f"{recipe.name}: already finished, skipping ({rdir / RESULT})")
             rows.append(_finished_row(rdir))

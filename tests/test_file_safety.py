@@ -316,3 +316,31 @@ def test_a_resume_with_changed_claims_keeps_the_file_it_reports(tmp_path, capsys
     assert main(cmd) == 0
     assert (out / "tiny" / "recipe.yaml").read_text() == recipe.read_text()
     assert "changed since the run started" in capsys.readouterr().out
+
+
+def test_an_edited_finished_checkpoint_is_refused_not_reported(tmp_path):
+    import torch
+
+    from compress.data import synthetic
+    from compress.models import ResNet, ResNetConfig
+    from compress.training import TrainConfig, train
+
+    model, data = ResNet(ResNetConfig.uniform((8,), (1,), (1,))), synthetic(64, 16)
+    cfg = TrainConfig(epochs=1, batch_size=32, amp="none", channels_last=False)
+    train(model, data, cfg, out_dir=tmp_path, device="cpu", progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["history"][-1]["test_acc"] = 0.93
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="the checkpoint was edited"):
+        train(model, data, cfg, out_dir=tmp_path, resume=True, device="cpu", progress=False)
+
+
+def test_a_recipe_folder_that_is_a_link_out_of_the_run_is_refused(tmp_path, capsys):
+    from compress.cli import main
+
+    out, cmd = _finished_run(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (out / "tiny").rename(elsewhere)
+    (out / "tiny").symlink_to(elsewhere)
+    assert main(cmd) != 0
+    assert "is a symbolic link" in capsys.readouterr().out

@@ -132,6 +132,7 @@ def train(
             result = _result(model, saved, str(dev), _precision(config, dev), config.tta_level)
             if info.is_main and not (out / "model.pt").is_file():  # killed between checkpoint and model.pt
                 _write_outputs(out, result, config)
+            _check_against_model_file(result, out / "model.pt")
             return result
 
     _seed_everything(config.seed + info.rank)
@@ -389,6 +390,21 @@ def train(
     if info.is_main and out is not None:
         _write_outputs(out, result, config)
     return result
+
+
+def _check_against_model_file(result: TrainResult, path: Path) -> None:
+    """A finished checkpoint's result must be the one ``model.pt`` (checksummed by compress.save) recorded:
+    an edited checkpoint history is refused rather than reported."""
+    from ..io import load
+
+    if not path.is_file():
+        return
+    _, meta = load(path, model=result.model, with_metadata=True)
+    for key in ("test_acc", "selected_epoch", "epochs_run"):
+        if key in meta and meta[key] != getattr(result, key):
+            raise ValueError(f"{path.parent / 'checkpoint.pt'} says {key} {getattr(result, key)} but {path}, written "
+                             f"when the run finished, says {meta[key]}: the checkpoint was edited; delete the folder "
+                             "to train again")
 
 
 def _write_outputs(out: Path, result: TrainResult, config: TrainConfig) -> None:
