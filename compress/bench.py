@@ -614,10 +614,12 @@ def _run_locked(
         if recipe.path is not None:  # provenance: the file whose claims the row reports (its training setup is
             text = recipe.path.read_bytes()  # the run's: the manifest's fingerprint refuses any other)
             kept = rdir / "recipe.yaml"
-            if resume and kept.is_file() and kept.read_bytes() != text:
+            same = kept.is_file() and kept.read_bytes() == text
+            if resume and kept.is_file() and not same:
                 log(f"{recipe.name}: {recipe.path} changed since the run started, outside its training setup "
                     f"(claims or prose); {kept} now holds the new file")
-            atomic_write(kept, text)
+            if not same:
+                atomic_write(kept, text)
         plan = plans.get(recipe.name)
         r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (epochs, max_steps_per_epoch)
         log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget"

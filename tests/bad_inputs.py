@@ -441,7 +441,9 @@ def run_folders(w: Path, mounts: Mounts) -> None:
     again("evil a malicious checkpoint.pt", [], change=evil)
     if (w / "PWNED-ckpt").exists():
         RESULTS.append(Result("run-folder", "malicious checkpoint payload", "the payload RAN", ""))
-    again("leftover a lone manifest.json.tmp in a new folder (counts as empty)", [], 0, change=lambda f: (
+    again("leftover a lone .manifest.json.ab12cd34.tmp in a new folder (counts as empty)", [], 0, change=lambda f: (
+        shutil.rmtree(f), f.mkdir(), (f / ".manifest.json.ab12cd34.tmp").write_text("{")))
+    again("usertmp a lone manifest.json.tmp (a name compress does not write: refused, kept)", [], 2, change=lambda f: (
         shutil.rmtree(f), f.mkdir(), (f / "manifest.json.tmp").write_text("{")))
     div = _recipe(w / "r-div", "div", extra="fast: {epochs: 1, batch_size: 16, amp: none, channels_last: false, optimizer: {lr: 1.0e+6, decoupled: false}}\n")
     cli("run-folder", "a diverging recipe (lr 1e6): exit 1, no row, no NaN",
