@@ -132,7 +132,8 @@ def train(
             result = _result(model, saved, str(dev), _precision(config, dev), config.tta_level)
             if info.is_main and not (out / "model.pt").is_file():  # killed between checkpoint and model.pt
                 _write_outputs(out, result, config)
-            _check_against_model_file(result, out / "model.pt")
+            else:  # a model.pt written when the run finished: the checkpoint must still agree with it
+                _check_against_model_file(result, out / "model.pt")
             return result
 
     _seed_everything(config.seed + info.rank)
