@@ -22,6 +22,7 @@ from .metrics import count_flops, count_params, flops_by_module, summary
 from .models import ResNet, ResNetConfig, resnet18
 from .transforms import (
     Compose,
+    PruneConfig,
     add_se,
     compose,
     insert_stage,
@@ -42,6 +43,7 @@ __all__ = [
     "training",
     "transforms",
     "prune",
+    "PruneConfig",
     "remove_stage",
     "insert_stage",
     "scale_width",

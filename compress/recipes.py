@@ -25,8 +25,9 @@ in ``$COMPRESS_WEIGHTS``; the file's SHA-256 is checked before it is read)::
     finetune: false             # only evaluate (before and after the transforms); default true
 
 Such a recipe may distil the model before its transforms into the transformed one (``train.distill``).
-Its ``prune`` steps use prune's defaults for trained networks (``trained: true``: global ranking, L2,
-residual streams kept) unless the step says otherwise (``trained: false``).
+Its ``prune`` steps use prune's preset for trained networks (``preset: trained``, that is
+:meth:`compress.PruneConfig.trained`: global ranking, L2, residual streams kept) unless the step names
+another (``preset: untrained``); the older ``trained: true`` / ``trained: false`` still mean the same.
 
 :func:`load` validates the file (unknown or mistyped keys, unknown transforms or transform arguments
 raise :class:`RecipeError` naming the file, the key and the accepted keys) and returns a
@@ -233,8 +234,8 @@ class Recipe:
 
         for i, (name, args) in enumerate(self.model):
             args = copy.deepcopy(args)
-            if name == "prune" and self.weights is not None:
-                args.setdefault("trained", True)  # prune's defaults for trained networks (compress.prune docs)
+            if name == "prune":
+                args = _prune_preset(args, self.weights is not None)
             try:
                 model = REGISTRY[name](model, **args)
             except Exception as e:  # noqa: BLE001 - re-raised with the recipe position
@@ -273,6 +274,16 @@ class Recipe:
 
     def _where(self) -> str:
         return str(self.path) if self.path else f"recipe {self.name!r}"
+
+
+def _prune_preset(args: dict[str, Any], trained_weights: bool) -> dict[str, Any]:
+    """A prune step's arguments with its preset: ``preset:`` as given, else the older ``trained:`` as a
+    preset, else ``trained`` for a recipe that starts from trained weights."""
+    if "trained" in args and "preset" not in args and isinstance(args["trained"], bool):
+        args["preset"] = "trained" if args.pop("trained") else "untrained"
+    elif trained_weights and "trained" not in args:
+        args.setdefault("preset", "trained")
+    return args
 
 
 def _non_default(config: TrainConfig) -> dict[str, Any]:
@@ -314,7 +325,10 @@ def _check_steps(where: str, steps: list[dict[str, Any]]) -> tuple[tuple[str, di
             args = {}
         if not isinstance(args, dict):
             raise RecipeError(f"{at}.{name}: arguments must be a mapping like {{name: value}}, got {args!r}")
-        out.append((name, _check_args(f"{at}.{name}", REGISTRY[name], args)))
+        if name == "prune":
+            out.append((name, _check_prune_args(f"{at}.{name}", args)))
+        else:
+            out.append((name, _check_args(f"{at}.{name}", REGISTRY[name], args)))
     return tuple(out)
 
 
@@ -335,6 +349,24 @@ def _check_args(at: str, fn: Any, args: dict[str, Any]) -> dict[str, Any]:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - unresolvable hints: leave the checking to the transform
         hints = {}
+    return _convert_args(at, hints, args)
+
+
+def _check_prune_args(at: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Check a prune step's ``args`` against :class:`compress.PruneConfig`'s fields and hints (plus
+    ``preset``, the older ``trained`` and Torch-Pruning's names); return them (lists -> tuples)."""
+    from .transforms.prune import KEYWORDS, PruneConfig
+
+    accepted = KEYWORDS + ("trained",)
+    for key in args:
+        if key not in accepted:
+            raise RecipeError(f"{at}: unknown argument {key!r}; accepted arguments: {', '.join(accepted)}")
+    hints = {**typing.get_type_hints(PruneConfig), "preset": str, "trained": bool}
+    return _convert_args(at, hints, args)
+
+
+def _convert_args(at: str, hints: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` converted to their type ``hints`` where a hint is readable (a RecipeError if a value does not fit)."""
     out = {}
     for key, value in args.items():
         tp = hints.get(key)

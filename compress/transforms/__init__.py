@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .prune import IMPORTANCES, prunable_layers, prune
+from .prune import IMPORTANCES, PruneConfig, prunable_layers, prune
 from .surgery import add_se, insert_stage, redistribute_blocks, remove_stage, scale_width, set_kernels
 from .whiten import init_whitening, whiten_stem
 
 __all__ = [
     "prune",
+    "PruneConfig",
     "prunable_layers",
     "IMPORTANCES",
     "remove_stage",

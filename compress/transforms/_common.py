@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -39,8 +40,6 @@ def stage_index(config: ResNetConfig, index: int, *, allow_end: bool = False) ->
 
 def reset_projection(stage: StageConfig, **changes) -> StageConfig:
     """A changed stage: keeps an explicit projection shortcut, otherwise lets it be derived again."""
-    import dataclasses
-
     return dataclasses.replace(stage, projection=True if stage.projection else None, **changes)
 
 

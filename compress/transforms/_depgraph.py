@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning.dependency import index_mapping, shape_infer
 
 ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM)
 """Layers whose output channels start a group (torch-pruning's default root types)."""
@@ -132,8 +133,6 @@ def _order_split_outputs(graph: tp.DependencyGraph) -> set:
     Splits whose pieces cannot all be told apart (a piece unused, or read by a layer called twice) are
     returned, and groups through them are not pruned.
     """
-    from torch_pruning.dependency import index_mapping, shape_infer
-
     unmapped, changed = set(), False
     for node in graph.module2node.values():
         if node.type != tp.ops.OPTYPE.SPLIT or node.module.split_sizes is None:

@@ -7,16 +7,17 @@ also apply to trained models; new layers are freshly initialised.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Literal, Sequence, Union
 
-import torch_pruning as tp
 from torch import nn
 
 from ..models.resnet import BlockConfig, ResNet, ResNetConfig, StageConfig
 from ._common import rebuild, require_resnet, reset_projection, stage_index
-from .prune import build_graph, prune_weakest
+from .prune import engine
+from .prune.importance import IMPORTANCES
 
 __all__ = ["remove_stage", "insert_stage", "scale_width", "redistribute_blocks", "set_kernels", "add_se"]
 
@@ -185,29 +186,14 @@ def _target_widths(model: ResNet, cfg: ResNetConfig) -> dict[nn.Module, int]:
 
 
 def _shrink_to(model: ResNet, cfg: ResNetConfig) -> ResNet:
-    """A copy of ``model`` pruned (L1, torch-pruning) wherever ``cfg`` is narrower.
+    """A copy of ``model`` pruned (L1, through prune's engine) wherever ``cfg`` is narrower.
 
     Coupled layers share one width, so a group is pruned to the largest width any of its members wants;
     where members want different widths, :func:`rebuild` settles the rest.
     """
-    import copy
-
-    net = copy.deepcopy(model)
-    want = _target_widths(net, cfg)
+    want = _target_widths(model, cfg)
     if all(m.out_channels <= w for m, w in want.items()):
-        return net
-    was_training = net.training
-    net.eval()
-    graph = build_graph(net, (1, cfg.in_channels, 32, 32))
-    importance = tp.importance.GroupMagnitudeImportance(p=1)
-    for group in graph.get_all_groups(ignored_layers=[net.linear], root_module_types=(nn.Conv2d,)):
-        wanted = [want[d.target.module] for d, _ in group if d.target.module in want and graph.is_out_channel_pruning_fn(d.handler)]
-        if not wanted:
-            continue
-        keep = max(wanted)
-        current = graph.get_out_channels(group[0].dep.target.module)
-        if keep < current:
-            prune_weakest(graph, group, importance, current - keep)
-    net.config = net.config_from_modules()
-    net.train(was_training)
-    return net
+        return copy.deepcopy(model)
+    names = {m: n for n, m in model.named_modules()}
+    widths = {names[m]: w for m, w in want.items()}
+    return engine.shrink_to(model, widths, IMPORTANCES["l1"](), (1, cfg.in_channels, 32, 32), ignore=("linear",))
