@@ -329,15 +329,20 @@ def sequential(s: Setup, importance: tp.importance.Importance, ratios: Any = Non
 def shrink_to(model: nn.Module, widths: Mapping[str, int], importance: tp.importance.Importance,
               input_size: Sequence[int], ignore: Sequence[str] = ()) -> nn.Module:
     """A copy of ``model`` whose layers (by name) keep at most ``widths[name]`` output channels, the
-    ``importance`` weakest going; a group of coupled layers keeps the largest width any member asks for."""
+    ``importance`` weakest going; a group of coupled layers keeps the largest width any member asks for.
+
+    Groups are taken one after another in graph order, each scored just before it is pruned (after the
+    groups before it), as torch-pruning's own loop over ``get_all_groups`` does.
+    """
     s = setup(model, PruneConfig(input_size=tuple(input_size), ignore=tuple(ignore)))
     state = start(s)
-    score(s, state, importance)
-    plan = {}
-    for g in state.groups:
-        wanted = [widths[n] for n in g.members if n in widths]
-        if wanted and max(wanted) < g.channels and state.blocked(g, False) is None:
-            plan[g.key] = weakest(g.scores, g.units - max(wanted) // g.ch_groups)
-    if plan:
-        apply(s, state, plan)
+    traced = state.traced
+    protected_nodes = {traced.output_nodes[p]: p for p in state.protected if p in traced.output_nodes}
+    for tg in traced.graph.get_all_groups(ignored_layers=list(state.ignored), root_module_types=dg.ROOT_TYPES):
+        g = dg.make_group(traced, tg, protected_nodes, state.num_heads)
+        wanted = [widths[n] for n in g.members if n in widths] if g is not None else []
+        if not wanted or max(wanted) >= g.channels or select.blocked(g, {}, False) is not None:
+            continue
+        score(s, state, importance, [g])
+        apply(s, state, {g.key: weakest(g.scores, g.units - max(wanted) // g.ch_groups)}, [g])
     return finish(s, state)
