@@ -64,6 +64,11 @@ class State:
         """Why group ``g`` cannot be pruned (None: it can)."""
         return select.blocked(g, self.ignored_in, keep_residual)
 
+    def protected_nodes(self) -> dict[Any, str]:
+        """Graph node -> the protected output path it produces."""
+        outputs = self.traced.output_nodes
+        return {outputs[p]: p for p in self.protected if p in outputs}
+
     def param_dims(self) -> dict:
         """Unwrapped parameter -> the dim torch-pruning prunes."""
         graph = self.traced.graph
@@ -147,7 +152,11 @@ def apply(s: Setup, state: State, plan: dict, groups: Sequence[dg.Group] | None 
     groups = state.groups if groups is None else groups
     dg.check_plan(state.traced, groups, plan)
     dg.apply_plan(state.traced, groups, plan)
-    net = state.net
+    settle(s, state.net)
+
+
+def settle(s: Setup, net: nn.Module) -> None:
+    """After pruning: the caller's ``requires_grad`` flags back, no gradients left, width attributes fixed."""
     dg.restore_requires_grad(net, s.flags)
     net.zero_grad(set_to_none=True)
     apply_fixes(s, net)
@@ -262,34 +271,40 @@ def _budget_plan(s: Setup, state: State, planner: Planner, groups: list[dg.Group
     return best
 
 
-def sequential(s: Setup, importance: tp.importance.Importance, ratios: Any = None) -> nn.Module:
+def sequential(s: Setup, importance: tp.importance.Importance) -> nn.Module:
     """Visit the matched layers in order, each losing ``int(r * n)`` of its current width (ratios
-    compound along a residual stream: torch-pruning 0.2.8's procedure); to a budget if one is set."""
+    compound along a residual stream: torch-pruning 0.2.8's procedure); to a budget if one is set:
+    the smallest ratio for every layer whose result fits."""
     config = s.config
-    if ratios is None and config.budget is not None:
-        what, value = config.budget
+    if config.budget is None:
+        return _sequential_at(s, importance, config.ratios)
+    what, value = config.budget
 
-        def cost(m: nn.Module) -> int:
-            return measure(m, what, None if config.inputs is None else dg.to_device(config.inputs, next(m.parameters()).device),
-                           s.input_size)
+    def cost(m: nn.Module) -> int:
+        inputs = None if config.inputs is None else dg.to_device(config.inputs, next(m.parameters()).device)
+        return measure(m, what, inputs, s.input_size)
 
-        if cost(s.model) <= value:
-            return copy.deepcopy(s.model)
+    if cost(s.model) <= value:
+        return copy.deepcopy(s.model)
 
-        def evaluate(r: float) -> tuple[nn.Module, int]:
-            candidate = sequential(s, importance, r)
-            return candidate, cost(candidate)
+    def evaluate(r: float) -> tuple[nn.Module, int]:
+        candidate = _sequential_at(s, importance, r)
+        return candidate, cost(candidate)
 
-        best, _ = search.smallest_ratio(evaluate, value, hi=0.99, tol=1e-3)
-        if best is None:
-            raise ValueError(f"no ratio reaches {value:,} {search.label(what)} in sequential mode")
-        return best[0]
-    ratios = config.ratios if ratios is None else ratios
+    best, _ = search.smallest_ratio(evaluate, value, hi=0.99, tol=1e-3)
+    if best is None:
+        raise ValueError(f"no ratio reaches {value:,} {search.label(what)} in sequential mode")
+    return best[0]
+
+
+def _sequential_at(s: Setup, importance: tp.importance.Importance, ratios: Any) -> nn.Module:
+    """Sequential pruning at ``ratios`` (see :func:`sequential`)."""
+    config = s.config
     state = start(s)
     resolved = select.resolve(s.model, ratios, state.candidates)
     modules = dict(state.net.named_modules())
     traced, graph = state.traced, state.traced.graph
-    protected_nodes = {traced.output_nodes[p]: p for p in state.protected if p in traced.output_nodes}
+    protected_nodes = state.protected_nodes()
     ignored = set(state.ignored)
     for name, (ratio, _) in resolved.items():
         module = modules[name]
@@ -318,9 +333,7 @@ def sequential(s: Setup, importance: tp.importance.Importance, ratios: Any = Non
         plan = {group.key: weakest(group.scores, group.units - keep)}
         dg.check_plan(traced, [group], plan)
         dg.apply_plan(traced, [group], plan)
-    dg.restore_requires_grad(state.net, s.flags)
-    state.net.zero_grad(set_to_none=True)
-    apply_fixes(s, state.net)
+    settle(s, state.net)
     return finish(s, state)
 
 
@@ -337,7 +350,7 @@ def shrink_to(model: nn.Module, widths: Mapping[str, int], importance: tp.import
     s = setup(model, PruneConfig(input_size=tuple(input_size), ignore=tuple(ignore)))
     state = start(s)
     traced = state.traced
-    protected_nodes = {traced.output_nodes[p]: p for p in state.protected if p in traced.output_nodes}
+    protected_nodes = state.protected_nodes()
     for tg in traced.graph.get_all_groups(ignored_layers=list(state.ignored), root_module_types=dg.ROOT_TYPES):
         g = dg.make_group(traced, tg, protected_nodes, state.num_heads)
         wanted = [widths[n] for n in g.members if n in widths] if g is not None else []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from torch import nn
 
@@ -124,7 +124,7 @@ def targets(
     ratios: Ratios,
     groups: Sequence[dg.Group],
     candidates: Sequence[str],
-    reason_of: Any,
+    reason_of: Callable[[dg.Group], str | None],
 ) -> dict[str, tuple[float, int]]:
     """For every group with a requested ratio: (ratio, ranking scope). ``reason_of(group)`` says why a
     group cannot be pruned (None: it can)."""
