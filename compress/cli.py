@@ -54,8 +54,9 @@ class Command:
     """A sub-command, ``compress-bench NAME ...``: its argparse sub-parser and what runs it.
 
     ``synopsis`` and ``summary`` make its line in the main ``--help``; ``description`` and ``epilog`` its
-    own ``--help``; ``add_arguments(parser)`` adds its flags; ``run(args, parser, argv)`` does the work
-    and returns the exit status (``parser`` for usage errors, ``argv`` the whole command line).
+    own ``--help`` (``raw``: printed as written, not re-wrapped); ``add_arguments(parser)`` adds its flags;
+    ``run(args, parser, argv)`` does the work and returns the exit status (``parser`` for usage errors,
+    ``argv`` the whole command line).
     """
 
     name: str
@@ -65,6 +66,7 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, argparse.ArgumentParser, list[str]], int]
     epilog: str | None = None
+    raw: bool = False
 
 
 #: The sub-commands by name, in the order ``--help`` lists them.
@@ -118,10 +120,15 @@ def build_command_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for c in COMMANDS.values():
         sp = sub.add_parser(c.name, help=c.summary, description=c.description, epilog=c.epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            formatter_class=argparse.RawDescriptionHelpFormatter if c.raw else argparse.HelpFormatter)
         c.add_arguments(sp)
-        sp.set_defaults(command_parser=sp)
     return p
+
+
+def _sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-parsers of :func:`build_command_parser`'s ``parser``, by command name."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -565,7 +572,7 @@ def _run_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: l
 
 
 register(Command("run", "run [options] RECIPE...", "the same as without `run`: train (or dry-run) the recipes",
-                 _RUN_DESCRIPTION, _add_run_arguments, _run_main, epilog=_run_epilog()))
+                 _RUN_DESCRIPTION, _add_run_arguments, _run_main, epilog=_run_epilog(), raw=True))
 register(Command("report", "report RUN_DIR", "re-render report.md, plots and the table from RUN_DIR/results.json",
                  "Render report.md, plots and the terminal table from RUN_DIR/results.json.", _add_report_arguments,
                  _report_main))
@@ -585,8 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in COMMANDS:
-        args = build_command_parser().parse_args(argv)
-        return COMMANDS[args.command].run(args, args.command_parser, argv)
+        # the sub-parser parses its own arguments, so that its errors name it (`compress-bench report: error: ...`)
+        sub = _sub_parsers(build_command_parser())[argv[0]]
+        return COMMANDS[argv[0]].run(sub.parse_args(argv[1:]), sub, argv)
     parser = build_parser()
     return _run_main(parser.parse_args(argv), parser, argv)
 

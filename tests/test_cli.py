@@ -224,14 +224,14 @@ def test_train_and_test_images_take_a_subset(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["run", "report", "export", "latency", "eval"])
 def test_every_sub_command_has_its_own_help(command, capsys):
-    from compress.cli import COMMANDS, build_command_parser
+    from compress.cli import COMMANDS, _sub_parsers, build_command_parser
 
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith(f"usage: compress-bench {command} ")
-    sub = build_command_parser()._subparsers._group_actions[0].choices[command]
+    sub = _sub_parsers(build_command_parser())[command]
     for action in sub._actions:
         for flag in action.option_strings:
             assert flag in text
@@ -243,9 +243,9 @@ def test_every_sub_command_has_its_own_help(command, capsys):
 
 def test_run_sub_command_is_the_command_without_one(capsys):
     main_flags = {f for a in build_parser()._actions for f in a.option_strings}
-    from compress.cli import build_command_parser
+    from compress.cli import _sub_parsers, build_command_parser
 
-    run = build_command_parser()._subparsers._group_actions[0].choices["run"]
+    run = _sub_parsers(build_command_parser())["run"]
     assert {f for a in run._actions for f in a.option_strings} == main_flags
     assert main(["run", "--dry-run", "--recipes-dir", str(RECIPES), "000"]) == 0
     with_run = capsys.readouterr().out
@@ -264,6 +264,9 @@ def test_a_sub_command_is_added_by_registering_it(capsys, monkeypatch):
     cli.register(cli.Command("hello", "hello [--n N]", "say hello", "Say hello N times.", add,
                              lambda args, parser, argv: print("hello " * args.n) or 0))
     assert main(["hello", "--n", "2"]) == 0 and capsys.readouterr().out.strip() == "hello hello"
+    with pytest.raises(SystemExit):
+        main(["hello", "--m"])
+    assert "compress-bench hello: error: unrecognized arguments: --m" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "compress-bench hello [--n N]" in capsys.readouterr().out
