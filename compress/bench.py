@@ -9,8 +9,9 @@ before it writes anything, then works under the folder's lock; every file is wri
 (:mod:`compress.files`). docs/run-folders.md says what a folder guarantees after a kill, a full disk
 or a concurrent start.
 
-Rows are :class:`~compress.runfolder.Row` inside, plain dicts (JSON-friendly) where they are returned. Accuracies in rows are in percent. Keys that start with
-``claimed_`` come from the reports; ``measured_*`` and the timing keys come from our own training.
+Rows are :class:`~compress.runfolder.Row` inside, plain dicts (JSON-friendly) where they are returned.
+Accuracies in rows are in percent. Keys that start with ``claimed_`` come from the reports;
+``measured_*`` and the timing keys come from our own training.
 A recipe that starts from trained weights also gets ``accuracy_before`` (the trained model) and
 ``accuracy_compressed`` (right after its transforms, before any training), with ``params_before`` and
 ``flops_before``; with ``finetune: false`` it is not trained and ``measured_accuracy`` is the latter.
@@ -36,8 +37,9 @@ from .files import FolderBusyError, atomic_write, is_leftover, remove_leftovers,
 from .metrics import count_flops, count_params
 from .provenance import provenance
 from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError, _merge
-from .runfolder import MANIFEST, PLAN, RESULTS, RESULTS_FORMAT, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row  # noqa: F401 - PLAN, RESULTS, RESULTS_FORMAT: kept importable from here
-from .runfolder import ROW as RESULT  # the name callers know; the trainer writes its own result.json next to it
+from .runfolder import MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row
+from .runfolder import PLAN, RESULTS, RESULTS_FORMAT  # noqa: F401 - kept importable from here
+from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old name (the trainer's result.json is another)
 from .runfolder import read_json as _read_json
 from .training import NonFiniteLossError, TrainConfig, check_inputs
 from .training.budget import BudgetPlan, plan as _probe_plan
@@ -211,11 +213,6 @@ def _overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown override(s) {', '.join(unknown)}; accepted: {', '.join(_OVERRIDES)}")
     return given
-
-
-def _finished_row(rdir: Path) -> dict[str, Any]:
-    """A finished recipe's row, checked (:meth:`~compress.runfolder.RecipeFolder.read_row`), as a dict."""
-    return RecipeFolder(rdir).read_row().to_dict()
 
 
 def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
@@ -506,7 +503,7 @@ def _run_locked(
             if recipe.finetune and not run_folder.recipe(recipe.name).finished:
                 config = train_config(recipe, opts.budget, opts.time_budget, overrides=opts.overrides)
                 with torch_threads(threads):
-                    plans[recipe.name] = _plan(recipe, out / recipe.name, data, config, opts.time_budget, opts.device, log)
+                    plans[recipe.name] = _plan(recipe, run_folder.recipe(recipe.name).path, data, config, opts.time_budget, opts.device, log)
     rows: list[Row] = []
     for recipe in recipes:
         folder = run_folder.recipe(recipe.name)

@@ -49,6 +49,7 @@ from .outputs import write_history as _write_history
 from .outputs import write_outputs as _write_outputs
 
 __all__ = ["train", "TrainResult", "TrainFiles", "NonFiniteLossError", "CHECKPOINT_FORMAT", "autocast_dtype"]
+
 _CHECK_EVERY = 20  # steps between progress updates (and, in one process, divergence checks)
 _PROGRESS_EVERY_S = 2.0  # ... and at most this many seconds between progress updates
 _AMP_ON_CPU = False  # tests set this to run the fp16 autocast/GradScaler code path on the CPU
