@@ -1,24 +1,17 @@
 """Benchmark orchestration: build recipes, count them, train them into a run folder, collect result rows.
 
-A run folder (``runs/NAME``) holds::
-
-    manifest.json          the recipe set (name -> fingerprint) and the budget; a different set is refused
-    <recipe>/recipe.yaml   a copy of the recipe file that was run
-    <recipe>/plan.json     with a time budget: the probe's speeds and the epochs it fixed (reused on resume)
-    <recipe>/checkpoint.pt the trainer's resumable checkpoint
-    <recipe>/history.json  per-epoch metrics (the trainer's)
-    <recipe>/model.pt      final model, loadable with compress.load
-    <recipe>/row.json      this recipe's result row; its presence means "finished, skip on re-run"
-    results.json           every row, plus report.md and the plots (see compress.report)
-    .lock                  held (fcntl.flock) by the process using the folder
+The run folder's files, its lock and its rows are :mod:`compress.runfolder`'s (:class:`~compress.runfolder.RunFolder`,
+:class:`~compress.runfolder.Row`); this module decides what is trained and in which order. :func:`run` takes
+its settings as a :class:`RunOptions` (or the same names as keywords).
 
 :func:`run` validates everything (recipes, data, every recipe's model and config against the data)
 before it writes anything, then works under the folder's lock; every file is written atomically
 (:mod:`compress.files`). docs/run-folders.md says what a folder guarantees after a kill, a full disk
 or a concurrent start.
 
-Rows are plain dicts (JSON-friendly). Accuracies in rows are in percent. Keys that start with
-``claimed_`` come from the reports; ``measured_*`` and the timing keys come from our own training.
+Rows are :class:`~compress.runfolder.Row` inside, plain dicts (JSON-friendly) where they are returned.
+Accuracies in rows are in percent. Keys that start with ``claimed_`` come from the reports;
+``measured_*`` and the timing keys come from our own training.
 A recipe that starts from trained weights also gets ``accuracy_before`` (the trained model) and
 ``accuracy_compressed`` (right after its transforms, before any training), with ``params_before`` and
 ``flops_before``; with ``finetune: false`` it is not trained and ``measured_accuracy`` is the latter.
@@ -26,21 +19,32 @@ A recipe that starts from trained weights also gets ``accuracy_before`` (the tra
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from .data import ImageData
-from .files import FolderBusyError, atomic_write, is_leftover, lock_folder, remove_leftovers, write_json
+from . import runfolder, training  # training.train looked up at call time (tests spy on it)
+from .data import DatasetError, ImageData, cifar10, synthetic
+from .evaluation import evaluate
+from .files import FolderBusyError, atomic_write, is_leftover, remove_leftovers, write_json
 from .metrics import count_flops, count_params
 from .provenance import provenance
 from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError, _merge
+from .runfolder import MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row
+from .runfolder import PLAN, RESULTS, RESULTS_FORMAT  # noqa: F401 - kept importable from here
+from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old name (the trainer's result.json is another)
+from .runfolder import read_json as _read_json
+from .training import NonFiniteLossError, TrainConfig, check_inputs
+from .training.budget import BudgetPlan, plan as _probe_plan
+from .training.outputs import TrainFiles
+from .transforms.whiten import init_whitening
 
 __all__ = [
     "RunFolderError",
@@ -54,24 +58,14 @@ __all__ = [
     "train_config",
     "comparable",
     "run",
+    "RunOptions",
     "interrupted_summary",
     "collect",
     "MANIFEST",
     "RESULTS",
 ]
 
-MANIFEST = "manifest.json"
-RESULTS = "results.json"
 MAX_SYNTHETIC = 200_000  # images per split of --data synthetic (600 MB of 32x32 RGB): larger asks are refused
-RESULT = "row.json"  # the trainer writes its own result.json next to it
-PLAN = "plan.json"
-RUN_FORMAT = "compress.run/1"
-RESULTS_FORMAT = "compress.results/1"
-
-
-class RunFolderError(RuntimeError):
-    """A run folder cannot be used: it belongs to a different run (results are never mixed), another
-    process is using it, or it cannot be written."""
 
 
 class TrainingError(RuntimeError):
@@ -109,23 +103,16 @@ def _build(recipe: Recipe, seed: int) -> torch.nn.Module:
 
 def spec_row(recipe: Recipe, model: torch.nn.Module | None = None) -> dict[str, Any]:
     """The dry-run row of ``recipe``: built params and FLOPs next to the report's claims."""
+    return _spec(recipe, model).to_dict()
+
+
+def _spec(recipe: Recipe, model: torch.nn.Module | None = None) -> Row:
+    """:func:`spec_row` as a :class:`~compress.runfolder.Row`."""
     if model is None:
         model = _build(recipe, recipe.train.seed)
-    params = count_params(model)
-    claims = recipe.claims
-    return {
-        "recipe": recipe.name,
-        "title": recipe.title,
-        "transforms": recipe.transforms_summary(),
-        "architecture": model.config.describe() if hasattr(model, "config") else type(model).__name__,
-        "params": params,
-        "flops": _count_flops(model),
-        "under_budget": params <= BUDGET_PARAMS,
-        "claimed_params": claims.params,
-        "params_match": params == claims.params,
-        "claimed_accuracy": claims.accuracy,
-        "claim_basis": claims.accuracy_basis,
-    }
+    architecture = model.config.describe() if hasattr(model, "config") else type(model).__name__
+    return Row.spec(recipe, architecture=architecture, params=count_params(model), flops=_count_flops(model),
+                    budget_params=BUDGET_PARAMS)
 
 
 def _count_flops(model: torch.nn.Module) -> int:
@@ -166,8 +153,6 @@ def resolve_data(
     """Load the dataset named by ``--data``: a path (npz / folder), ``synthetic[:N_TRAIN[:N_TEST]]``, or
     ``None`` for :func:`find_dataset`; keep its first ``train_images`` / ``test_images`` images if given.
     Raises ``compress.data.DatasetError`` when nothing is found or a subset is larger than the data."""
-    from .data import DatasetError, cifar10, synthetic
-
     if spec is not None and (spec == "synthetic" or spec.startswith("synthetic:")):  # not "synthetic.npz"
         parts = spec.split(":")[1:]
         try:
@@ -230,46 +215,6 @@ def _overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
     return given
 
 
-def _started(out: Path, name: str) -> bool:
-    """Whether recipe ``name`` has trained anything in ``out`` (a checkpoint or a finished row)."""
-    return (out / name / "checkpoint.pt").is_file() or (out / name / RESULT).is_file()
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    """The JSON object in ``path``; :class:`RunFolderError` if it cannot be read or is not an object."""
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"it holds a {type(data).__name__}, not an object")
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path} ({what}) cannot be read ({type(e).__name__}: {e}); compress-bench writes it "
-                             "atomically, so something else changed it: restore or delete it, or use a new --out") from e
-    return data
-
-
-def _finished_row(rdir: Path) -> dict[str, Any]:
-    """A finished recipe's row, checked: its numbers in their domains, and, where the trainer wrote its own
-    ``result.json``, the accuracy, epochs and selected epoch the trainer measured (an edited row is refused)."""
-    from .report import row_problem
-
-    path = rdir / RESULT
-    row = _read_json(path, "a finished recipe's row")
-    if (problem := row_problem(row)) is not None:
-        raise RunFolderError(f"{path}: {problem}; compress-bench never writes that, so the file was edited: "
-                             "delete it (and re-run) or restore it")
-    trainer = rdir / "result.json"
-    if trainer.is_file() and row.get("measured_accuracy") is not None:
-        measured = _read_json(trainer, "the trainer's result")
-        pairs = [("measured_accuracy", row.get("measured_accuracy"), 100.0 * float(measured.get("test_acc", float("nan")))),
-                 ("epochs_run", row.get("epochs_run"), measured.get("epochs_run")),
-                 ("selected_epoch", row.get("selected_epoch"), measured.get("selected_epoch"))]
-        for key, have, want in pairs:
-            if have is None or want is None or not abs(float(have) - float(want)) <= 1e-9 * max(1.0, abs(float(want))):
-                raise RunFolderError(f"{path}: {key} {have} disagrees with what the trainer measured ({want} in {trainer}): "
-                                     "one of them was edited; delete the recipe's folder to train it again")
-    return row
-
-
 def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     """Check that ``out`` can hold the run ``want`` describes; return the manifest to write (``None``: keep it).
 
@@ -280,7 +225,8 @@ def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out} is a file, not a folder; --out takes a run folder (a new one, or one "
                              "written by compress-bench)")
-    path = out / MANIFEST
+    folder = RunFolder(out)
+    path = folder.manifest
     if not path.is_file():
         foreign = sorted(p.name for p in out.iterdir() if p.is_symlink() or not is_leftover(p.name)) if out.is_dir() else []
         if foreign:
@@ -291,7 +237,7 @@ def _check_manifest(out: Path, want: dict[str, Any]) -> dict[str, Any] | None:
     if (have.get("format") != RUN_FORMAT or not isinstance(have.get("recipes"), dict)
             or not isinstance(have.get("data") or {}, dict) or not isinstance(have.get("overrides") or {}, dict)):
         raise RunFolderError(f"{path} is not a compress-bench manifest (format {RUN_FORMAT!r}); use a new --out")
-    started = sorted(n for n in have["recipes"] if _started(out, n))
+    started = sorted(n for n in have["recipes"] if folder.recipe(n).started)
     problems = []
     if started and sorted(have["recipes"]) != sorted(want["recipes"]):
         problems.append(f"it holds recipes [{', '.join(sorted(have['recipes']))}], "
@@ -334,8 +280,6 @@ def train_config(
     ``overrides`` (``batch_size``, ``lr``, ``seed``) replace the recipe's values; ``epochs`` lays the
     schedule over that many epochs (:meth:`~compress.training.TrainConfig.over_epochs`).
     """
-    from .training import TrainConfig
-
     config = recipe.train_config(budget)
     if time_budget is not None:
         if budget != "fast":
@@ -349,38 +293,17 @@ def comparable(
     recipe: Recipe, budget: Budget, data: dict[str, Any], *, epochs: int | None = None,
     max_steps_per_epoch: int | None = None, time_budget: float | None = None, overrides: dict[str, Any] | None = None,
 ) -> str | None:
-    """Why a run's accuracy cannot be set against the paper's claim (``None``: it can).
-
-    A claim is the result of the paper's whole schedule on the whole CIFAR-10, so only a run of the
-    ``paper`` budget, at its own length, batch size and learning rate, on the 50,000 / 10,000 images of
-    CIFAR-10, gets a ``difference``; a fast, shortened, smoke, subset or synthetic run gets this reason.
-    """
-    if recipe.claims.accuracy is None:
-        return "the paper claims no accuracy"
-    if data.get("name") != "CIFAR-10":
-        return f"trained on {data.get('name')}, not CIFAR-10"
-    if (data.get("train"), data.get("test")) != (50_000, 10_000):
-        return f"a subset of CIFAR-10 ({data.get('train'):,} train / {data.get('test'):,} test images)"
-    if budget != "paper":
-        return f"the {budget} budget ({recipe.train_config(budget).epochs} epochs), not the paper's own schedule"
-    if time_budget is not None:
-        return f"a {time_budget:g}-minute time budget"
-    if epochs is not None and epochs != recipe.train.epochs:
-        return f"{epochs} epochs instead of the paper's {recipe.train.epochs}"
-    if max_steps_per_epoch is not None:
-        return f"at most {max_steps_per_epoch} steps per epoch (a smoke run)"
-    changed = {k: v for k, v in _overrides(overrides).items() if k != "seed"}
-    if changed:
-        return "overridden " + ", ".join(f"{k} {v}" for k, v in sorted(changed.items()))
-    return None
+    """Why a run's accuracy cannot be set against the paper's claim (``None``: it can): the rule of
+    :func:`compress.runfolder.comparable` for a trained recipe, with ``overrides`` checked (only
+    ``batch_size``, ``lr`` and ``seed``)."""
+    return runfolder.comparable(recipe, budget, data, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
+                                time_budget=time_budget, overrides=_overrides(overrides))
 
 
 def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, device: str | None,
           log: Callable[[str], None]):
     """The recipe's stored time-budget plan, or a new one from a probe (written to ``plan.json``)."""
-    from .training.budget import BudgetPlan, plan
-
-    path = rdir / PLAN
+    path = RecipeFolder(rdir).plan
     if path.is_file():
         stored = _read_json(path, "the time-budget plan")
         if stored.get("minutes") != minutes:
@@ -391,7 +314,7 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
                                  "delete it to plan again, or use a new --out")
         return BudgetPlan.from_dict({k: stored[k] for k in BudgetPlan.__dataclass_fields__})
     teacher = recipe.initial_model() if config.distill is not None else None  # distilled from the trained weights
-    p = plan(_build(recipe, config.seed), data, config, minutes, device=device, teacher=teacher)
+    p = _probe_plan(_build(recipe, config.seed), data, config, minutes, device=device, teacher=teacher)
     write_json(path, {**p.to_dict(), **provenance(device or ("cuda" if torch.cuda.is_available() else "cpu"))})
     epochs = f"{p.epochs} epoch{'s' if p.epochs != 1 else ''}"
     length = epochs if p.max_steps_per_epoch is None else f"{epochs} of {p.max_steps_per_epoch} of its {p.steps_per_epoch} steps"
@@ -402,29 +325,25 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
 
 def _measured_row(
     recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget, command: Sequence[str] | None,
-    not_comparable: str | None = None,
-) -> dict[str, Any]:
-    row = spec_row(recipe, model)
-    acc = 100.0 * float(result.test_acc)
-    history = list(result.history)
-    row.update(
-        {
-            "measured_accuracy": acc,
-            "difference": None if not_comparable or recipe.claims.accuracy is None else acc - recipe.claims.accuracy,
-            "no_difference_because": not_comparable,
-            "budget": budget,
-            "epochs_run": result.epochs_run,
+    not_comparable: str | None = None, start: Mapping[str, Any] | None = None, plan: Any = None,
+    time_budget: float | None = None,
+) -> Row:
+    """The row of a trained recipe: the trainer's ``result`` of ``model``."""
+    return Row.result(
+        _spec(recipe, model), 100.0 * float(result.test_acc), not_comparable=not_comparable, budget=budget,
+        epochs_run=result.epochs_run,
+        training={
             "selected_epoch": result.selected_epoch,
             "stopped_early": bool(result.stopped_early),
             "train_time_s": float(result.train_time_s),
             "images_per_s": float(result.images_per_s),
             "precision": result.precision,
             "tta": getattr(result, "tta", None),
-            **provenance(result.device, command),
-            "curve": [[h.get("epoch"), 100.0 * h["test_acc"]] for h in history if h.get("test_acc") is not None],
-        }
+        },
+        run_provenance=provenance(result.device, command),
+        curve=[[h.get("epoch"), 100.0 * h["test_acc"]] for h in result.history if h.get("test_acc") is not None],
+        start=start, time_budget=time_budget, plan=None if plan is None else plan.to_dict(),
     )
-    return row
 
 
 def _evaluate_compression(
@@ -432,8 +351,6 @@ def _evaluate_compression(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(trained model, row keys): the recipe's weights evaluated before its transforms, and ``model`` (the
     recipe built from them) right after them, with no training in between."""
-    from .evaluation import evaluate
-
     trained = recipe.initial_model()
     before = evaluate(trained, data, device=device, progress=progress)
     after = evaluate(model, data, device=device, progress=progress) if recipe.model else before
@@ -451,51 +368,62 @@ def _evaluated_row(
     recipe: Recipe, model: torch.nn.Module, start: dict[str, Any], device: str | None,
     command: Sequence[str] | None, data: dict[str, Any],
 ) -> dict[str, Any]:
-    """The row of a recipe that is only evaluated (``finetune: false``); its ``difference`` against the
-    claim is given when it was evaluated on the whole CIFAR-10 test set."""
-    row = spec_row(recipe, model)
-    acc = start["accuracy_compressed"]
+    """The row of a recipe that is only evaluated (``finetune: false``), ``start``'s keys last; its
+    ``difference`` against the claim is given when it was evaluated on the whole CIFAR-10 test set."""
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    why = None
-    if recipe.claims.accuracy is None:
-        why = "the paper claims no accuracy"
-    elif data.get("name") != "CIFAR-10":
-        why = f"evaluated on {data.get('name')}, not CIFAR-10"
-    elif data.get("test") != 10_000:
-        why = f"evaluated on {data.get('test'):,} of CIFAR-10's 10,000 test images"
-    row.update(
-        {
-            "measured_accuracy": acc,
-            "difference": None if why else acc - recipe.claims.accuracy,
-            "no_difference_because": why,
-            "budget": None,
-            "epochs_run": 0,
-            **provenance(dev, command),
-            "curve": [],
-        }
-    )
-    return row
+    why = runfolder.comparable(recipe, None, data, trained=False)
+    return Row.result(_spec(recipe, model), start["accuracy_compressed"], not_comparable=why, budget=None, epochs_run=0,
+                      run_provenance=provenance(dev, command), start=start).to_dict()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`run` trains: the settings of one run folder, checked when made.
+
+    ``budget`` is ``fast`` or ``paper``. ``time_budget`` (minutes per recipe) first probes every unfinished
+    recipe on ``device`` and fixes its length (``plan.json``, reused on resume; see
+    :mod:`compress.training.budget`), then trains; it excludes ``epochs`` and ``max_steps_per_epoch``.
+    ``epochs`` lays each recipe's schedule over that many epochs (see :func:`train_config`); ``overrides``
+    (``batch_size``, ``lr``, ``seed``; ``None`` values are dropped) replace the recipes' values and are part
+    of the folder's identity; ``threads`` sets torch's CPU threads for the training (recorded in the
+    manifest); ``checkpoint_every_s`` goes to the trainer (mid-epoch checkpoints). ``command`` is the
+    command line recorded with each result (default: this process's); ``log`` gets one line per step.
+
+    >>> RunOptions(epochs=2, overrides={"lr": 0.1, "seed": None}).overrides
+    {'lr': 0.1}
+    """
+
+    budget: Budget = "fast"
+    epochs: int | None = None
+    max_steps_per_epoch: int | None = None
+    device: str | None = None
+    progress: bool = True
+    log: Callable[[str], None] = print
+    command: Sequence[str] | None = None
+    time_budget: float | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    checkpoint_every_s: float | None = 300.0
+
+    def __post_init__(self) -> None:
+        budget, time_budget = self.budget, self.time_budget
+        if budget not in ("fast", "paper"):
+            raise ValueError(f"budget must be 'fast' or 'paper', got {budget!r}")
+        if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
+                                        or not 0 < time_budget < math.inf):
+            raise ValueError(f"time_budget must be a positive finite number of minutes, got {time_budget!r}")
+        if time_budget is not None and (self.epochs is not None or self.max_steps_per_epoch is not None):
+            raise ValueError("a time budget fixes the epochs itself: give either it or epochs/max_steps_per_epoch")
+        object.__setattr__(self, "overrides", _overrides(self.overrides))  # a checked copy: the caller's is kept
 
 
 def run(
-    recipes: Sequence[Recipe],
-    out: str | os.PathLike,
-    data: Any,
-    *,
-    budget: Budget = "fast",
-    epochs: int | None = None,
-    max_steps_per_epoch: int | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    command: Sequence[str] | None = None,
-    time_budget: float | None = None,
-    overrides: dict[str, Any] | None = None,
-    threads: int | None = None,
-    checkpoint_every_s: float | None = 300.0,
+    recipes: Sequence[Recipe], out: str | os.PathLike, data: Any, options: RunOptions | None = None, **settings: Any,
 ) -> list[dict[str, Any]]:
     """Train ``recipes`` into the run folder ``out`` and return their rows (also written to results.json).
 
+    ``options`` (a :class:`RunOptions`) says how; ``settings`` are its fields given as keywords
+    (``budget="paper", epochs=5, ...``), on their own or replacing those of ``options``.
     Everything is checked before anything is written: recipe names, the folder, and every unfinished
     recipe's model and training setup against ``data`` (:func:`compress.training.check_inputs`; a
     misfit raises :class:`TrainingError`). The folder is then locked for the whole run (another process
@@ -503,164 +431,144 @@ def run(
     resumes from its checkpoint. A folder written for a different recipe set, budget, epoch override or
     dataset raises :class:`RunFolderError`. A diverged recipe raises
     :class:`~compress.training.NonFiniteLossError` and leaves no row.
-    ``time_budget`` (minutes per recipe) first probes every unfinished recipe on ``device`` and fixes
-    its length (``plan.json``, reused on resume; see :mod:`compress.training.budget`), then trains;
-    it excludes ``epochs`` and ``max_steps_per_epoch``. ``epochs`` lays each recipe's schedule over that
-    many epochs (see :func:`train_config`); ``overrides`` (``batch_size``, ``lr``, ``seed``) replace the
-    recipes' values and are part of the folder's identity; ``threads`` sets torch's CPU threads for the
-    training (recorded in the manifest); ``checkpoint_every_s`` goes to the trainer (mid-epoch checkpoints).
     Only a run comparable with the papers' claims (:func:`comparable`) gets a ``difference`` in its rows.
-    ``command`` is the command line recorded with each result (default: this process's).
     """
     out = Path(out)
     names = [r.name for r in recipes]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise RecipeError(f"recipe {twice[0]!r} is given more than once: each recipe name is one run sub-folder")
-    if budget not in ("fast", "paper"):
-        raise ValueError(f"budget must be 'fast' or 'paper', got {budget!r}")
-    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
-                                    or not 0 < time_budget < math.inf):
-        raise ValueError(f"time_budget must be a positive finite number of minutes, got {time_budget!r}")
-    if time_budget is not None and (epochs is not None or max_steps_per_epoch is not None):
-        raise ValueError("a time budget fixes the epochs itself: give either it or epochs/max_steps_per_epoch")
-    if time_budget is not None:
+    opts = RunOptions(**settings) if options is None else dataclasses.replace(options, **settings)
+    if opts.time_budget is not None:
         for r in recipes:
-            train_config(r, budget, time_budget)  # refuses a budget other than fast before anything is written
-    overrides = _overrides(overrides)
+            train_config(r, opts.budget, opts.time_budget)  # refuses a budget other than fast before anything is written
     data_info = describe_data(data)
-    manifest = _manifest(recipes, budget, epochs, max_steps_per_epoch, data_info, time_budget, overrides, threads)
+    manifest = _manifest(recipes, opts.budget, opts.epochs, opts.max_steps_per_epoch, data_info, opts.time_budget,
+                         dict(opts.overrides), opts.threads)
     _check_manifest(out, manifest)  # read-only here; again under the lock
-    planned = {r.name: _prepare(r, data, budget, time_budget, overrides, epochs, max_steps_per_epoch)
-               for r in recipes if not (out / r.name / RESULT).is_file()}
+    folder = RunFolder(out)
+    planned = {r.name: _prepare(r, data, opts) for r in recipes if not folder.recipe(r.name).finished}
 
     with ExitStack() as stack:
         try:
-            stack.enter_context(lock_folder(out, "run folder"))
+            stack.enter_context(folder.locked())
         except FolderBusyError as e:
             raise RunFolderError(str(e)) from None
         except OSError as e:
             raise RunFolderError(f"cannot use {out} as a run folder ({e.strerror or e}); --out takes a folder "
                                  "that can be created and written") from e
-        return _run_locked(recipes, out, data, manifest, planned, budget=budget, epochs=epochs,
-                           max_steps_per_epoch=max_steps_per_epoch, device=device, progress=progress, log=log,
-                           command=command, time_budget=time_budget, overrides=overrides, threads=threads,
-                           checkpoint_every_s=checkpoint_every_s, data_info=data_info)
+        return _run_locked(recipes, folder, data, manifest, planned, opts, data_info)
 
 
-def _prepare(
-    recipe: Recipe, data: Any, budget: Budget, time_budget: float | None, overrides: dict[str, Any],
-    epochs: int | None, max_steps: int | None,
-) -> tuple[Any, torch.nn.Module]:
+def _prepare(recipe: Recipe, data: Any, opts: RunOptions) -> tuple[Any, torch.nn.Module]:
     """The training config and the freshly built model of ``recipe``, checked against ``data`` (writes
     nothing); a misfit raises :class:`TrainingError` naming the recipe."""
-    from .training import check_inputs
-
     try:
-        config = train_config(recipe, budget, time_budget, overrides=overrides, epochs=epochs)
+        config = train_config(recipe, opts.budget, opts.time_budget, overrides=opts.overrides, epochs=opts.epochs)
         model = _build(recipe, config.seed)  # the same architecture on resume, even for init-dependent pruning
-        check_inputs(model, data, config, epochs=epochs, max_steps_per_epoch=max_steps)
+        check_inputs(model, data, config, epochs=opts.epochs, max_steps_per_epoch=opts.max_steps_per_epoch)
     except (ValueError, TypeError) as e:
         raise TrainingError(f"{recipe.name}: {e}") from e
     return config, model
 
 
-def _run_locked(
-    recipes: Sequence[Recipe], out: Path, data: Any, manifest: dict[str, Any],
-    planned: dict[str, tuple[Any, torch.nn.Module]], *, budget: Budget, epochs: int | None,
-    max_steps_per_epoch: int | None, device: str | None, progress: bool, log: Callable[[str], None],
-    command: Sequence[str] | None, time_budget: float | None, overrides: dict[str, Any], threads: int | None,
-    checkpoint_every_s: float | None, data_info: dict[str, Any],
-) -> list[dict[str, Any]]:
-    from .training import NonFiniteLossError, train
+def _keep_recipe_file(recipe: Recipe, folder: RecipeFolder, resume: bool, log: Callable[[str], None]) -> None:
+    """Provenance: copy the file whose claims the row reports (its training setup is the run's: the
+    manifest's fingerprint refuses any other) into the recipe's folder, unless it is there already."""
+    if recipe.path is None:
+        return
+    text = recipe.path.read_bytes()
+    kept = folder.recipe_copy
+    same = kept.is_file() and kept.read_bytes() == text
+    if resume and kept.is_file() and not same:
+        log(f"{recipe.name}: {recipe.path} changed since the run started, outside its training setup "
+            f"(claims or prose); {kept} now holds the new file")
+    if not same:
+        atomic_write(kept, text)
 
+
+def _run_locked(
+    recipes: Sequence[Recipe], run_folder: RunFolder, data: Any, manifest: dict[str, Any],
+    planned: dict[str, tuple[Any, torch.nn.Module]], opts: RunOptions, data_info: dict[str, Any],
+) -> list[dict[str, Any]]:
+    out, log, threads = run_folder.path, opts.log, opts.threads
     remove_leftovers(out)  # temporary files of a killed run: nobody else can be writing them now
     new_manifest = _check_manifest(out, manifest)
     if new_manifest is not None:
         created = new_manifest.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_json(out / MANIFEST, {**new_manifest, "created": created})
+        write_json(run_folder.manifest, {**new_manifest, "created": created})
     plans = {}
-    if time_budget is not None:  # probe all first, on a machine as quiet as the start of the run
+    if opts.time_budget is not None:  # probe all first, on a machine as quiet as the start of the run
         for recipe in recipes:
-            if recipe.finetune and not (out / recipe.name / RESULT).is_file():
-                config = train_config(recipe, budget, time_budget, overrides=overrides)
+            if recipe.finetune and not run_folder.recipe(recipe.name).finished:
+                config = train_config(recipe, opts.budget, opts.time_budget, overrides=opts.overrides)
                 with torch_threads(threads):
-                    plans[recipe.name] = _plan(recipe, out / recipe.name, data, config, time_budget, device, log)
-    rows = []
+                    plans[recipe.name] = _plan(recipe, run_folder.recipe(recipe.name).path, data, config, opts.time_budget, opts.device, log)
+    rows: list[Row] = []
     for recipe in recipes:
-        rdir = out / recipe.name
+        folder = run_folder.recipe(recipe.name)
+        rdir = folder.path
         if rdir.is_symlink():  # every file of the run stays inside --out
             raise RunFolderError(f"{rdir} is a symbolic link; compress-bench writes a recipe's files only in a folder "
                                  f"of its own inside {out}: remove the link")
-        if (rdir / RESULT).is_file():
-            log(f"{recipe.name}: already finished, skipping ({rdir / RESULT})")
-            rows.append(_finished_row(rdir))
+        if folder.finished:
+            log(f"{recipe.name}: already finished, skipping ({folder.row})")
+            rows.append(folder.read_row())
             continue
         if recipe.name not in planned:  # its row.json was there when we looked, and is gone now
-            planned[recipe.name] = _prepare(recipe, data, budget, time_budget, overrides, epochs, max_steps_per_epoch)
+            planned[recipe.name] = _prepare(recipe, data, opts)
         config, model = planned.pop(recipe.name)
         trained, start = None, {}
         if recipe.weights is not None:  # the trained network (the teacher) and its accuracy before/after the transforms
             with torch_threads(threads):
-                trained, start = _evaluate_compression(recipe, model, data, device, progress, log)
+                trained, start = _evaluate_compression(recipe, model, data, opts.device, opts.progress, log)
         if not recipe.finetune:  # evaluated only: no training, no checkpoint
             if recipe.path is not None:
-                atomic_write(rdir / "recipe.yaml", recipe.path.read_bytes())  # provenance: the exact file that was run
-            row = {**_evaluated_row(recipe, model, start, device, command, data_info), **start}
-            write_json(rdir / RESULT, row)
+                atomic_write(folder.recipe_copy, recipe.path.read_bytes())  # provenance: the exact file that was run
+            row = Row.from_dict(_evaluated_row(recipe, model, start, opts.device, opts.command, data_info))
+            folder.write_row(row)
             rows.append(row)
             continue
-        resume = (rdir / "checkpoint.pt").is_file()
-        if recipe.path is not None:  # provenance: the file whose claims the row reports (its training setup is
-            text = recipe.path.read_bytes()  # the run's: the manifest's fingerprint refuses any other)
-            kept = rdir / "recipe.yaml"
-            same = kept.is_file() and kept.read_bytes() == text
-            if resume and kept.is_file() and not same:
-                log(f"{recipe.name}: {recipe.path} changed since the run started, outside its training setup "
-                    f"(claims or prose); {kept} now holds the new file")
-            if not same:
-                atomic_write(kept, text)
+        resume = folder.checkpoint.is_file()
+        _keep_recipe_file(recipe, folder, resume, log)
         plan = plans.get(recipe.name)
-        r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (epochs, max_steps_per_epoch)
-        log(f"{recipe.name}: {'resuming' if resume else 'training'} ({budget} budget"
-            + (f", {time_budget:g} min" if plan else "") + f") into {rdir}")
+        r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (opts.epochs, opts.max_steps_per_epoch)
+        log(f"{recipe.name}: {'resuming' if resume else 'training'} ({opts.budget} budget"
+            + (f", {opts.time_budget:g} min" if plan else "") + f") into {rdir}")
         if getattr(model, "whiten", None) is not None:  # a whiten_stem step built placeholder weights: compute them
-            from .transforms.whiten import init_whitening
-
             model = init_whitening(model, data, normalization=(config.normalize.mean, config.normalize.std))
         try:
             with torch_threads(threads):
-                result = train(
-                    model, data, config, out_dir=rdir, resume=resume, device=device, progress=progress,
-                    epochs=r_epochs, max_steps_per_epoch=r_steps, checkpoint_every_s=checkpoint_every_s,
+                result = training.train(
+                    model, data, config, files=TrainFiles(folder.checkpoint, folder.history, folder.model, folder.result),
+                    resume=resume, device=opts.device, progress=opts.progress, epochs=r_epochs,
+                    max_steps_per_epoch=r_steps, checkpoint_every_s=opts.checkpoint_every_s,
                     teacher=trained if config.distill is not None else None,
                 )
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"{recipe.name}: {e}") from e
         except ValueError as e:  # the trainer's argument checks: config vs data, resume mismatch
             raise TrainingError(f"{recipe.name}: {e}") from e
-        why = comparable(recipe, budget, data_info, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
-                         time_budget=time_budget, overrides=overrides)
-        row = {**_measured_row(recipe, result.model, result, budget, command, why), **start}
-        if plan is not None:
-            row["time_budget_min"] = time_budget
-            row["plan"] = plan.to_dict()
-        write_json(rdir / RESULT, row)
+        why = comparable(recipe, opts.budget, data_info, epochs=opts.epochs, max_steps_per_epoch=opts.max_steps_per_epoch,
+                         time_budget=opts.time_budget, overrides=dict(opts.overrides))
+        row = _measured_row(recipe, result.model, result, opts.budget, opts.command, why, start, plan, opts.time_budget)
+        folder.write_row(row)
         rows.append(row)
-    collect(out, rows, command)
-    return rows
+    run_folder.write_results(rows, opts.command)
+    return [r.to_dict() for r in rows]
 
 
 def interrupted_summary(out: str | os.PathLike, recipes: Sequence[Recipe], now: float | None = None) -> str:
     """What an interrupted :func:`run` left in ``out``, in one sentence: the finished recipes and where
     the checkpoint of the one in progress stands (epoch, step, how old it is), or that it has none."""
     out = Path(out)
+    folder = RunFolder(out)
     now = time.time() if now is None else now
-    done = [r.name for r in recipes if (out / r.name / RESULT).is_file()]
+    done = [r.name for r in recipes if folder.recipe(r.name).finished]
     parts = [f"finished: {', '.join(done)} (skipped when re-run)" if done else "no recipe had finished"]
     current = next((r for r in recipes if r.name not in done), None)
     if current is not None:
-        path = out / current.name / "checkpoint.pt"
+        path = folder.recipe(current.name).checkpoint
         state = _checkpoint_position(path)
         if state is None:
             parts.append(f"{current.name}: no checkpoint yet, it starts from the beginning")
@@ -699,22 +607,6 @@ def _age(seconds: float) -> str:
 def collect(
     out: str | os.PathLike, rows: Sequence[dict[str, Any]] | None = None, command: Sequence[str] | None = None
 ) -> Path:
-    """Write ``out/results.json`` from ``rows`` (default: every ``out/*/row.json``) and return its path."""
-    out = Path(out)
-    if rows is None:
-        rows = [_finished_row(p.parent) for p in sorted(out.glob(f"*/{RESULT}"))]
-    manifest = _read_json(out / MANIFEST, "the run's manifest") if (out / MANIFEST).is_file() else {}
-    results = {
-        "format": RESULTS_FORMAT,
-        "run": out.name,
-        "budget": manifest.get("budget"),
-        "epochs": manifest.get("epochs"),
-        "max_steps_per_epoch": manifest.get("max_steps_per_epoch"),
-        "time_budget_min": manifest.get("time_budget_min"),
-        "overrides": manifest.get("overrides") or {},
-        "data": manifest.get("data"),
-        "written": provenance(argv=command),
-        "rows": list(rows),
-    }
-    write_json(out / RESULTS, results)
-    return out / RESULTS
+    """Write ``out/results.json`` from ``rows`` (default: every ``out/*/row.json``, checked) and return its path
+    (:meth:`compress.runfolder.RunFolder.write_results`)."""
+    return RunFolder(out).write_results(rows, command)

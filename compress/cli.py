@@ -9,6 +9,10 @@
     compress-bench export 003 --out onnx/       # ONNX file, checked against PyTorch with ONNX Runtime
     compress-bench latency --run runs/paper     # measured CPU speed of the trained models, into the report
     compress-bench eval model.pt --data /tmp/cifar10.npz   # test accuracy, loss, per class
+
+Each sub-command is a :class:`Command` in :data:`COMMANDS` (an argparse sub-parser of
+:func:`build_command_parser`); :func:`register` adds one. Without a sub-command, ``compress-bench
+[options] RECIPE...`` is ``compress-bench run [options] RECIPE...`` (:func:`build_parser`).
 """
 
 from __future__ import annotations
@@ -19,43 +23,115 @@ import json
 import math
 import os
 import sys
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import torch
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from . import bench, report
+from . import bench, deploy, report, runfolder
 from .data import DatasetError
+from .evaluation import evaluate
 from .files import FolderBusyError, write_json
+from .io import load as load_model
+from .metrics import count_flops, count_params
+from .models import from_checkpoint, input_normalization, with_normalization
 from .recipes import FAST_TRAIN, RecipeError, check_unique_names, find, load, recipe_paths, recipes_dir
+from .training import NonFiniteLossError
 from .training.config import MAX_SEED
+from .training.distributed import check_device
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "build_command_parser", "Command", "COMMANDS", "register"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command, ``compress-bench NAME ...``: its argparse sub-parser and what runs it.
+
+    ``synopsis`` and ``summary`` make its line in the main ``--help``; ``description`` and ``epilog`` its
+    own ``--help`` (``raw``: printed as written, not re-wrapped); ``add_arguments(parser)`` adds its flags;
+    ``run(args, parser, argv)`` does the work and returns the exit status (``parser`` for usage errors,
+    ``argv`` the whole command line).
+    """
+
+    name: str
+    synopsis: str
+    summary: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, argparse.ArgumentParser, list[str]], int]
+    epilog: str | None = None
+    raw: bool = False
+
+
+#: The sub-commands by name, in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    """Add ``command`` to :data:`COMMANDS` (a name already taken raises ``ValueError``); returns it."""
+    if command.name in COMMANDS:
+        raise ValueError(f"compress-bench already has a sub-command {command.name!r}")
+    COMMANDS[command.name] = command
+    return command
+
+
+_RUN_DESCRIPTION = (
+    "Build the recipes (ResNet-18 + transforms), count params and FLOPs, train them into a run\n"
+    "folder and compare with the reports' claims. Without a GPU (and no --device) or without a\n"
+    "dataset it says why in one line and shows the dry run instead."
+)
+
+
+def _run_epilog() -> str:
+    return ("fast budget (the shared short schedule; a recipe's `fast:` section overrides fields):\n  "
+            + "\n  ".join(f"{k}: {json.dumps(v)}" for k, v in FAST_TRAIN.items())
+            + "\nsee docs/recipes.md and docs/report.md")
+
+
+def _commands_help() -> str:
+    """The main ``--help``'s list of sub-commands, one line each (a long summary wraps under itself)."""
+    lines = ["sub-commands (each has its own --help):"]
+    for c in COMMANDS.values():
+        head = f"  compress-bench {c.synopsis}"
+        lines.append(textwrap.fill(c.summary, width=102, initial_indent=head.ljust(34) if len(head) < 33 else head + "   ",
+                                   subsequent_indent=" " * 34))
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the main command (``report`` is a separate sub-command)."""
-    p = argparse.ArgumentParser(
-        prog="compress-bench",
-        description=(
-            "Build the recipes (ResNet-18 + transforms), count params and FLOPs, train them into a run\n"
-            "folder and compare with the reports' claims. Without a GPU (and no --device) or without a\n"
-            "dataset it says why in one line and shows the dry run instead.\n\n"
-            "sub-commands (each has its own --help):\n"
-            "  compress-bench report RUN_DIR   re-render report.md, plots and the table from RUN_DIR/results.json\n"
-            "  compress-bench export RECIPE|MODEL.pt ... --out DIR   write ONNX files, checked with ONNX Runtime\n"
-            "  compress-bench latency [RECIPE|MODEL.pt ...] [--run RUN_DIR]   measure inference speed (no training)\n"
-            "  compress-bench eval PATH        test accuracy, loss and per-class accuracy of a saved model or a\n"
-            "                                  trained checkpoint (see compress-bench eval --help)"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "fast budget (the shared short schedule; a recipe's `fast:` section overrides fields):\n  "
-            + "\n  ".join(f"{k}: {json.dumps(v)}" for k, v in FAST_TRAIN.items())
-            + "\nsee docs/recipes.md and docs/report.md"
-        ),
-    )
+    """The argument parser of the main command, ``compress-bench [options] RECIPE...`` (the same as
+    ``compress-bench run``; the other sub-commands are :func:`build_command_parser`'s)."""
+    p = argparse.ArgumentParser(prog="compress-bench", description=_RUN_DESCRIPTION + "\n\n" + _commands_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_run_epilog())
+    _add_run_arguments(p)
+    return p
+
+
+def build_command_parser() -> argparse.ArgumentParser:
+    """``compress-bench COMMAND ...``: one argparse sub-parser per entry of :data:`COMMANDS`."""
+    p = argparse.ArgumentParser(prog="compress-bench", description=_commands_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for c in COMMANDS.values():
+        sp = sub.add_parser(c.name, help=c.summary, description=c.description, epilog=c.epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter if c.raw else argparse.HelpFormatter)
+        c.add_arguments(sp)
+    return p
+
+
+def _sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-parsers of :func:`build_command_parser`'s ``parser``, by command name."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipes", nargs="*", metavar="RECIPE",
                    help="recipe names (e.g. 003, resnet18) or YAML paths; default: every recipe in the recipes folder")
     p.add_argument("--recipes-dir", metavar="DIR", default=None,
@@ -124,32 +200,30 @@ _non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 _minutes = _number(float, lambda v: 0 < v < math.inf, "a positive number of minutes")
 
 
-def _report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="compress-bench report",
-                                description="Render report.md, plots and the terminal table from RUN_DIR/results.json.")
+def _add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by compress-bench --out")
-    return p
 
 
-def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="compress-bench export",
-        description="Write each model as DIR/NAME.onnx (torch's exporter, batch dimension dynamic) and check it "
-                    "against PyTorch with ONNX Runtime on random images; a mismatch is an error. A recipe is built "
-                    "fresh (untrained weights); a MODEL.pt (compress.save, e.g. runs/X/003/model.pt) keeps its own.")
+_EXPORT_DESCRIPTION = (
+    "Write each model as DIR/NAME.onnx (torch's exporter, batch dimension dynamic) and check it "
+    "against PyTorch with ONNX Runtime on random images; a mismatch is an error. A recipe is built "
+    "fresh (untrained weights); a MODEL.pt (compress.save, e.g. runs/X/003/model.pt) keeps its own.")
+
+
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="RECIPE|MODEL.pt", help="recipe names or YAML paths, or saved models")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the .onnx files")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
     p.add_argument("--image-size", type=_positive_int, default=32, metavar="N", help="input images are 3 x N x N (default 32)")
-    return p
 
 
-def _latency_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="compress-bench latency",
-        description="Measure inference latency and throughput on the CPU, without training: median and IQR over "
-                    "timed repeats after warm-up, against a ResNet-18 measured in the same session. With --run, the "
-                    "trained models of a run folder are measured and the results go into its report.")
+_LATENCY_DESCRIPTION = (
+    "Measure inference latency and throughput on the CPU, without training: median and IQR over "
+    "timed repeats after warm-up, against a ResNet-18 measured in the same session. With --run, the "
+    "trained models of a run folder are measured and the results go into its report.")
+
+
+def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="*", metavar="RECIPE|MODEL.pt",
                    help="recipe names or YAML paths (built fresh), or saved models; default: every recipe "
                         "(with --run: every finished recipe of the run)")
@@ -163,15 +237,10 @@ def _latency_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=_positive_int, default=3, metavar="N", help="untimed calls first (default 3)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
-    return p
 
 
 def _named_models(targets: Sequence[str], directory: str | None) -> dict:
     """``{name: model}`` for recipe names/paths (built with their seed) and saved ``.pt`` models."""
-    import torch
-
-    from .io import load as load_model
-
     models = {}
     for t in targets:
         p = Path(t)
@@ -195,10 +264,8 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
-def _export_main(argv: Sequence[str], console: Console) -> int:
-    from . import deploy
-
-    args = _export_parser().parse_args(argv)
+def _export_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    console = _console()
     say = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
     problem = _folder_problem(args.out, "--out")
     if problem:
@@ -220,10 +287,8 @@ def _export_main(argv: Sequence[str], console: Console) -> int:
     return 0
 
 
-def _latency_main(argv: Sequence[str], console: Console) -> int:
-    from . import deploy
-
-    args = _latency_parser().parse_args(argv)
+def _latency_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    console = _console()
     say = lambda s: console.print(s, highlight=False, markup=False)  # noqa: E731
     problem = _json_problem(args.json) or (_folder_problem(args.run, "--run") if args.run else None)
     if problem:
@@ -237,7 +302,7 @@ def _latency_main(argv: Sequence[str], console: Console) -> int:
         kwargs = dict(backends=backends, batch_sizes=_int_list(args.batch_sizes, "--batch-sizes"), threads=args.threads,
                       repeats=args.repeats, warmup=args.warmup, log=lambda s: say(f"measuring {s}"))
         if args.run:
-            rows = deploy.measure_run(args.run, args.models, **kwargs)
+            rows = runfolder.measure_run(args.run, args.models, **kwargs)
             report.write_report(args.run, console=console)
         else:
             models = _named_models(args.models or [str(p) for p in recipe_paths(args.recipes_dir)], args.recipes_dir)
@@ -247,7 +312,7 @@ def _latency_main(argv: Sequence[str], console: Console) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             write_json(args.json, {"mode": "latency", "rows": rows})
             say(f"rows written to {args.json}")
-    except (RecipeError, ValueError, FileNotFoundError, FolderBusyError, bench.RunFolderError) as e:
+    except (RecipeError, ValueError, FileNotFoundError, FolderBusyError, runfolder.RunFolderError) as e:
         _error(console, str(e))
         return 2
     except OSError as e:  # a read-only run folder, a full disk: the files already there are kept whole
@@ -256,12 +321,13 @@ def _latency_main(argv: Sequence[str], console: Console) -> int:
     return 0
 
 
-def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="compress-bench eval",
-        description="Test accuracy, loss and per-class accuracy of a model: a file written by compress.save "
-                    "(e.g. a run folder's model.pt) or a trained checkpoint that compress.models.from_checkpoint "
-                    "imports (option_a, kuangliu or report003 layout). The model's own input normalisation is used.")
+_EVAL_DESCRIPTION = (
+    "Test accuracy, loss and per-class accuracy of a model: a file written by compress.save "
+    "(e.g. a run folder's model.pt) or a trained checkpoint that compress.models.from_checkpoint "
+    "imports (option_a, kuangliu or report003 layout). The model's own input normalisation is used.")
+
+
+def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="the model or checkpoint file")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="CIFAR-10 as for the main command (default: $COMPRESS_DATA, else ./data)")
@@ -277,16 +343,12 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta-flip", action="store_true", help="the same as --tta mirror (the older spelling)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the result to PATH as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 def _load_any(path: str, layout: str):
     """(model, notes): a compress.save file, else a checkpoint imported by from_checkpoint."""
-    from .io import load
-    from .models import from_checkpoint, input_normalization, with_normalization
-
     try:
-        model, meta = load(path, with_metadata=True)
+        model, meta = load_model(path, with_metadata=True)
     except ValueError as e:
         if "not a file written by compress.save" not in str(e):
             raise
@@ -298,14 +360,8 @@ def _load_any(path: str, layout: str):
     return model, {"kind": "compress.save file"}
 
 
-def _eval_main(argv: Sequence[str], console: Console) -> int:
-    from rich.table import Table
-
-    from .evaluation import evaluate
-    from .metrics import count_flops, count_params
-
-    parser = _eval_parser()
-    args = parser.parse_args(argv)
+def _eval_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    console = _console()
     _check_device_flag(parser, args.device)
     if (problem := _json_problem(args.json)) is not None:
         parser.error(problem)
@@ -372,8 +428,6 @@ def _default_out(recipes: list, directory: str | None, budget: str) -> Path:
 
 def _building_progress(console: Console):
     """A one-line 'building 003 (4/8)' display for :func:`bench.dry_run` (gone once the table prints)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     progress = Progress(TextColumn("building {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=True)
     task = progress.add_task("", total=None)
@@ -410,8 +464,6 @@ def _dry_run(recipes: list, args: argparse.Namespace, console: Console, stdout: 
 
 def _why_not_train(args: argparse.Namespace) -> str | None:
     """A one-line reason to fall back to the dry run, or None if training can go ahead."""
-    import torch
-
     no_gpu = args.device is None and not torch.cuda.is_available()
     no_data = args.data is None and bench.find_dataset() is None and not args.download
     if no_gpu and no_data:
@@ -440,8 +492,6 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def _check_device_flag(parser: argparse.ArgumentParser, device: str | None) -> None:
     """Exit with a usage error (status 2) unless ``--device`` is absent or a device this machine has."""
-    from .training.distributed import check_device
-
     if device is not None:
         try:
             check_device(device, "--device")
@@ -492,8 +542,8 @@ def _os_error(e: OSError) -> str:
     return str(e)
 
 
-def _report_main(argv: Sequence[str], console: Console) -> int:
-    args = _report_parser().parse_args(argv)
+def _report_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    console = _console()
     try:
         report.write_report(args.run_dir, console=console)
     except (FileNotFoundError, ValueError) as e:
@@ -512,19 +562,8 @@ def _console() -> Console:
     return console
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``compress-bench``; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["report"]:
-        return _report_main(argv[1:], _console())
-    if argv[:1] == ["export"]:
-        return _export_main(argv[1:], _console())
-    if argv[:1] == ["latency"]:
-        return _latency_main(argv[1:], _console())
-    if argv[:1] == ["eval"]:
-        return _eval_main(argv[1:], _console())
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """``compress-bench [run] [options] RECIPE...``: the dry run, or training and the report."""
     _check_args(parser, args)
     stdout = sys.stdout
     # `--json -`: stdout carries the JSON alone; the table, progress and messages go to stderr
@@ -532,9 +571,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(args, argv, _console(), stdout)
 
 
-def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: Any) -> int:
-    from .training import NonFiniteLossError
+register(Command("run", "run [options] RECIPE...", "the same as without `run`: train (or dry-run) the recipes",
+                 _RUN_DESCRIPTION, _add_run_arguments, _run_main, epilog=_run_epilog(), raw=True))
+register(Command("report", "report RUN_DIR", "re-render report.md, plots and the table from RUN_DIR/results.json",
+                 "Render report.md, plots and the terminal table from RUN_DIR/results.json.", _add_report_arguments,
+                 _report_main))
+register(Command("export", "export RECIPE|MODEL.pt ... --out DIR", "write ONNX files, checked with ONNX Runtime",
+                 _EXPORT_DESCRIPTION, _add_export_arguments, _export_main))
+register(Command("latency", "latency [RECIPE|MODEL.pt ...] [--run RUN_DIR]", "measure inference speed (no training)",
+                 _LATENCY_DESCRIPTION, _add_latency_arguments, _latency_main))
+register(Command("eval", "eval PATH", "test accuracy, loss and per-class accuracy of a saved model or a trained "
+                 "checkpoint (see compress-bench eval --help)", _EVAL_DESCRIPTION, _add_eval_arguments, _eval_main))
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``compress-bench``; returns the exit status.
+
+    A first argument that names a sub-command (:data:`COMMANDS`) runs it; anything else is the main
+    command, ``compress-bench [options] RECIPE...`` (``run``).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in COMMANDS:
+        # the sub-parser parses its own arguments, so that its errors name it (`compress-bench report: error: ...`)
+        sub = _sub_parsers(build_command_parser())[argv[0]]
+        return COMMANDS[argv[0]].run(sub.parse_args(argv[1:]), sub, argv)
+    parser = build_parser()
+    return _run_main(parser.parse_args(argv), parser, argv)
+
+
+def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: Any) -> int:
     def say(text: str) -> None:  # one line each, never wrapped: logs and pipes get whole lines
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 
@@ -563,13 +628,13 @@ def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: A
         tag = args.budget if args.time_budget is None else f"{args.budget}-{args.time_budget:g}min"
         out = Path(args.out) if args.out else _default_out(recipes, args.recipes_dir, tag)
         try:
-            rows = bench.run(
-                recipes, out, data, budget=args.budget, epochs=args.epochs,
-                max_steps_per_epoch=args.max_steps_per_epoch, device=args.device, progress=not args.no_progress,
-                log=say, command=["compress-bench", *argv], time_budget=args.time_budget,
-                overrides={"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}, threads=args.threads,
-                checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint_every > 0 else None,
+            options = bench.RunOptions(
+                budget=args.budget, epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch,
+                device=args.device, progress=not args.no_progress, log=say, command=["compress-bench", *argv],
+                time_budget=args.time_budget, overrides={"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+                threads=args.threads, checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint_every > 0 else None,
             )
+            rows = bench.run(recipes, out, data, options)
         except KeyboardInterrupt:
             say(f"compress-bench: interrupted; {bench.interrupted_summary(out, recipes)}")
             return 130
@@ -577,7 +642,7 @@ def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: A
         if args.json:
             _write_json(args.json, {"mode": "train", "rows": rows}, console, stdout)
         return 0
-    except (RecipeError, bench.RunFolderError, bench.TrainingError, DatasetError) as e:  # usage errors
+    except (RecipeError, runfolder.RunFolderError, bench.TrainingError, DatasetError) as e:  # usage errors
         _error(console, _flag_words(str(e)))
         return 2
     except NonFiniteLossError as e:  # a diverged run: no row, no number; the last good checkpoint is kept

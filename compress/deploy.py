@@ -18,8 +18,8 @@ time, with the thread count fixed and recorded (torch's intra-op threads, ONNX R
 ``intra_op_num_threads``).
 
 :func:`measure` runs several named models against a ResNet-18 reference measured in the same session,
-so each row carries its speed-up; :func:`measure_run` adds such measurements to a ``compress-bench``
-run folder (its report then shows them).
+so each row carries its speed-up; :func:`compress.runfolder.measure_run` adds such measurements to a
+``compress-bench`` run folder (its report then shows them).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import re
 import statistics
 import tempfile
 import timeit
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
@@ -41,7 +42,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from .files import lock_folder, reserve_temp, write_json
+from .files import reserve_temp
 
 #: The largest batch :func:`benchmark` times (a larger one would ask the allocator for tens of GB).
 MAX_BATCH = 8192
@@ -460,47 +461,9 @@ def measure(
     return rows
 
 
-def measure_run(
-    run_dir: str | os.PathLike,
-    names: Sequence[str] = (),
-    **kwargs: Any,
-) -> list[dict[str, Any]]:
-    """Measure the trained models of a ``compress-bench`` run folder and store the results in it.
+def measure_run(run_dir: str | os.PathLike, names: Sequence[str] = (), **kwargs: Any) -> list[dict[str, Any]]:
+    """Deprecated: moved to :func:`compress.runfolder.measure_run` (the same arguments and result)."""
+    from . import runfolder  # imported here: compress.runfolder imports this module
 
-    Each finished recipe's ``model.pt`` (all of them, or those in ``names``, plus the run's ``resnet18``
-    if it has one, the reference) is measured by :func:`measure` (``kwargs`` are passed on); its ``latency``
-    entries are written into the recipe's
-    ``row.json`` (replacing earlier ones of the same backend) and ``results.json`` is rebuilt. Returns
-    the updated rows. Render the report with :func:`compress.report.write_report`.
-    """
-    from . import bench
-    from .io import load
-
-    run = Path(run_dir)
-    finished = {p.parent.name: p for p in sorted(run.glob(f"*/{bench.RESULT}"))}
-    if not finished:
-        raise FileNotFoundError(f"{run} has no finished recipes (no */{bench.RESULT}): train them first with "
-                                f"`compress-bench --out {run}`")
-    unknown = [n for n in names if n not in finished]
-    if unknown:
-        raise ValueError(f"{run} has no finished recipe {unknown[0]!r}; finished: {', '.join(finished)}")
-    chosen = list(names) or list(finished)
-    if REFERENCE in finished and REFERENCE not in chosen:  # the run's own ResNet-18 is the reference
-        chosen.append(REFERENCE)
-    with lock_folder(run, "run folder"):  # no training run writes its rows meanwhile (FolderBusyError if one does)
-        stored = {n: bench._read_json(path, "a finished recipe's row") for n, path in finished.items()}  # before measuring
-        models = {n: load(run / n / "model.pt") for n in chosen}
-        measured = {r["recipe"]: r for r in measure(models, **kwargs)}
-        rows = []
-        for n, path in finished.items():
-            row = stored[n]
-            if n in measured:
-                row["latency"] = {**row.get("latency", {}), **measured[n]["latency"]}
-                write_json(path, row)
-            rows.append(row)
-        results = run / bench.RESULTS
-        listed = bench._read_json(results, "the run's results").get("rows", []) if results.is_file() else []
-        order = [r.get("recipe") for r in listed if isinstance(r, dict)]
-        rows.sort(key=lambda r: order.index(r["recipe"]) if r["recipe"] in order else len(order))
-        bench.collect(run, rows)
-    return rows
+    warnings.warn("compress.deploy.measure_run moved to compress.runfolder.measure_run", DeprecationWarning, stacklevel=2)
+    return runfolder.measure_run(run_dir, names, **kwargs)

@@ -220,3 +220,55 @@ def test_train_and_test_images_take_a_subset(tmp_path, capsys):
     assert main(_run_args(tmp_path, "--train-images", "100", "--out", str(tmp_path / "other"))) == 2
     assert "--train-images 100: the dataset has 64 training images; give 1 to 64" in capsys.readouterr().out
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "report", "export", "latency", "eval"])
+def test_every_sub_command_has_its_own_help(command, capsys):
+    from compress.cli import COMMANDS, _sub_parsers, build_command_parser
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: compress-bench {command} ")
+    sub = _sub_parsers(build_command_parser())[command]
+    for action in sub._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        assert action.help, f"{command}: {action.dest} has no help"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert f"compress-bench {COMMANDS[command].synopsis}" in capsys.readouterr().out  # listed in the main help
+
+
+def test_run_sub_command_is_the_command_without_one(capsys):
+    main_flags = {f for a in build_parser()._actions for f in a.option_strings}
+    from compress.cli import _sub_parsers, build_command_parser
+
+    run = _sub_parsers(build_command_parser())["run"]
+    assert {f for a in run._actions for f in a.option_strings} == main_flags
+    assert main(["run", "--dry-run", "--recipes-dir", str(RECIPES), "000"]) == 0
+    with_run = capsys.readouterr().out
+    assert main(["--dry-run", "--recipes-dir", str(RECIPES), "000"]) == 0
+    assert capsys.readouterr().out == with_run and "000" in with_run
+
+
+def test_a_sub_command_is_added_by_registering_it(capsys, monkeypatch):
+    from compress import cli
+
+    monkeypatch.setattr(cli, "COMMANDS", dict(cli.COMMANDS))
+
+    def add(p):
+        p.add_argument("--n", type=int, default=1, help="how many")
+
+    cli.register(cli.Command("hello", "hello [--n N]", "say hello", "Say hello N times.", add,
+                             lambda args, parser, argv: print("hello " * args.n) or 0))
+    assert main(["hello", "--n", "2"]) == 0 and capsys.readouterr().out.strip() == "hello hello"
+    with pytest.raises(SystemExit):
+        main(["hello", "--m"])
+    assert "compress-bench hello: error: unrecognized arguments: --m" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "compress-bench hello [--n N]" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="already has a sub-command 'hello'"):
+        cli.register(cli.Command("hello", "", "", "", add, lambda *a: 0))

@@ -218,3 +218,119 @@ def test_run_api_checks_before_writing(tmp_path):
     with pytest.raises(bench.RecipeError, match="given more than once"):
         bench.run([recipe, recipe], tmp_path / "run", synthetic(32, 8), device="cpu", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# the run folder's type (RunFolder, Row, the comparable rule) ---------------------------------------
+def test_run_folder_paths_are_the_files_a_run_writes(tmp_path, capsys):
+    from compress.runfolder import RunFolder
+
+    recipe = _recipe(tmp_path / "r")
+    out = tmp_path / "run"
+    assert main(_cmd(recipe, out)) == 0
+    run = RunFolder(out)
+    tiny = run.recipe("tiny")
+    for path in (run.manifest, run.results, run.report, run.plot("params"), run.plot("flops"), run.plot("curves"),
+                 tiny.row, tiny.result, tiny.checkpoint, tiny.model, tiny.history, tiny.recipe_copy):
+        assert path.is_file(), path
+    assert not tiny.plan.exists() and not run.plot("latency").exists()  # no time budget, no latency measured
+    assert run.lock_file.is_file() and tiny.finished and tiny.started and tiny.name == "tiny"
+    assert set(run.finished()) == {"tiny"} and run.listed_order() == ["tiny"]
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    named = {p.relative_to(out).as_posix() for p in (run.manifest, run.results, run.report, run.lock_file, tiny.row,
+                                                      tiny.result, tiny.checkpoint, tiny.model, tiny.history,
+                                                      tiny.recipe_copy, *(run.plot(k) for k in ("params", "flops", "curves")))}
+    assert written == named  # every file of the folder has its name in RunFolder, and nothing else is written
+    assert tiny.read_row().to_dict() == json.loads(tiny.row.read_text())
+    with pytest.raises(ValueError, match="no plot 'x'"):
+        run.plot("x")
+    fresh = RunFolder(tmp_path / "new").recipe("a")
+    assert not fresh.started and not fresh.finished
+
+
+def test_row_round_trips_byte_for_byte_and_refuses_a_bad_number(tmp_path, capsys):
+    from compress.runfolder import Row
+
+    recipe = _recipe(tmp_path / "r")
+    out = tmp_path / "run"
+    assert main(_cmd(recipe, out)) == 0
+    text = (out / "tiny" / "row.json").read_text()
+    row = Row.from_dict(json.loads(text))
+    assert row.recipe == "tiny" and row.epochs_run == 1 and 0 <= row.measured_accuracy <= 100
+    assert row.difference is None and row.get("no_difference_because").startswith("trained on synthetic")
+    rewritten = files.write_json(tmp_path / "again.json", row.to_dict()).read_text()
+    assert rewritten == text  # the same keys in the same order: files of earlier versions pass through unchanged
+    old = {"recipe": "old", "measured_accuracy": 90.0, "a key of a later version": [1, 2]}
+    assert Row.from_dict(old).to_dict() == old and list(Row.from_dict(old).to_dict()) == list(old)
+    copy = row.to_dict()
+    copy["curve"].append([99, 1.0])
+    assert row.to_dict()["curve"] != copy["curve"]  # a row is read-only: its dict is a copy
+    with pytest.raises(ValueError, match="measured_accuracy is 101.0, outside 0..100"):
+        Row.from_dict({"recipe": "x", "measured_accuracy": 101.0})
+    with pytest.raises(ValueError, match="a row is a JSON object, got a list"):
+        Row.from_dict([1, 2])
+
+
+def test_result_rows_get_a_difference_only_where_the_one_rule_allows(tmp_path):
+    from compress.recipes import load
+    from compress.runfolder import Row, comparable
+
+    recipe = load(_recipe(tmp_path / "r"))  # claims 50.0% (recipe_text's made-up claim)
+    cifar = {"name": "CIFAR-10", "train": 50_000, "test": 10_000}
+    assert comparable(recipe, "paper", cifar) is None
+    assert comparable(recipe, "fast", cifar).startswith("the fast budget")
+    assert comparable(recipe, "paper", {**cifar, "train": 5_000}) == "a subset of CIFAR-10 (5,000 train / 10,000 test images)"
+    assert comparable(recipe, "paper", cifar, overrides={"seed": 3}) is None  # another seed is the same experiment
+    assert comparable(recipe, "paper", cifar, overrides={"lr": 0.1}) == "overridden lr 0.1"
+    assert comparable(recipe, "paper", cifar, max_steps_per_epoch=2).endswith("(a smoke run)")
+    assert comparable(recipe, "paper", cifar, time_budget=15) == "a 15-minute time budget"
+    # evaluated only (published weights, no training): the whole test set is enough, the budget does not matter
+    assert comparable(recipe, None, {**cifar, "train": 5_000}, trained=False) is None
+    assert comparable(recipe, None, {**cifar, "test": 500}, trained=False) == "evaluated on 500 of CIFAR-10's 10,000 test images"
+    assert bench.comparable(recipe, "paper", cifar, epochs=recipe.train.epochs + 1) == (
+        f"{recipe.train.epochs + 1} epochs instead of the paper's {recipe.train.epochs}")
+    with pytest.raises(ValueError, match="unknown override"):
+        bench.comparable(recipe, "paper", cifar, overrides={"momentum": 0.9})
+    spec = Row.spec(recipe, architecture="x", params=10, flops=20, budget_params=5)
+    assert (spec.get("under_budget"), spec.get("params_match"), spec.claimed_accuracy) == (False, False, 50.0)
+    prov = {"device": "cpu"}
+    ok = Row.result(spec, 52.5, not_comparable=None, budget="paper", epochs_run=3, run_provenance=prov)
+    assert ok.difference == 2.5 and ok.get("no_difference_because") is None
+    why = comparable(recipe, "fast", cifar)
+    no = Row.result(spec, 52.5, not_comparable=why, budget="fast", epochs_run=3, run_provenance=prov)
+    assert no.difference is None and no.get("no_difference_because") == why
+    assert list(ok.to_dict())[:12] == [*spec.to_dict(), "measured_accuracy"]
+
+
+def test_run_options_are_checked_and_the_old_keywords_still_work(tmp_path):
+    from compress.data import synthetic
+    from compress.recipes import load
+
+    with pytest.raises(ValueError, match="budget must be 'fast' or 'paper'"):
+        bench.RunOptions(budget="slow")
+    with pytest.raises(ValueError, match="a time budget fixes the epochs itself"):
+        bench.RunOptions(time_budget=1.0, epochs=2)
+    with pytest.raises(ValueError, match="unknown override"):
+        bench.RunOptions(overrides={"momentum": 0.9})
+    given = {"lr": 0.05, "seed": None}
+    options = bench.RunOptions(device="cpu", progress=False, log=lambda s: None, max_steps_per_epoch=1, overrides=given)
+    assert options.overrides == {"lr": 0.05} and given == {"lr": 0.05, "seed": None}  # the caller's dict is kept
+    recipe = load(_recipe(tmp_path / "r"))
+    a = bench.run([recipe], tmp_path / "a", synthetic(48, 16), options)
+    b = bench.run([recipe], tmp_path / "b", synthetic(48, 16), device="cpu", progress=False, log=lambda s: None,
+                  max_steps_per_epoch=1, overrides=given)
+    keep = ("measured_accuracy", "epochs_run", "curve", "params")
+    assert [{k: r[k] for k in keep} for r in a] == [{k: r[k] for k in keep} for r in b]
+    c = bench.run([recipe], tmp_path / "a", synthetic(48, 16), options, log=print)  # a keyword replaces the option
+    assert c == a
+    with pytest.raises(TypeError):
+        bench.run([recipe], tmp_path / "c", synthetic(48, 16), no_such_option=1)
+
+
+def test_deploy_measure_run_is_a_deprecated_alias(tmp_path):
+    from compress import deploy, runfolder
+
+    with pytest.warns(DeprecationWarning, match="moved to compress.runfolder.measure_run"):
+        with pytest.raises(FileNotFoundError, match="has no finished recipes"):
+            deploy.measure_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no \*/row.json"):
+        runfolder.measure_run(tmp_path)

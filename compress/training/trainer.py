@@ -7,6 +7,12 @@ Everything a recipe asks for maps onto torch objects built in
 :mod:`compress.training.optim`. Each epoch ends with evaluation and an atomic checkpoint, so a killed
 run resumes to the same result. Under ``torchrun`` the model is wrapped in DistributedDataParallel and
 each rank takes its slice of every global batch (see :mod:`compress.training.distributed`).
+
+What it writes (checkpoint, history, model, result) and how (atomic files, RNG states per rank) is
+:mod:`compress.training.outputs`; the trainer is given the paths. This file stays near 600 lines
+rather than 500: what is left is the training loop itself (one function whose epoch/step state the
+mid-epoch checkpoint closure shares), its evaluation and result, and its progress bar, and cutting the
+loop apart would pass a dozen run objects between functions for no reuse.
 """
 
 from __future__ import annotations
@@ -14,20 +20,16 @@ from __future__ import annotations
 import copy
 import math
 import os
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageData
-from ..files import atomic_open, write_json
 from ..models.resnet import input_normalization
 from . import distributed
 from .augment import build_augment, mixup, mixup_loss, normalize, tta_logits
@@ -35,10 +37,19 @@ from .checks import NonFiniteLossError, check_diverged, check_inputs, check_loss
 from .config import TrainConfig
 from .distill import make_distiller
 from .optim import Lookahead, build_ema, build_optimizer, build_scheduler
+from .outputs import CHECKPOINT_FORMAT, TrainFiles
+from .outputs import check_against_model_file as _check_against_model_file
+from .outputs import check_same_run as _check_same_run
+from .outputs import gather_rng as _gather_rng
+from .outputs import load_checkpoint as _load_checkpoint
+from .outputs import save_checkpoint as _save_checkpoint  # called through this name: tests wrap it
+from .outputs import seed_everything as _seed_everything
+from .outputs import set_rng_state as _set_rng_state
+from .outputs import write_history as _write_history
+from .outputs import write_outputs as _write_outputs
 
-__all__ = ["train", "TrainResult", "NonFiniteLossError", "CHECKPOINT_FORMAT", "autocast_dtype"]
+__all__ = ["train", "TrainResult", "TrainFiles", "NonFiniteLossError", "CHECKPOINT_FORMAT", "autocast_dtype"]
 
-CHECKPOINT_FORMAT = "compress.checkpoint/1"
 _CHECK_EVERY = 20  # steps between progress updates (and, in one process, divergence checks)
 _PROGRESS_EVERY_S = 2.0  # ... and at most this many seconds between progress updates
 _AMP_ON_CPU = False  # tests set this to run the fp16 autocast/GradScaler code path on the CPU
@@ -87,6 +98,7 @@ def train(
     config: TrainConfig | dict[str, Any],
     *,
     out_dir: str | os.PathLike | None = None,
+    files: TrainFiles | None = None,
     resume: bool = False,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -99,11 +111,13 @@ def train(
 
     ``device=None`` uses CUDA when available (``cuda:LOCAL_RANK`` under torchrun), else the CPU.
     ``epochs`` overrides ``config.epochs`` (the schedule is laid out over it); ``max_steps_per_epoch``
-    cuts each epoch short (smoke runs, tests). With ``out_dir`` each epoch writes ``checkpoint.pt``
-    (atomically) and ``history.json``, and the end writes ``model.pt`` (:func:`compress.save`); inside
-    an epoch ``checkpoint.pt`` is also rewritten once ``checkpoint_every_s`` seconds have passed since the
+    cuts each epoch short (smoke runs, tests). With ``files`` (a :class:`~compress.training.outputs.TrainFiles`,
+    or ``out_dir``: the files of a run folder's recipe sub-folder in that folder, ``checkpoint.pt``,
+    ``history.json``, ``model.pt``, ``result.json``) each epoch writes the checkpoint (atomically) and the
+    history, and the end writes the model (:func:`compress.save`) and the result; inside an epoch the
+    checkpoint is also rewritten once ``checkpoint_every_s`` seconds have passed since the
     last one (``None``: only at epoch ends; ``0``: after every step). ``resume=True`` continues from
-    ``out_dir/checkpoint.pt`` if present, mid-epoch too, to the same result as an uninterrupted run (a
+    the checkpoint if present, mid-epoch too, to the same result as an uninterrupted run (a
     finished run returns its stored result at once). Inputs that do not fit raise ``ValueError`` before
     anything runs (:func:`~compress.training.checks.check_inputs`); a diverged epoch (NaN/inf or exploding
     loss, NaN/inf weights) raises :class:`NonFiniteLossError` before it is recorded. Returns a
@@ -118,8 +132,10 @@ def train(
     check_inputs(model, data, config, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, world_size=info.world_size)
     n_epochs = int(epochs if epochs is not None else config.epochs)
     dev = info.device
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    if out_dir is not None and files is not None:
+        raise ValueError("give out_dir or files, not both")
+    out = TrainFiles.in_folder(out_dir) if out_dir is not None else files
+    ckpt_path = out.checkpoint if out is not None else None
 
     if config.val_split is not None and data.val_x is None:
         data = data.with_val_split(config.val_split.size, config.val_split.seed)
@@ -130,10 +146,10 @@ def train(
         _check_same_run(saved, config, n_epochs, max_steps_per_epoch, ckpt_path)
         if saved["finished"]:
             result = _result(model, saved, str(dev), _precision(config, dev), config.tta_level)
-            if info.is_main and not (out / "model.pt").is_file():  # killed between checkpoint and model.pt
+            if info.is_main and not out.model.is_file():  # killed between checkpoint and model.pt
                 _write_outputs(out, result, config)
             else:  # a model.pt written when the run finished: the checkpoint must still agree with it
-                _check_against_model_file(result, out / "model.pt")
+                _check_against_model_file(result, out)
             return result
 
     _seed_everything(config.seed + info.rank)
@@ -252,7 +268,7 @@ def train(
                 state["partial"] = {k: v for k, v in in_epoch.items() if k in ("lr", "step_time", "epoch_time")}
                 state["partial"]["ranks"] = [{k: g["partial"][k] for k in ("loss_sum", "correct", "seen")} for g in gathered]
             else:
-                _write_json(out / "history.json", history)
+                _write_history(out, history)
             _save_checkpoint(ckpt_path, state)
         last_save = time.perf_counter()
 
@@ -393,29 +409,6 @@ def train(
     return result
 
 
-def _check_against_model_file(result: TrainResult, path: Path) -> None:
-    """A finished checkpoint's result must be the one ``model.pt`` (checksummed by compress.save) recorded:
-    an edited checkpoint history is refused rather than reported."""
-    from ..io import load
-
-    if not path.is_file():
-        return
-    _, meta = load(path, model=result.model, with_metadata=True)
-    for key in ("test_acc", "selected_epoch", "epochs_run"):
-        if key in meta and meta[key] != getattr(result, key):
-            raise ValueError(f"{path.parent / 'checkpoint.pt'} says {key} {getattr(result, key)} but {path}, written "
-                             f"when the run finished, says {meta[key]}: the checkpoint was edited; delete the folder "
-                             "to train again")
-
-
-def _write_outputs(out: Path, result: TrainResult, config: TrainConfig) -> None:
-    """``model.pt`` (compress.save, result and config as metadata) and ``result.json``."""
-    from ..io import save
-
-    save(result.model, out / "model.pt", metadata={**result.to_dict(), "config": config.to_dict()})
-    _write_json(out / "result.json", result.to_dict())
-
-
 # ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _evaluate(
@@ -519,83 +512,6 @@ def _ema_module_state(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
-
-
-# checkpoints and RNG ----------------------------------------------------------------------------
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (:func:`compress.files.atomic_open`)."""
-    with atomic_open(path) as f:
-        torch.save(state, f)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure
-        from ..io import _unreadable  # one line, without torch's advice to load the file unsafely
-
-        raise ValueError(f"{path} is not a readable compress checkpoint ({_unreadable(e)})") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a compress checkpoint (format {CHECKPOINT_FORMAT!r})")
-    return state
-
-
-def _check_same_run(
-    saved: dict[str, Any], config: TrainConfig, n_epochs: int, max_steps: int | None, path: Path
-) -> None:
-    # the saved config read back through from_dict: fields added to TrainConfig since take their defaults
-    try:
-        same_config = TrainConfig.from_dict(saved["config"]).to_dict() == config.to_dict()
-    except ValueError:  # a field since removed or renamed
-        same_config = False
-    if not same_config or saved["epochs"] != n_epochs or saved["max_steps_per_epoch"] != max_steps:
-        raise ValueError(
-            f"{path} was written by a run with a different config, epoch count ({saved['epochs']} epochs) or "
-            f"max_steps_per_epoch ({saved['max_steps_per_epoch']}); resume needs the same ones, or use a fresh out_dir"
-        )
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    write_json(path, obj, indent=1)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state(dev: torch.device) -> dict[str, Any]:
-    """All RNG states as tensors and plain values (so the checkpoint loads with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "python": [version, list(internal), gauss_next],
-    }
-
-
-def _set_rng_state(state: dict[str, Any], dev: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if dev.type == "cuda" and state["cuda"] is not None:
-        torch.cuda.set_rng_state(state["cuda"], dev)
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def _gather_rng(info: distributed.DistInfo, dev: torch.device, partial: Any = None) -> list[dict[str, Any]]:
-    """Every rank's ``{"rng": RNG state, "partial": partial}`` (rank order), so each rank resumes its own
-    augmentation stream (and, mid-epoch, its own sums)."""
-    mine = {"rng": _rng_state(dev), "partial": partial}
-    if not info.enabled:
-        return [mine]
-    gathered: list[Any] = [None] * info.world_size
-    torch.distributed.all_gather_object(gathered, mine)
-    return gathered
 
 
 def _mid_epoch_due(
