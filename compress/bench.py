@@ -43,7 +43,6 @@ from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old nam
 from .runfolder import read_json as _read_json
 from .training import NonFiniteLossError, TrainConfig, check_inputs
 from .training.budget import BudgetPlan, plan as _probe_plan
-from .training.outputs import TrainFiles
 from .transforms.whiten import init_whitening
 
 __all__ = [
@@ -540,7 +539,7 @@ def _run_locked(
         try:
             with torch_threads(threads):
                 result = training.train(
-                    model, data, config, files=TrainFiles(folder.checkpoint, folder.history, folder.model, folder.result),
+                    model, data, config, files=folder.train_files(),
                     resume=resume, device=opts.device, progress=opts.progress, epochs=r_epochs,
                     max_steps_per_epoch=r_steps, checkpoint_every_s=opts.checkpoint_every_s,
                     teacher=trained if config.distill is not None else None,

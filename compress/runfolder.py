@@ -34,8 +34,10 @@ from .deploy import REFERENCE, measure
 from .files import LOCK, lock_folder, write_json
 from .io import load
 from .provenance import provenance
+from .training import outputs as _trainer
+from .training.outputs import TrainFiles
 
-if TYPE_CHECKING:  # only for annotations: compress.recipes imports the training package, which imports this
+if TYPE_CHECKING:  # only for annotations
     from .recipes import Recipe
 
 __all__ = [
@@ -70,10 +72,8 @@ PLOTS = {"params": "accuracy_vs_params.png", "flops": "accuracy_vs_flops.png", "
 LATENCY_PLOT = "accuracy_vs_latency.png"  # written only when some row has a measured latency
 RUN_FORMAT = "compress.run/1"
 ROW = "row.json"  # a recipe's result row: its presence means "finished"
-TRAINER_RESULT = "result.json"  # the trainer's own result, next to the row
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-HISTORY = "history.json"
+# the trainer's own files (its result.json sits next to the row), under the trainer's default names
+TRAINER_RESULT, CHECKPOINT, MODEL, HISTORY = _trainer.RESULT, _trainer.CHECKPOINT, _trainer.MODEL, _trainer.HISTORY
 PLAN = "plan.json"
 RECIPE_COPY = "recipe.yaml"
 RESULTS_FORMAT = "compress.results/1"
@@ -307,6 +307,10 @@ class RecipeFolder:
     def history(self) -> Path:
         """``history.json``: the trainer's per-epoch metrics."""
         return self.path / HISTORY
+
+    def train_files(self) -> TrainFiles:
+        """The paths the trainer writes to for this recipe."""
+        return TrainFiles(self.checkpoint, self.history, self.model, self.result)
 
     @property
     def plan(self) -> Path:

@@ -1,7 +1,7 @@
 """What the trainer writes: its resumable checkpoint, the per-epoch history, the final model and result.
 
-The trainer is given the paths (:class:`TrainFiles`); it knows no file names. ``train(out_dir=DIR)``
-takes the names a run folder's recipe sub-folder uses (:class:`compress.runfolder.RecipeFolder`).
+The trainer is given the paths (:class:`TrainFiles`). ``train(out_dir=DIR)`` uses the default names
+below, which a run folder's recipe sub-folder (:class:`compress.runfolder.RecipeFolder`) takes from here.
 Every file is written atomically (:mod:`compress.files`). A checkpoint holds tensors and plain values
 only, so it loads with ``weights_only=True``; its RNG states (torch, CUDA, numpy, Python) are stored
 per rank, so a resumed run continues each rank's augmentation stream.
@@ -20,18 +20,23 @@ import torch
 
 from ..files import atomic_open, write_json
 from ..io import _unreadable, load, save
-from ..runfolder import RecipeFolder
 from . import distributed
 from .config import TrainConfig
 
 if TYPE_CHECKING:  # the trainer imports this module
     from .trainer import TrainResult
 
-__all__ = ["TrainFiles", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "check_same_run",
+__all__ = ["TrainFiles", "CHECKPOINT_FORMAT", "CHECKPOINT", "HISTORY", "MODEL", "RESULT", "save_checkpoint", "load_checkpoint", "check_same_run",
            "write_history", "write_outputs", "check_against_model_file", "seed_everything", "rng_state",
            "set_rng_state", "gather_rng"]
 
 CHECKPOINT_FORMAT = "compress.checkpoint/1"
+
+#: The file names of ``train(out_dir=DIR)``.
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+MODEL = "model.pt"
+RESULT = "result.json"
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,9 @@ class TrainFiles:
 
     @classmethod
     def in_folder(cls, folder: str | os.PathLike) -> TrainFiles:
-        """The files in ``folder`` under the names of a run folder's recipe sub-folder."""
-        f = RecipeFolder(Path(folder))
-        return cls(checkpoint=f.checkpoint, history=f.history, model=f.model, result=f.result)
+        """The files in ``folder`` under the default names (those of a run folder's recipe sub-folder)."""
+        f = Path(folder)
+        return cls(checkpoint=f / CHECKPOINT, history=f / HISTORY, model=f / MODEL, result=f / RESULT)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
