@@ -37,12 +37,21 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
 
 
 def running_commit() -> str:
-    """The commit of the code this process runs: :func:`git_commit` as it was when compress was imported.
+    """The commit of the code this process runs: :func:`git_commit` read once, on first use, then kept.
 
-    A long run records this, not the checkout's state when it finishes: commits and edits made while it
-    ran did not change the code it had loaded. ``$COMPRESS_GIT_COMMIT`` wins, as for :func:`git_commit`.
+    A long run asks for it when it starts and records that, not the checkout's state when it finishes:
+    commits and edits made while it ran did not change the code it had loaded. (It is not read at import,
+    so ``import compress`` runs no ``git``.) ``$COMPRESS_GIT_COMMIT`` wins, as for :func:`git_commit`.
     """
-    return os.environ.get("COMPRESS_GIT_COMMIT") or _AT_IMPORT
+    global _running
+    if os.environ.get("COMPRESS_GIT_COMMIT"):
+        return os.environ["COMPRESS_GIT_COMMIT"]
+    if _running is None:
+        _running = git_commit()
+    return _running
+
+
+_running: str | None = None  # running_commit()'s value, once read
 
 
 def device_name(device: str | torch.device) -> str:
@@ -104,6 +113,3 @@ def provenance(device: str | torch.device | None = None, argv: Sequence[str] | N
         out["device"] = str(device)
         out["device_name"] = device_name(device)
     return out
-
-
-_AT_IMPORT = git_commit()  # compress/__init__ imports this module first thing: the code this process loaded

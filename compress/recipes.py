@@ -49,8 +49,10 @@ from typing import Any, Literal
 import yaml
 from torch import nn
 
-from ._schema import SchemaError, _convert, from_dict
+from ._schema import SchemaError, convert, from_dict, merge
+from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
+from .transforms import REGISTRY
 
 __all__ = [
     "BUDGET_PARAMS",
@@ -211,8 +213,6 @@ class Recipe:
 
     def initial_model(self) -> nn.Module:
         """What the transforms start from: the trained weights (SHA-256 checked), else a fresh ResNet-18."""
-        from .models import from_checkpoint, resnet18
-
         if self.weights is None:
             return resnet18()
         path = self.weights_path()
@@ -229,8 +229,6 @@ class Recipe:
     def transform(self, model: nn.Module) -> nn.Module:
         """``model`` with the recipe's transforms applied in order (transforms never change their input;
         a recipe without steps returns ``model`` itself)."""
-        from .transforms import REGISTRY
-
         for i, (name, args) in enumerate(self.model):
             args = copy.deepcopy(args)
             if name == "prune" and self.weights is not None:
@@ -285,11 +283,7 @@ def _fmt_args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in args.items())
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+_merge = merge  # its old, private name here (compress.bench imports it); compress._schema.merge is the helper
 
 
 def _schema_error(where: str, e: SchemaError) -> RecipeError:
@@ -298,8 +292,6 @@ def _schema_error(where: str, e: SchemaError) -> RecipeError:
 
 
 def _check_steps(where: str, steps: list[dict[str, Any]]) -> tuple[tuple[str, dict[str, Any]], ...]:
-    from .transforms import REGISTRY
-
     out = []
     known = ", ".join(sorted(REGISTRY))
     for i, step in enumerate(steps):
@@ -339,10 +331,10 @@ def _check_args(at: str, fn: Any, args: dict[str, Any]) -> dict[str, Any]:
     for key, value in args.items():
         tp = hints.get(key)
         try:
-            out[key] = _convert(tp, value, f"{at}.{key}") if tp is not None else value
+            out[key] = convert(tp, value, f"{at}.{key}") if tp is not None else value
         except SchemaError as e:
             raise RecipeError(str(e)) from e
-        except Exception:  # noqa: BLE001 - a hint _convert cannot read (Callable, Mapping...): pass through
+        except Exception:  # noqa: BLE001 - a hint convert cannot read (Callable, Mapping...): pass through
             out[key] = value
     return out
 
@@ -353,7 +345,7 @@ def from_mapping(data: Any, where: str = "recipe", path: Path | None = None) -> 
         spec = from_dict(_RecipeFile, data, "")
     except SchemaError as e:
         raise _schema_error(where, e) from e
-    fast_dict = _merge(FAST_TRAIN, spec.fast or {})
+    fast_dict = merge(FAST_TRAIN, spec.fast or {})
     try:
         fast = TrainConfig.from_dict(fast_dict, "fast")
     except SchemaError as e:

@@ -112,7 +112,7 @@ def test_provenance_records_the_commit_the_process_imported(monkeypatch):
 
     monkeypatch.delenv("COMPRESS_GIT_COMMIT", raising=False)
     at_import = prov.running_commit()
-    assert at_import == prov._AT_IMPORT and at_import != ""
+    assert at_import == prov.git_commit() and at_import != ""  # read on first use: the checkout as it is now
     monkeypatch.setattr(prov, "git_commit", lambda root=None: "a-later-commit")  # the checkout moved on meanwhile
     assert prov.provenance("cpu")["git_commit"] == at_import
     monkeypatch.setenv("COMPRESS_GIT_COMMIT", "given")
