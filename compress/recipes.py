@@ -72,10 +72,10 @@ __all__ = [
     "recipes_dir",
 ]
 
-#: The parameter budget the five reports worked under.
+#: The parameter limit the five reports worked under (the name is older than the word "limit").
 BUDGET_PARAMS = 5_000_000
 
-#: The shared ``fast`` budget: 10 epochs of the training ideas of airbench (github.com/KellerJordan/
+#: The shared ``fast`` schedule: 10 epochs of the training ideas of airbench (github.com/KellerJordan/
 #: cifar10-airbench) applied to any compress model: Nesterov SGD with the learning rate and weight decay
 #: given per 1024 examples (decoupled from batch size and momentum), a linear warm-up over the first 23%
 #: of the steps then a linear decay, label smoothing 0.2, Lookahead every 5 steps with an average that
@@ -99,7 +99,7 @@ FAST_TRAIN: dict[str, Any] = {
     "eval_batch_size": 1000,
 }
 
-#: The ``fast`` budget before :data:`FAST_TRAIN` (until 2026-12-02; the 15-minute CPU table and the
+#: The ``fast`` schedule before :data:`FAST_TRAIN` (until 2026-12-02; the 15-minute CPU table and the
 #: ablations of that day ran it): 20 epochs of one-cycle SGD (Nesterov) stepped per batch, batch 512,
 #: label smoothing 0.1, crop + flip, no test-time augmentation. Kept for ``benchmarks/train_curve.py``'s
 #: comparison.
@@ -121,7 +121,7 @@ TIME_BUDGET_TRAIN: dict[str, Any] = {
     "batch_size": 128,
 }
 
-Budget = Literal["paper", "fast"]
+Budget = Literal["paper", "fast"]  # a schedule; the name stays, as the --budget flag's does
 
 #: What a recipe's name may be: it is a folder name inside a run folder, so never a path or a dot name.
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")
@@ -240,7 +240,7 @@ class Recipe:
         return model
 
     def train_config(self, budget: Budget = "paper") -> TrainConfig:
-        """The training setup: the report's own (``paper``) or the short shared one (``fast``)."""
+        """The training setup of schedule ``budget``: the report's own (``paper``) or the short shared one (``fast``)."""
         if budget == "paper":
             return self.train
         if budget == "fast":
@@ -248,7 +248,7 @@ class Recipe:
         raise ValueError(f"budget must be 'paper' or 'fast', got {budget!r}")
 
     def fingerprint(self, budget: Budget | None = None) -> str:
-        """A short hash of the model steps and the training setup of ``budget`` (both when ``None``).
+        """A short hash of the model steps and the training setup of schedule ``budget`` (both when ``None``).
 
         A run folder stores it to notice a recipe edited between two runs. Only settings that differ
         from the ``TrainConfig`` defaults enter it, so a field added to ``TrainConfig`` later (at a

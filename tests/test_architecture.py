@@ -214,6 +214,14 @@ def test_no_module_imports_from_a_layer_above():
     assert not stale, f"ALLOWED_UPWARD lists imports that are gone, remove them: {stale}"
 
 
+def test_training_evaluation_and_deploy_import_only_the_core():
+    """Layer 1's three parts are siblings: evaluate() needs no trainer, the trainer no exporter."""
+    crossing = [f"{i.source} imports {i.target}" for i in IMPORTS
+                if i.target in MODULES and _layer(i.source) == _layer(i.target) == 1
+                and i.source.split(".")[1] != i.target.split(".")[1]]
+    assert not crossing, "; ".join(crossing)
+
+
 def _docstring(path: Path) -> str:
     return ast.get_docstring(ast.parse(path.read_text())) or ""
 
