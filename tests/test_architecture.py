@@ -261,3 +261,18 @@ def test_import_compress_runs_no_git():
     from compress import provenance
 
     assert provenance.provenance()["git_commit"] == provenance.running_commit() != ""
+
+
+def test_moved_names_keep_their_old_import_paths():
+    """Code written against the old places (and the modules other changes own) keeps working."""
+    import compress
+    from compress import _schema, devices, io, normalization, recipes, tta
+    from compress.training import augment, config, distributed
+
+    assert config.CIFAR10_MEAN is normalization.CIFAR10_MEAN and config.IMAGENET_STD is normalization.IMAGENET_STD
+    assert config.TTA_LEVELS is tta.TTA_LEVELS
+    assert augment.normalize is normalization.normalize and augment.tta_logits is tta.tta_logits
+    assert distributed.check_device is devices.check_device
+    assert recipes._merge is _schema.merge and io._unreadable is io.load_refusal
+    assert compress.training.check_step is config.check_step
+    assert set(augment._STEPS) == set(config.AUGMENT_PARAMS)  # every augmentation named in config is implemented
