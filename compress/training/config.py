@@ -157,20 +157,12 @@ AUGMENT_PARAMS: dict[str, frozenset[str]] = {
 }
 
 
-def _is_int(v: object, lo: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _is_prob(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
-
-
-_STEP_PARAMS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "padding": (lambda v: _is_int(v, 0), "an integer >= 0"),
-    "pixels": (lambda v: _is_int(v, 0) and v <= 16, "an integer in 0..16"),
-    "p": (_is_prob, "a probability in [0, 1]"),
-    "size": (lambda v: _is_int(v, 1), "an integer >= 1 (pixels)"),
-    "group": (lambda v: _is_int(v, 1), "an integer >= 1 (images)"),
+_STEP_PARAMS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "padding": (lambda v: _count(v, 0), "an integer >= 0"),
+    "pixels": (lambda v: _count(v, 0) and v <= 16, "an integer in 0..16"),
+    "p": (lambda v: _number(v, 0, 1, hi_open=False), "a probability in [0, 1]"),
+    "size": (lambda v: _count(v, 1), "an integer >= 1 (pixels)"),
+    "group": (lambda v: _count(v, 1), "an integer >= 1 (images)"),
 }
 
 
