@@ -13,7 +13,8 @@ input), metrics, and save/load::
     compress.evaluate(trained, compress.data.cifar10("data"))   # accuracy, loss, per class
 """
 
-from . import data, models, provenance, training, transforms
+from . import provenance  # first: it notes HEAD's commit (from .git files; no git runs) as the code is imported
+from . import data, models, training, transforms
 from .deploy import benchmark, export, measure_latency
 from .evaluation import EvalResult, evaluate
 from .io import load, save
