@@ -85,19 +85,24 @@ def test_measure_gpu_script_runs_on_cpu_and_copies_every_result(tmp_path):
     assert speed_file.stat().st_mtime_ns == stamp and len(list((tmp_path / "results").glob("train_speed-*"))) == 1
 
 
-def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
+def _repo_with_one_commit(path):
+    """A fresh git repository at ``path`` with ``a.py`` committed: the git argv prefix for it, and the commit."""
     import subprocess
 
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    return git, subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
     from compress.provenance import git_commit
 
     monkeypatch.delenv("COMPRESS_GIT_COMMIT", raising=False)
     assert git_commit(tmp_path) == "unknown"  # not a git checkout
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    (tmp_path / "a.py").write_text("x = 1\n")
-    subprocess.run([*git, "add", "a.py"], check=True)
-    subprocess.run([*git, "commit", "-qm", "a"], check=True)
-    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    git, sha = _repo_with_one_commit(tmp_path)
     (tmp_path / "new.py").write_text("")  # untracked files do not count
     assert git_commit(tmp_path) == sha
     (tmp_path / "a.py").write_text("x = 2\n")
@@ -133,12 +138,7 @@ def test_head_commit_reads_the_git_files_of_checkouts_and_worktrees(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     assert head_commit(repo) is None  # not a checkout
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    (repo / "a.py").write_text("x = 1\n")
-    subprocess.run([*git, "add", "a.py"], check=True)
-    subprocess.run([*git, "commit", "-qm", "a"], check=True)
-    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    git, sha = _repo_with_one_commit(repo)
     assert head_commit(repo) == sha  # a loose ref
     subprocess.run([*git, "pack-refs", "--all"], check=True)
     assert head_commit(repo) == sha  # packed-refs
