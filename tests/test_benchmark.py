@@ -102,7 +102,7 @@ def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
 
     monkeypatch.delenv("COMPRESS_GIT_COMMIT", raising=False)
     assert git_commit(tmp_path) == "unknown"  # not a git checkout
-    git, sha = _repo_with_one_commit(tmp_path)
+    _, sha = _repo_with_one_commit(tmp_path)
     (tmp_path / "new.py").write_text("")  # untracked files do not count
     assert git_commit(tmp_path) == sha
     (tmp_path / "a.py").write_text("x = 2\n")
