@@ -8,17 +8,17 @@ input), metrics, and save/load::
     small = compress.prune(m, 0.5)
     compress.count_params(small), compress.count_flops(small)
     compress.save(small, "small.pt"); same = compress.load("small.pt")
-    compress.export(small, "small.onnx"); compress.benchmark(small, backend="onnxruntime")
+    compress.export(small, "small.onnx"); compress.measure_latency(small, backend="onnxruntime")
     trained = compress.models.from_checkpoint("resnet56.th")   # trained weights published by others
     compress.evaluate(trained, compress.data.cifar10("data"))   # accuracy, loss, per class
 """
 
-from . import provenance  # first: it records the commit of the code being imported
+from . import provenance  # first: it notes HEAD's commit (from .git files; no git runs) as the code is imported
 from . import data, models, training, transforms
-from .deploy import benchmark, export
+from .deploy import benchmark, export, measure_latency
 from .evaluation import EvalResult, evaluate
 from .io import load, save
-from .metrics import count_flops, count_params, flops_by_module, summary
+from .metrics import count_flops, count_params, example_input, flops_by_module, summary
 from .models import ResNet, ResNetConfig, resnet18
 from .transforms import (
     Compose,
@@ -60,11 +60,13 @@ __all__ = [
     "count_params",
     "count_flops",
     "flops_by_module",
+    "example_input",
     "summary",
     "save",
     "load",
     "export",
-    "benchmark",
+    "measure_latency",
+    "benchmark",  # deprecated name of measure_latency
     "evaluate",
     "EvalResult",
 ]

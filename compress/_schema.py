@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "to_dict", "SchemaError", "OMIT_DEFAULT"]
+__all__ = ["from_dict", "to_dict", "convert", "merge", "SchemaError", "OMIT_DEFAULT"]
 
 
 class SchemaError(ValueError):
@@ -42,7 +42,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, nested dicts merged key by key (neither input is changed)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def convert(tp: Any, value: Any, where: str) -> Any:
+    """``value`` checked against the type hint ``tp`` and converted (lists to tuples, dicts to dataclasses);
+    a :class:`SchemaError` naming ``where`` if it does not fit."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -53,12 +63,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return None
         others = [a for a in args if a is not type(None)]
         if len(others) == 1:  # Optional[X]: X's own error is the precise one
-            return _convert(others[0], value, where)
+            return convert(others[0], value, where)
         for arg in args:
             if arg is type(None):
                 continue
             try:
-                return _convert(arg, value, where)
+                return convert(arg, value, where)
             except SchemaError as e:
                 errors.append(str(e))
         if len(errors) == 1 and isinstance(value, dict):  # `X | None` given a mapping: X's own, precise error
@@ -76,9 +86,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise SchemaError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
-        out = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        out = [convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
@@ -121,7 +131,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], f"{where}.{name}")
+            kwargs[name] = convert(hints[name], data[name], f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise SchemaError(f"{where}: missing required key {name!r}; accepted keys: {_keys(cls)}")
     try:

@@ -15,6 +15,10 @@ Accuracies in rows are in percent. Keys that start with ``claimed_`` come from t
 A recipe that starts from trained weights also gets ``accuracy_before`` (the trained model) and
 ``accuracy_compressed`` (right after its transforms, before any training), with ``params_before`` and
 ``flops_before``; with ``finetune: false`` it is not trained and ``measured_accuracy`` is the latter.
+
+Why this module is long: it is the one place that runs a set of recipes (options and their checks, the
+check of everything before anything is written, time-budget plans, training, evaluate-only recipes and
+resume), each part used only here and in that order; the folder's files and rows are already elsewhere.
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ def _local(root: Path) -> ImageData:
 
 
 def _from_torchvision(root: Path) -> ImageData:
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # lazy: torchvision's import is slow; only a download needs it
 
     created = not root.exists()
     try:
@@ -333,7 +333,7 @@ def _from_npz(path: Path) -> ImageData:
 
 
 def _from_folders(root: Path) -> ImageData:
-    from PIL import Image
+    from PIL import Image  # lazy: only image-folder trees need PIL
 
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:

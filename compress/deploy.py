@@ -6,7 +6,7 @@ narrower one, may gain less time than its FLOP count promises. This module measu
     import compress
     m = compress.prune(compress.resnet18(), 0.5)
     compress.export(m, "m.onnx")                      # ExportResult(max_abs_diff=..., ...); raises on mismatch
-    r = compress.benchmark(m, backend="onnxruntime")  # LatencyResult: per batch size median, IQR, images/s
+    r = compress.measure_latency(m, backend="onnxruntime")  # LatencyResult: per batch size median, IQR, images/s
     r.timing(1).median_ms, r.timing(256).images_per_s
 
 Backends: ``eager`` (the module under ``torch.inference_mode``), ``compile`` (``torch.compile``, static
@@ -43,10 +43,8 @@ import torch
 from torch import nn
 
 from .files import reserve_temp
-
-#: The largest batch :func:`benchmark` times (a larger one would ask the allocator for tens of GB).
-MAX_BATCH = 8192
-from .metrics import count_flops, count_params
+from .metrics import count_flops, count_params, example_input
+from .models import resnet18
 from .provenance import device_name, running_commit
 
 __all__ = [
@@ -56,6 +54,7 @@ __all__ = [
     "Timing",
     "LatencyResult",
     "export",
+    "measure_latency",
     "benchmark",
     "measure",
     "measure_run",
@@ -64,6 +63,9 @@ __all__ = [
 
 Backend = Literal["eager", "compile", "onnxruntime"]
 BACKENDS: tuple[str, ...] = ("eager", "compile", "onnxruntime")
+
+#: The largest batch :func:`measure_latency` times (a larger one would ask the allocator for tens of GB).
+MAX_BATCH = 8192
 
 #: The model every speed-up is measured against (built fresh; its speed does not depend on its weights).
 REFERENCE = "resnet18"
@@ -75,7 +77,7 @@ class ExportError(RuntimeError):
 
 def _onnxruntime():
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: an optional extra (compress[deploy]), needed by the onnxruntime backend only
     except ImportError as e:  # pragma: no cover - the deploy extra is part of the test extra
         raise ImportError("ONNX export and the onnxruntime backend need onnx, onnxscript and onnxruntime: "
                           "pip install 'compress[deploy]'") from e
@@ -91,7 +93,7 @@ def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, ...]:
 
 def _inputs(batch: int, image_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     """Random images from a private generator (the caller's RNG state is not touched)."""
-    return torch.randn(batch, *image_shape, generator=torch.Generator().manual_seed(seed))
+    return example_input((batch, *image_shape), seed=seed)[0]
 
 
 def _eval_copy(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
@@ -155,7 +157,7 @@ def export(
     the PyTorch model: a largest absolute difference above ``atol + rtol * max|output|`` raises
     :class:`ExportError` and leaves no file at ``path``. ``model`` itself is not changed.
     """
-    import onnx
+    import onnx  # lazy: an optional extra (compress[deploy]), needed by export only
 
     ort = _onnxruntime()
     shape = _check_image_shape(image_shape)
@@ -223,7 +225,7 @@ class Timing:
 
 @dataclass(frozen=True)
 class LatencyResult:
-    """What :func:`benchmark` measured, with where and how: device, threads, versions, date."""
+    """What :func:`measure_latency` measured, with where and how: device, threads, versions, date."""
 
     backend: str
     device: str
@@ -289,7 +291,7 @@ def _timing(batch: int, times: list[float], number: int, first: float) -> Timing
     return Timing(batch, median, q3 - q1, ms[0], ms[-1], len(ms), number, batch / (median / 1e3), first)
 
 
-def benchmark(
+def measure_latency(
     model: nn.Module,
     *,
     batch_sizes: Sequence[int] = (1, 256),
@@ -361,6 +363,13 @@ def benchmark(
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), git_commit=running_commit(),
         timings=tuple(timings),
     )
+
+
+def benchmark(model: nn.Module, **kwargs: Any) -> LatencyResult:
+    """Deprecated name of :func:`measure_latency` (same arguments, same result): "bench" is compress-bench."""
+    warnings.warn("compress.benchmark is deprecated; use compress.measure_latency (same arguments)",
+                  DeprecationWarning, stacklevel=2)
+    return measure_latency(model, **kwargs)
 
 
 def _torch_runner(model: nn.Module, dev: torch.device, backend: str,
@@ -441,8 +450,6 @@ def measure(
     for name, m in models.items():
         if not isinstance(m, nn.Module):
             raise TypeError(f"models[{name!r}] must be an nn.Module, got {type(m).__name__}")
-    from .models import resnet18
-
     kwargs = dict(batch_sizes=batch_sizes, threads=threads, repeats=repeats, warmup=warmup, min_block_s=min_block_s)
     ref_model = models.get(REFERENCE) if reference else None
     if reference and ref_model is None:
@@ -453,10 +460,10 @@ def measure(
         ref = None
         if ref_model is not None:
             log(f"{REFERENCE} (reference): {backend}")
-            ref = benchmark(ref_model, backend=backend, **kwargs)
+            ref = measure_latency(ref_model, backend=backend, **kwargs)
         for row, model in zip(rows, models.values()):
             log(f"{row['recipe']}: {backend}")
-            result = ref if row["recipe"] == REFERENCE and ref is not None else benchmark(model, backend=backend, **kwargs)
+            result = ref if row["recipe"] == REFERENCE and ref is not None else measure_latency(model, backend=backend, **kwargs)
             row["latency"][backend] = _entry(result, ref, ref_flops)
     return rows
 

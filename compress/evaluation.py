@@ -21,13 +21,14 @@ from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from .data import ImageData
+from .devices import check_device
 from .models.resnet import input_normalization
-from .training.augment import normalize, tta_logits
-from .training.config import TTA_LEVELS, NormalizeConfig
-from .training.distributed import check_device
+from .normalization import CIFAR10_MEAN, CIFAR10_STD, normalize
+from .tta import TTA_LEVELS, tta_logits
 
 __all__ = ["evaluate", "EvalResult"]
 
@@ -120,9 +121,8 @@ def evaluate(
         raise ValueError(f"no images to evaluate: the {split if isinstance(data, ImageData) else 'given'} split is empty")
     if mean is None:
         stats = input_normalization(model)
-        if stats is None:
-            default = NormalizeConfig()
-            stats = (default.mean, default.std)
+        if stats is None:  # the trainer's default (TrainConfig.normalize)
+            stats = (CIFAR10_MEAN, CIFAR10_STD)
         mean, std = stats
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     if len(mean) != len(std):
@@ -181,8 +181,6 @@ def evaluate(
 def _bar(enabled: bool, total: int) -> Any:
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     p = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                  TextColumn("ETA"), TimeRemainingColumn(), transient=True)
     task = p.add_task("eval", total=total)

@@ -16,6 +16,10 @@ back with ``weights_only=True``: loading never runs code from the file.
 :func:`save` reloads the file it wrote and runs both models on an example input before putting the file
 in place: a model that would not load back to the same outputs is refused, naming the layer, and any
 file already at that path is left as it was.
+
+Why this module is long: writing, the round-trip check and reading are one file format; the check
+rebuilds through the same private describe/rebuild functions that :func:`load` uses, and splitting them
+across modules would make those private helpers cross a module boundary.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import functools
 import hashlib
 import os
 import types
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,9 +41,10 @@ import torch
 from torch import nn
 
 from .files import atomic_open
+from .metrics import example_input as build_example_input
 from .models.resnet import ResNet, ResNetConfig
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "load_refusal"]
 
 FORMAT = "compress.model/2"
 _READABLE = ("compress.model/1", FORMAT)  # /1: no per-module attributes (conv/linear/BN sizes derived from shapes)
@@ -53,7 +59,7 @@ def save(
     path: str | os.PathLike,
     *,
     metadata: dict[str, Any] | None = None,
-    example_input: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    example_input: torch.Tensor | Sequence[torch.Tensor] | Sequence[int] | None = None,
 ) -> Path:
     """Write ``model``'s structure and weights to ``path`` (atomically), check it loads back, return the path.
 
@@ -63,8 +69,8 @@ def save(
     then needs a template instance of the original class (``model=``).
 
     Before the file is put in place it is read back (``weights_only``), rebuilt, and the rebuilt model
-    is run against ``model`` (both in eval mode) on ``example_input``: a tensor or a tuple of
-    positional inputs. Without it, a seeded random image batch of one is used, ``(1, C, 32, 32)`` with C
+    is run against ``model`` (both in eval mode) on ``example_input``: a tensor, a tuple of
+    positional inputs, or a shape (zeros of it; see :func:`compress.metrics.example_input`). Without it, a seeded random image batch of one is used, ``(1, C, 32, 32)`` with C
     the first layer's input channels (224x224 if the model does not run at 32x32). If the outputs
     differ, or a layer holds something that cannot be stored, a ``ValueError`` names the layer and
     nothing is written (an existing file at ``path`` is left intact). ``model`` is not changed.
@@ -300,7 +306,7 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise ValueError(f"{path} is not a file written by compress.save ({_unreadable(e)})") from e
+        raise ValueError(f"{path} is not a file written by compress.save ({load_refusal(e)})") from e
     if not isinstance(payload, dict) or payload.get("format") not in _READABLE:
         raise ValueError(f"{path} is not a file written by compress.save (format {FORMAT!r})")
     stored = payload.get("checksum")  # files written before checksums have none
@@ -311,8 +317,9 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def _unreadable(e: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in one line (without torch's advice to load it unsafely)."""
+def load_refusal(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line (without torch's advice to load it
+    unsafely): for the messages of :func:`load` and of the trainer's checkpoint reader."""
     text = str(e)
     if "Weights only load failed" in text:
         lines = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
@@ -321,9 +328,10 @@ def _unreadable(e: BaseException) -> str:
     return f"{type(e).__name__}: {_one_line(e, 200)}" if text else type(e).__name__
 
 
-def _state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
-    from collections import OrderedDict
+_unreadable = load_refusal  # its old, private name (compress.training.trainer imports it)
 
+
+def _state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     state = OrderedDict(payload["state_dict"])
     state._metadata = OrderedDict((k, dict(v)) for k, v in payload.get("state_versions", {}).items())  # type: ignore[attr-defined]
     return state
@@ -450,7 +458,6 @@ def _example_inputs(model: nn.Module, size: int) -> tuple[torch.Tensor, ...] | N
         param = next(model.parameters())
     except StopIteration:
         return None
-    gen = torch.Generator().manual_seed(0)
     if isinstance(first, nn.modules.conv._ConvNd):
         shape = (1, first.in_channels, *[size] * (first.weight.dim() - 2))
     elif isinstance(first, nn.Linear):
@@ -458,7 +465,7 @@ def _example_inputs(model: nn.Module, size: int) -> tuple[torch.Tensor, ...] | N
     else:
         return None
     dtype = param.dtype if param.is_floating_point() else torch.float32
-    return (torch.randn(shape, generator=gen).to(device=param.device, dtype=dtype),)
+    return build_example_input(shape, seed=0, device=param.device, dtype=dtype)
 
 
 def _leaves(out: Any) -> list[Any]:
@@ -543,7 +550,7 @@ def _check_round_trip(model: nn.Module, payload: dict[str, Any], example_input: 
     model.eval()
     try:
         if example_input is not None:
-            candidates = [tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)]
+            candidates = [build_example_input(example_input)]
         else:
             candidates = [c for s in _EXAMPLE_SIZES if (c := _example_inputs(model, s)) is not None]
         if not candidates:

@@ -5,9 +5,11 @@ batch norms (in eval mode: 2 per element with affine) are counted; ReLU, pooling
 and elementwise products are not. For the CIFAR ResNet-18 on a 1x3x32x32 input this gives
 556,651,520 (555.42 M of it conv + linear), the number quoted by the reports.
 
-FLOPs depend on the input size, so it is part of every count: give ``input_size`` (a zero tensor of
-that shape is traced) or ``example_input``. Only a compress :class:`~compress.models.ResNet` (the CIFAR
+FLOPs depend on the input size, so it is part of every count: give ``example_input``, a shape (a zero
+tensor of it is traced) or the input itself. Only a compress :class:`~compress.models.ResNet` (the CIFAR
 family) has a default, :data:`CIFAR_INPUT` (1x3x32x32); any other model without one is an error.
+:func:`example_input` is the one place that turns what a caller gives into the inputs a model is run
+on; :func:`compress.save`'s check and :func:`compress.measure_latency` build theirs with it too.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import warnings
 from typing import Any, Sequence
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 
-__all__ = ["count_params", "count_flops", "flops_by_module", "summary", "CIFAR_INPUT"]
+from .models.resnet import ResNet, WhiteningConv
+
+__all__ = ["count_params", "count_flops", "flops_by_module", "summary", "example_input", "CIFAR_INPUT"]
 
 CIFAR_INPUT = (1, 3, 32, 32)
 """The input size FLOPs of a compress ResNet are counted at unless told otherwise: one CIFAR image."""
@@ -29,52 +35,94 @@ def count_params(model: nn.Module) -> int:
     patch-whitening layer (:class:`~compress.models.WhiteningConv`): computed from data rather than
     trained, they are still weights the model stores (a :class:`~compress.models.ZeroPadShortcut`'s
     fixed 0/1 selection is not counted)."""
-    from .models.resnet import WhiteningConv
-
     stored = {id(p) for m in model.modules() if isinstance(m, WhiteningConv) for p in m.parameters(recurse=False)}
     return sum(p.numel() for p in model.parameters() if p.requires_grad or id(p) in stored)
 
 
-def _flop_inputs(model: nn.Module, input_size: Sequence[int] | None = None, example_input: Any = None) -> tuple:
-    """The inputs FLOPs are counted on: ``example_input``, a zero tensor of ``input_size``, or the default.
+def example_input(
+    model_or_shape: nn.Module | Sequence[int] | torch.Tensor | Sequence[torch.Tensor],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The positional inputs to run a model on, as a tuple, from what a caller gives:
+
+    - a shape such as ``(1, 3, 224, 224)``: a tensor of it, zeros, or with ``seed`` standard-normal
+      values from a private generator seeded with it (the caller's RNG state is not touched);
+    - a tensor, or a tuple or list of positional inputs with a tensor among them: those, unchanged
+      (any other object is one input: ``(obj,)``);
+    - a model: its default input, zeros of :data:`CIFAR_INPUT` on the model's device for a compress
+      ResNet; any other model has none (``TypeError``: a count at a guessed size would be silently wrong).
+
+    ``device`` and ``dtype`` (default CPU, float32) apply to the tensors built here.
+    """
+    if torch.is_tensor(model_or_shape):
+        return (model_or_shape,)
+    if isinstance(model_or_shape, nn.Module):
+        if not isinstance(model_or_shape, ResNet):
+            raise TypeError(
+                f"pass example_input=(N, C, H, W) or a tensor for a {type(model_or_shape).__name__} "
+                f"(only a compress ResNet defaults to CIFAR's {'x'.join(map(str, CIFAR_INPUT))})"
+            )
+        return example_input(CIFAR_INPUT, device=next(model_or_shape.parameters()).device, dtype=dtype, seed=seed)
+    if isinstance(model_or_shape, (tuple, list)) and any(torch.is_tensor(t) for t in model_or_shape):
+        return tuple(model_or_shape)  # positional inputs (not all need be tensors)
+    if not isinstance(model_or_shape, (tuple, list, torch.Size, int, float, str, bytes)) and model_or_shape is not None:
+        return (model_or_shape,)  # one input of another kind, e.g. a dict the model takes
+    if not isinstance(model_or_shape, (tuple, list, torch.Size)) or not model_or_shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in model_or_shape
+    ):
+        raise ValueError("example_input must be a shape of positive ints such as (1, 3, 224, 224), a tensor or "
+                         f"a tuple of tensors, got {model_or_shape!r}")
+    if seed is None:
+        return (torch.zeros(*model_or_shape, device=device, dtype=dtype),)
+    x = torch.randn(*model_or_shape, generator=torch.Generator().manual_seed(seed))
+    return (x.to(device=device, dtype=dtype) if device is not None or dtype is not None else x,)
+
+
+def _renamed(example: Any, input_size: Any, where: str) -> Any:
+    """``example_input``, or the deprecated ``input_size`` it replaced (a ``DeprecationWarning``; both: ``TypeError``)."""
+    if input_size is None:
+        return example
+    if example is not None:
+        raise TypeError("give example_input or input_size (its old name), not both")
+    warnings.warn(f"{where}(input_size=) is deprecated; pass the shape as example_input= (or positionally)",
+                  DeprecationWarning, stacklevel=3)
+    return input_size
+
+
+def _flop_inputs(model: nn.Module, given: Any) -> tuple:
+    """The inputs FLOPs are counted on: ``given`` (a shape: zeros on the model's device), or the model's default.
 
     Only a compress ResNet has a default (:data:`CIFAR_INPUT`); for other models a ``TypeError`` asks
     for the size, since a count at a guessed size would be silently wrong (a torchvision ResNet-18 has
     1,819,065,856 FLOPs at 224x224 and 37,625,344 at 32x32).
     """
-    from .models.resnet import ResNet
-
-    if example_input is not None:
-        if input_size is not None:
-            raise TypeError("give input_size or example_input, not both")
-        return tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
-    if input_size is None:
-        if not isinstance(model, ResNet):
-            raise TypeError(
-                f"FLOPs depend on the input size: pass input_size=(N, C, H, W) or example_input= for a "
-                f"{type(model).__name__} (only a compress ResNet defaults to CIFAR's {'x'.join(map(str, CIFAR_INPUT))})"
-            )
-        input_size = CIFAR_INPUT
-    if not isinstance(input_size, (tuple, list)) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_size
-    ):
-        raise ValueError(f"input_size must be a sequence of positive ints such as (1, 3, 224, 224), got {input_size!r}")
+    if given is None:
+        try:
+            return example_input(model)
+        except TypeError as e:
+            raise TypeError(f"FLOPs depend on the input size: {e}") from None
     try:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    return (torch.zeros(*input_size, device=device),)
+    return example_input(given, device=device)
 
 
-def count_flops(model: nn.Module, input_size: Sequence[int] | None = None, *, example_input: Any = None) -> int:
-    """FLOPs (fvcore multiply-adds, BN included) of one forward pass at ``input_size``, e.g. ``(1, 3, 224, 224)``.
+def count_flops(
+    model: nn.Module, example_input: Any = None, *, input_size: Sequence[int] | None = None
+) -> int:
+    """FLOPs (fvcore multiply-adds, BN included) of one forward pass on ``example_input``.
 
-    The count is for that input (a zero tensor of the shape is traced), or for ``example_input`` (a
-    tensor or a tuple of positional inputs) if given instead. A compress ResNet defaults to one CIFAR
-    image, ``(1, 3, 32, 32)``; any other model needs one of the two (``TypeError`` otherwise). The model
-    is measured in eval mode and left in the mode it was in.
+    ``example_input`` is a shape such as ``(1, 3, 224, 224)`` (a zero tensor of it is traced), a tensor
+    or a tuple of positional inputs (see :func:`example_input`). A compress ResNet defaults to one CIFAR
+    image, ``(1, 3, 32, 32)``; any other model needs one (``TypeError`` otherwise). ``input_size`` is
+    its old, deprecated name. The model is measured in eval mode and left in the mode it was in.
     """
-    return sum(flops_by_module(model, input_size, names=[""], example_input=example_input).values())
+    given = _renamed(example_input, input_size, "count_flops")
+    return sum(flops_by_module(model, given, names=[""]).values())
 
 
 def fvcore_flop_count() -> type:
@@ -82,24 +130,25 @@ def fvcore_flop_count() -> type:
     on current torch (its ``focal_loss`` module calls the deprecated ``torch.jit.script``)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-        from fvcore.nn import FlopCountAnalysis
+        from fvcore.nn import FlopCountAnalysis  # lazy: fvcore's import is slow (~1 s) and only FLOP counts need it
     return FlopCountAnalysis
 
 
 def flops_by_module(
     model: nn.Module,
-    input_size: Sequence[int] | None = None,
+    example_input: Any = None,
     names: Sequence[str] | None = None,
     *,
-    example_input: Any = None,
+    input_size: Sequence[int] | None = None,
 ) -> dict[str, int]:
-    """FLOPs per named submodule (``""`` is the whole model) at ``input_size``; ``names`` picks which to return.
+    """FLOPs per named submodule (``""`` is the whole model) on ``example_input``; ``names`` picks which to return.
 
-    The input is given as for :func:`count_flops` (a compress ResNet defaults to ``(1, 3, 32, 32)``).
+    The input is given as for :func:`count_flops` (a compress ResNet defaults to ``(1, 3, 32, 32)``;
+    ``input_size`` is the old, deprecated name of ``example_input``).
     """
     FlopCountAnalysis = fvcore_flop_count()
 
-    inputs = _flop_inputs(model, input_size, example_input)
+    inputs = _flop_inputs(model, _renamed(example_input, input_size, "flops_by_module"))
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -110,7 +159,7 @@ def flops_by_module(
             except Exception as e:  # noqa: BLE001 - any failure here means "not an input for this model"
                 shapes = ", ".join("x".join(map(str, x.shape)) if torch.is_tensor(x) else type(x).__name__ for x in inputs)
                 raise ValueError(f"the {type(model).__name__} cannot run on an input of {shapes} ({type(e).__name__}: "
-                                 f"{' '.join(str(e).split())[:200]}); give input_size=(N, C, H, W) or example_input= "
+                                 f"{' '.join(str(e).split())[:200]}); give an example_input=(N, C, H, W) or a tensor "
                                  "that it takes") from e
             analysis = FlopCountAnalysis(model, inputs)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
@@ -123,23 +172,24 @@ def flops_by_module(
     return {n: int(by_module.get(n, 0)) for n in names}
 
 
-def summary(model: nn.Module, input_size: Sequence[int] = CIFAR_INPUT, *, print_table: bool = True):
+def summary(
+    model: nn.Module, example_input: Any = None, *, input_size: Sequence[int] | None = None,
+    print_table: bool = True,
+) -> Table:
     """A rich table of a :class:`~compress.models.ResNet`: per stage width, blocks, stride, params, FLOPs.
 
-    FLOPs are counted at ``input_size`` (one CIFAR image by default), which the title states.
-    Returns the ``rich.table.Table``; prints it too unless ``print_table=False``.
+    FLOPs are counted on ``example_input`` (one CIFAR image by default; ``input_size`` is its old,
+    deprecated name), whose size the title states. Returns the ``rich.table.Table``; prints it too
+    unless ``print_table=False``.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from .models.resnet import ResNet
-
+    given = _renamed(example_input, input_size, "summary")
     if not isinstance(model, ResNet):
         raise TypeError(f"summary() needs a compress ResNet, got {type(model).__name__}")
     cfg = model.config
     names = ["whiten", "conv1", "bn1", "se", *[f"layer{i + 1}" for i in range(len(cfg.stages))], "linear", ""]
-    flops = flops_by_module(model, input_size, names)
-    size = "x".join(map(str, input_size))
+    inputs = _flop_inputs(model, given)
+    flops = flops_by_module(model, inputs, names)
+    size = ", ".join("x".join(map(str, x.shape)) for x in inputs)
     table = Table(title=f"{type(model).__name__}, {len(cfg.stages)} stages, FLOPs at {size}", title_justify="left")
     for col in ("part", "width", "blocks", "stride", "mids", "k", "SE", "params", "MFLOPs"):
         table.add_column(

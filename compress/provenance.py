@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["provenance", "git_commit", "running_commit", "device_name", "cpu_info"]
+__all__ = ["provenance", "git_commit", "head_commit", "running_commit", "device_name", "cpu_info"]
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:
@@ -23,7 +24,7 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
     ``root`` is the checkout (default: the one this package is imported from)."""
     if os.environ.get("COMPRESS_GIT_COMMIT"):
         return os.environ["COMPRESS_GIT_COMMIT"]
-    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    root = Path(root) if root is not None else _CHECKOUT
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
@@ -36,13 +37,64 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def head_commit(root: str | os.PathLike | None = None) -> str | None:
+    """HEAD's commit as the checkout's ``.git`` files give it, read without running ``git`` (so cheaply
+    that it is done at import); ``None`` where they cannot be read (no ``.git``, an unusual layout).
+
+    Follows a worktree's or submodule's ``.git`` file, a symbolic HEAD, loose refs and ``packed-refs``."""
+    root = Path(root) if root is not None else _CHECKOUT
+    try:
+        dot_git = root / ".git"
+        if dot_git.is_file():  # a worktree or submodule: "gitdir: <path>"
+            kind, _, where = dot_git.read_text().partition(":")
+            if kind.strip() != "gitdir":
+                return None
+            git_dir = (root / where.strip()).resolve()
+        elif dot_git.is_dir():
+            git_dir = dot_git
+        else:
+            return None
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", head) else None
+        ref = head.partition(":")[2].strip()
+        common = git_dir / "commondir"
+        common_dir = (git_dir / common.read_text().strip()).resolve() if common.is_file() else git_dir
+        for folder in (git_dir, common_dir):
+            if (folder / ref).is_file():
+                return (folder / ref).read_text().strip()
+        packed = common_dir / "packed-refs"
+        for line in packed.read_text().splitlines() if packed.is_file() else []:
+            sha, _, name = line.partition(" ")
+            if name == ref and not line.startswith(("#", "^")):
+                return sha
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
 def running_commit() -> str:
-    """The commit of the code this process runs: :func:`git_commit` as it was when compress was imported.
+    """The commit of the code this process runs: :func:`git_commit` read once, on first use, then kept.
 
     A long run records this, not the checkout's state when it finishes: commits and edits made while it
-    ran did not change the code it had loaded. ``$COMPRESS_GIT_COMMIT`` wins, as for :func:`git_commit`.
+    ran did not change the code it had loaded. ``import compress`` runs no ``git``: it only notes HEAD's
+    commit from the ``.git`` files (:func:`head_commit`). On first use ``git`` is asked; if HEAD has moved
+    since the import, the commit recorded is the one imported, marked ``-dirty`` (whether its files were
+    clean is no longer known). ``$COMPRESS_GIT_COMMIT`` wins, as for :func:`git_commit`.
     """
-    return os.environ.get("COMPRESS_GIT_COMMIT") or _AT_IMPORT
+    global _running
+    if os.environ.get("COMPRESS_GIT_COMMIT"):
+        return os.environ["COMPRESS_GIT_COMMIT"]
+    if _running is None:
+        now = git_commit()
+        moved = _HEAD_AT_IMPORT is not None and now.partition("-dirty")[0] != _HEAD_AT_IMPORT
+        _running = f"{_HEAD_AT_IMPORT}-dirty" if moved else now
+    return _running
+
+
+_CHECKOUT = Path(__file__).resolve().parent.parent  # the checkout this package is imported from
+_HEAD_AT_IMPORT = head_commit()  # file reads only: the commit of the code this process loads
+_running: str | None = None  # running_commit()'s value, once read
 
 
 def device_name(device: str | torch.device) -> str:
@@ -104,6 +156,3 @@ def provenance(device: str | torch.device | None = None, argv: Sequence[str] | N
         out["device"] = str(device)
         out["device_name"] = device_name(device)
     return out
-
-
-_AT_IMPORT = git_commit()  # compress/__init__ imports this module first thing: the code this process loaded

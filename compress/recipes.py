@@ -50,8 +50,11 @@ from typing import Any, Literal
 import yaml
 from torch import nn
 
-from ._schema import SchemaError, _convert, from_dict
+from ._schema import SchemaError, convert, from_dict, merge
+from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
+from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, TIME_BUDGET_TRAIN
+from .transforms import REGISTRY
 
 __all__ = [
     "BUDGET_PARAMS",
@@ -71,56 +74,10 @@ __all__ = [
     "recipes_dir",
 ]
 
-#: The parameter budget the five reports worked under.
+#: The parameter limit the five reports worked under (the name is older than the word "limit").
 BUDGET_PARAMS = 5_000_000
 
-#: The shared ``fast`` budget: 10 epochs of the training ideas of airbench (github.com/KellerJordan/
-#: cifar10-airbench) applied to any compress model: Nesterov SGD with the learning rate and weight decay
-#: given per 1024 examples (decoupled from batch size and momentum), a linear warm-up over the first 23%
-#: of the steps then a linear decay, label smoothing 0.2, Lookahead every 5 steps with an average that
-#: grows as training ends, random translation by up to 2 pixels (reflect padding) and alternating flips,
-#: and mirror + translate test-time augmentation of the final model (each epoch is evaluated without
-#: it). What each of these is worth on recipe 004 is measured by ``benchmarks/train_curve.py``
-#: (docs/training.md). Batch 128: on recipe 004 it reached 89.24% where batch 512 reached 86.65%, in
-#: the same time per epoch on the CPU (the rates per 1024 examples need no change for it). A recipe's
-#: optional ``fast:`` section overrides individual fields.
-FAST_TRAIN: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 128,
-    "optimizer": {"name": "sgd", "lr": 8.0, "momentum": 0.9, "nesterov": True, "weight_decay": 4e-3,
-                  "decoupled": True},
-    "schedule": {"name": "linear", "pct_start": 0.23, "start_factor": 0.2, "end_factor": 0.0, "interval": "step"},
-    "augment": [{"name": "translate", "params": {"pixels": 2}}, {"name": "alternating_flip", "params": {}}],
-    "label_smoothing": 0.2,
-    "lookahead": {"k": 5, "alpha": 0.2262, "ramp": 3.0},
-    "tta": "mirror_translate",
-    "tta_epochs": "last",
-    "eval_batch_size": 1000,
-}
-
-#: The ``fast`` budget before :data:`FAST_TRAIN` (until 2026-12-02; the 15-minute CPU table and the
-#: ablations of that day ran it): 20 epochs of one-cycle SGD (Nesterov) stepped per batch, batch 512,
-#: label smoothing 0.1, crop + flip, no test-time augmentation. Kept for ``benchmarks/train_curve.py``'s
-#: comparison.
-FAST_TRAIN_V1: dict[str, Any] = {
-    "epochs": 20,
-    "batch_size": 512,
-    "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-    "schedule": {"name": "onecycle", "pct_start": 0.25, "interval": "step"},
-    "augment": [{"name": "random_crop", "params": {"padding": 4}}, {"name": "hflip", "params": {"p": 0.5}}],
-    "label_smoothing": 0.1,
-    "eval_batch_size": 1000,
-}
-
-#: With a time budget (``compress-bench --time-budget MIN``) the fast schedule gets these on top, and a
-#: probe fixes its length (:mod:`compress.training.budget`). Batch 128 (now also :data:`FAST_TRAIN`'s)
-#: gives a short run on slow hardware (a CPU) many optimizer steps; the schedule is laid over the steps
-#: that fit.
-TIME_BUDGET_TRAIN: dict[str, Any] = {
-    "batch_size": 128,
-}
-
-Budget = Literal["paper", "fast"]
+Budget = Literal["paper", "fast"]  # a schedule; the name stays, as the --budget flag's does
 
 #: What a recipe's name may be: it is a folder name inside a run folder, so never a path or a dot name.
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")
@@ -212,8 +169,6 @@ class Recipe:
 
     def initial_model(self) -> nn.Module:
         """What the transforms start from: the trained weights (SHA-256 checked), else a fresh ResNet-18."""
-        from .models import from_checkpoint, resnet18
-
         if self.weights is None:
             return resnet18()
         path = self.weights_path()
@@ -230,8 +185,6 @@ class Recipe:
     def transform(self, model: nn.Module) -> nn.Module:
         """``model`` with the recipe's transforms applied in order (transforms never change their input;
         a recipe without steps returns ``model`` itself)."""
-        from .transforms import REGISTRY
-
         for i, (name, args) in enumerate(self.model):
             args = copy.deepcopy(args)
             if name == "prune":
@@ -243,7 +196,7 @@ class Recipe:
         return model
 
     def train_config(self, budget: Budget = "paper") -> TrainConfig:
-        """The training setup: the report's own (``paper``) or the short shared one (``fast``)."""
+        """The training setup of schedule ``budget``: the report's own (``paper``) or the short shared one (``fast``)."""
         if budget == "paper":
             return self.train
         if budget == "fast":
@@ -251,7 +204,7 @@ class Recipe:
         raise ValueError(f"budget must be 'paper' or 'fast', got {budget!r}")
 
     def fingerprint(self, budget: Budget | None = None) -> str:
-        """A short hash of the model steps and the training setup of ``budget`` (both when ``None``).
+        """A short hash of the model steps and the training setup of schedule ``budget`` (both when ``None``).
 
         A run folder stores it to notice a recipe edited between two runs. Only settings that differ
         from the ``TrainConfig`` defaults enter it, so a field added to ``TrainConfig`` later (at a
@@ -296,11 +249,7 @@ def _fmt_args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in args.items())
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+_merge = merge  # its old, private name here (compress.bench imports it); compress._schema.merge is the helper
 
 
 def _schema_error(where: str, e: SchemaError) -> RecipeError:
@@ -309,8 +258,6 @@ def _schema_error(where: str, e: SchemaError) -> RecipeError:
 
 
 def _check_steps(where: str, steps: list[dict[str, Any]]) -> tuple[tuple[str, dict[str, Any]], ...]:
-    from .transforms import REGISTRY
-
     out = []
     known = ", ".join(sorted(REGISTRY))
     for i, step in enumerate(steps):
@@ -371,10 +318,10 @@ def _convert_args(at: str, hints: dict[str, Any], args: dict[str, Any]) -> dict[
     for key, value in args.items():
         tp = hints.get(key)
         try:
-            out[key] = _convert(tp, value, f"{at}.{key}") if tp is not None else value
+            out[key] = convert(tp, value, f"{at}.{key}") if tp is not None else value
         except SchemaError as e:
             raise RecipeError(str(e)) from e
-        except Exception:  # noqa: BLE001 - a hint _convert cannot read (Callable, Mapping...): pass through
+        except Exception:  # noqa: BLE001 - a hint convert cannot read (Callable, Mapping...): pass through
             out[key] = value
     return out
 
@@ -385,7 +332,7 @@ def from_mapping(data: Any, where: str = "recipe", path: Path | None = None) -> 
         spec = from_dict(_RecipeFile, data, "")
     except SchemaError as e:
         raise _schema_error(where, e) from e
-    fast_dict = _merge(FAST_TRAIN, spec.fast or {})
+    fast_dict = merge(FAST_TRAIN, spec.fast or {})
     try:
         fast = TrainConfig.from_dict(fast_dict, "fast")
     except SchemaError as e:

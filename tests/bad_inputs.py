@@ -599,7 +599,7 @@ def flops_api(w: Path) -> None:
     api("flops", "input_size 32 (an int)", lambda: C(m, 32), ValueError)
     api("flops", "input_size with a float", lambda: C(m, (1, 3, 32.0, 32)), ValueError)
     api("flops", "a non-ResNet without input_size", lambda: C(nn.Sequential(nn.Conv2d(3, 3, 3))), TypeError)
-    api("flops", "input_size and example_input", lambda: C(m, (1, 3, 32, 32), example_input=torch.zeros(1, 3, 32, 32)), TypeError)
+    api("flops", "input_size and example_input", lambda: C(m, input_size=(1, 3, 32, 32), example_input=torch.zeros(1, 3, 32, 32)), TypeError)
 
 
 def save_load_api(w: Path) -> None:
@@ -677,7 +677,7 @@ def deploy_api(w: Path) -> None:
     api("deploy", "export with 1-channel images", lambda: compress.export(m, d / "m.onnx", image_shape=(1, 32, 32)), ValueError)
     api("deploy", "export leaves no temporary file", lambda: sorted(p.name for p in d.iterdir()), None,
         check=lambda names: None if names == ["folder.onnx"] else f"left {names}")
-    B = compress.benchmark
+    B = compress.measure_latency
     api("deploy", "benchmark backend 'foo'", lambda: B(m, backend="foo"), ValueError)
     api("deploy", "benchmark batch_sizes [0]", lambda: B(m, batch_sizes=[0]), ValueError)
     api("deploy", "benchmark batch_sizes 1 (an int)", lambda: B(m, batch_sizes=1), ValueError)

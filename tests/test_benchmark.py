@@ -85,19 +85,24 @@ def test_measure_gpu_script_runs_on_cpu_and_copies_every_result(tmp_path):
     assert speed_file.stat().st_mtime_ns == stamp and len(list((tmp_path / "results").glob("train_speed-*"))) == 1
 
 
-def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
+def _repo_with_one_commit(path):
+    """A fresh git repository at ``path`` with ``a.py`` committed: the git argv prefix for it, and the commit."""
     import subprocess
 
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    return git, subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_git_commit_marks_uncommitted_changes(tmp_path, monkeypatch):
     from compress.provenance import git_commit
 
     monkeypatch.delenv("COMPRESS_GIT_COMMIT", raising=False)
     assert git_commit(tmp_path) == "unknown"  # not a git checkout
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    (tmp_path / "a.py").write_text("x = 1\n")
-    subprocess.run([*git, "add", "a.py"], check=True)
-    subprocess.run([*git, "commit", "-qm", "a"], check=True)
-    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    _, sha = _repo_with_one_commit(tmp_path)
     (tmp_path / "new.py").write_text("")  # untracked files do not count
     assert git_commit(tmp_path) == sha
     (tmp_path / "a.py").write_text("x = 2\n")
@@ -111,12 +116,40 @@ def test_provenance_records_the_commit_the_process_imported(monkeypatch):
     from compress import provenance as prov
 
     monkeypatch.delenv("COMPRESS_GIT_COMMIT", raising=False)
-    at_import = prov.running_commit()
-    assert at_import == prov._AT_IMPORT and at_import != ""
-    monkeypatch.setattr(prov, "git_commit", lambda root=None: "a-later-commit")  # the checkout moved on meanwhile
-    assert prov.provenance("cpu")["git_commit"] == at_import
+    first = prov.running_commit()
+    assert first != "" and (prov._HEAD_AT_IMPORT is None or first.startswith(prov._HEAD_AT_IMPORT))
+    monkeypatch.setattr(prov, "git_commit", lambda root=None: "b" * 40)  # the checkout moved on meanwhile
+    assert prov.provenance("cpu")["git_commit"] == first  # read once, then kept
+    monkeypatch.setattr(prov, "_running", None)  # as if first asked only now, after HEAD moved on
+    monkeypatch.setattr(prov, "_HEAD_AT_IMPORT", "a" * 40)
+    assert prov.running_commit() == "a" * 40 + "-dirty"  # the commit imported; its tree's state is unknown
+    monkeypatch.setattr(prov, "_running", None)
+    monkeypatch.setattr(prov, "git_commit", lambda root=None: "a" * 40)  # HEAD where it was: git's own answer
+    assert prov.running_commit() == "a" * 40
     monkeypatch.setenv("COMPRESS_GIT_COMMIT", "given")
     assert prov.provenance()["git_commit"] == "given"
+
+
+def test_head_commit_reads_the_git_files_of_checkouts_and_worktrees(tmp_path):
+    import subprocess
+
+    from compress.provenance import head_commit
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    assert head_commit(repo) is None  # not a checkout
+    git, sha = _repo_with_one_commit(repo)
+    assert head_commit(repo) == sha  # a loose ref
+    subprocess.run([*git, "pack-refs", "--all"], check=True)
+    assert head_commit(repo) == sha  # packed-refs
+    subprocess.run([*git, "worktree", "add", "-q", "-b", "side", str(tmp_path / "wt")], check=True)
+    (tmp_path / "wt" / "a.py").write_text("x = 2\n")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path / "wt"), "commit", "-qam", "b"],
+                   check=True)
+    side = subprocess.run([*git, "rev-parse", "side"], check=True, capture_output=True, text=True).stdout.strip()
+    assert side != sha and head_commit(tmp_path / "wt") == side and head_commit(repo) == sha
+    subprocess.run([*git, "checkout", "-q", "--detach", sha], check=True)
+    assert head_commit(repo) == sha  # a detached HEAD
 
 
 def test_cpu_device_name_counts_cores_and_threads_in_good_english(monkeypatch):

@@ -1,4 +1,4 @@
-"""compress.export (ONNX, checked with ONNX Runtime) and compress.benchmark (measured latency), on tiny models."""
+"""compress.export (ONNX, checked with ONNX Runtime) and compress.measure_latency (measured latency), on tiny models."""
 
 from __future__ import annotations
 
@@ -142,7 +142,15 @@ def test_export_mismatch_is_an_error_and_leaves_no_file(tiny, tmp_path, monkeypa
 ])
 def test_benchmark_rejects_bad_arguments(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        compress.benchmark(tiny, **kwargs)
+        compress.measure_latency(tiny, **kwargs)
+
+
+def test_benchmark_is_the_deprecated_name_of_measure_latency(tiny):
+    with pytest.warns(DeprecationWarning, match="use compress.measure_latency"):
+        result = compress.benchmark(tiny, batch_sizes=(1,), repeats=1, warmup=1, min_block_s=0.001)
+    assert isinstance(result, compress.deploy.LatencyResult) and result.timing(1).batch_size == 1
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="runs on the CPU only"):
+        compress.benchmark(tiny, backend="onnxruntime", device="cuda")  # the same checks: it is the same function
 
 
 def test_export_rejects_bad_arguments(tiny, tmp_path):
@@ -179,7 +187,7 @@ def small() -> ResNet:
 def test_latency_result_has_its_fields_and_sane_values(backend):
     model = small()
     threads_before = torch.get_num_threads()
-    result = compress.benchmark(model, batch_sizes=(1, 32), backend=backend, threads=1, repeats=3, warmup=1,
+    result = compress.measure_latency(model, batch_sizes=(1, 32), backend=backend, threads=1, repeats=3, warmup=1,
                                 min_block_s=0.01)
     assert torch.get_num_threads() == threads_before  # the caller's setting is restored
     _check_sane(result, model, backend, (1, 32), threads=1)
@@ -189,7 +197,7 @@ def test_latency_result_has_its_fields_and_sane_values(backend):
 
 def test_compiled_backend_measures_after_compiling():
     model = small()
-    result = compress.benchmark(model, batch_sizes=(2,), backend="compile", threads=1, repeats=3, warmup=2,
+    result = compress.measure_latency(model, batch_sizes=(2,), backend="compile", threads=1, repeats=3, warmup=2,
                                 min_block_s=0.01)
     _check_sane(result, model, "compile", (2,), threads=1)
     (t,) = result.timings

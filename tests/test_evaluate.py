@@ -17,7 +17,7 @@ from compress.cli import main
 from compress.data import synthetic
 from compress.models import ResNetConfig, from_checkpoint, resnet_from_config, with_normalization
 from compress.training.augment import normalize
-from compress.training.config import CIFAR10_MEAN, CIFAR10_STD
+from compress.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 from conftest import SHARED_WEIGHTS, needs_shared
 

@@ -273,13 +273,13 @@ def test_evaluate_on_no_images_is_one_line():
 def test_huge_synthetic_data_and_latency_batches_are_refused_before_allocating():
     from compress import bench
     from compress.data import DatasetError
-    from compress.deploy import benchmark
+    from compress.deploy import measure_latency
     from compress.models import ResNet, ResNetConfig
 
     with pytest.raises(DatasetError, match="image counts from 1 to"):
         bench.resolve_data("synthetic:20000000")
     with pytest.raises(ValueError, match="more than 8,192 images at once"):
-        benchmark(ResNet(ResNetConfig.uniform((8,), (1,), (1,))), batch_sizes=(100_000_000,))
+        measure_latency(ResNet(ResNetConfig.uniform((8,), (1,), (1,))), batch_sizes=(100_000_000,))
 
 
 def test_weights_are_hashed_in_pieces_and_a_refused_file_is_not_described(tmp_path):

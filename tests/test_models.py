@@ -22,7 +22,7 @@ def test_count_flops_leaves_mode_alone(r18):
 
 def test_count_flops_needs_the_input_size_of_other_models(r18):
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False))
-    with pytest.raises(TypeError, match=r"pass input_size=\(N, C, H, W\) or example_input= for a Sequential"):
+    with pytest.raises(TypeError, match=r"pass example_input=\(N, C, H, W\) or a tensor for a Sequential"):
         compress.count_flops(net)
     # 4 output channels x 27 multiply-adds per output pixel
     assert compress.count_flops(net, (1, 3, 10, 10)) == 4 * 27 * 8 * 8
@@ -32,7 +32,29 @@ def test_count_flops_needs_the_input_size_of_other_models(r18):
     with pytest.raises(ValueError, match="positive ints"):
         compress.count_flops(net, (1, 3, 0, 10))
     with pytest.raises(TypeError, match="not both"):
-        compress.count_flops(net, (1, 3, 10, 10), example_input=torch.randn(1, 3, 10, 10))
+        compress.count_flops(net, input_size=(1, 3, 10, 10), example_input=torch.randn(1, 3, 10, 10))
+    with pytest.warns(DeprecationWarning, match="example_input"):  # the old name still counts the same
+        assert compress.count_flops(net, input_size=(1, 3, 10, 10)) == 4 * 27 * 8 * 8
+
+
+def test_example_input_is_one_helper_for_shapes_tensors_and_models(r18):
+    from compress.metrics import example_input
+
+    (zeros,) = example_input((2, 3, 8, 8))
+    assert zeros.shape == (2, 3, 8, 8) and not zeros.any()
+    a, b = example_input((1, 3, 4, 4), seed=0), example_input((1, 3, 4, 4), seed=0)
+    assert torch.equal(a[0], b[0]) and a[0].abs().sum() > 0  # seeded random values, repeatable
+    state = torch.get_rng_state()
+    example_input((1, 3, 4, 4), seed=1)
+    assert torch.equal(state, torch.get_rng_state())  # the global generator is not touched
+    x = torch.ones(1, 3, 4, 4)
+    assert example_input(x)[0] is x and example_input((x, 3)) == (x, 3)
+    assert example_input(r18)[0].shape == (1, 3, 32, 32)
+    with pytest.raises(TypeError, match="for a Sequential"):
+        example_input(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)))
+    for bad in (32, (1, 3, 0, 4), (1, 3, 4.0, 4), ()):
+        with pytest.raises(ValueError, match="example_input must be a shape"):
+            example_input(bad)
 
 
 def test_count_flops_keeps_each_layers_mode(r18):

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from compress import count_params, recipes
+from compress._schema import merge
 from compress.recipes import RecipeError
 
 from conftest import EXPECTED_PARAMS
@@ -270,7 +271,7 @@ def test_binary_recipe_file_is_a_clear_error(tmp_path):
 ])
 def test_out_of_range_values_fail_at_load_time(tmp_path, section, change, message):
     d = _good()
-    d[section] = recipes._merge(d.get(section) or {}, change)
+    d[section] = merge(d.get(section) or {}, change)
     assert message in _error(tmp_path, d)
 
 

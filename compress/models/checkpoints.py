@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..training.config import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..normalization import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .resnet import BlockConfig, ResNet, ResNetConfig, StageConfig, ZeroPadShortcut
 
 __all__ = ["from_checkpoint", "read_checkpoint", "CheckpointError", "LAYOUTS", "LAYOUT_NORMALIZATION"]

@@ -16,10 +16,14 @@ or He et al.'s parameter-free zero padding (``shortcut="pad"``, option A), held 
 1x1 conv (:class:`ZeroPadShortcut`) so that torch-pruning's dependency graph follows it. A config may
 also carry the input normalisation the network was trained with (``input_mean``/``input_std``), which
 the trainer and :func:`compress.evaluate` then use.
+
+Why this module is long: the config dataclasses and the modules built from them change together (a
+new config field is a change to the module that reads it), so they stay side by side.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
@@ -492,8 +496,6 @@ def with_normalization(
     model: ResNet, mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> ResNet:
     """A copy of ``model`` carrying the input normalisation ``(mean, std)`` (``None, None``: none)."""
-    import copy
-
     if not isinstance(model, ResNet):
         raise TypeError(f"with_normalization() takes a compress ResNet, got {type(model).__name__}")
     new = copy.deepcopy(model)

@@ -12,7 +12,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .config import AugmentStep
+from ..normalization import memory_format_of, normalize  # noqa: F401 - normalize re-exported (its old home)
+from ..tta import tta_logits  # noqa: F401 - re-exported (its old home)
+from .config import AUGMENT_PARAMS, AugmentStep, check_step
 
 __all__ = [
     "random_crop",
@@ -50,7 +52,7 @@ def random_crop(x: torch.Tensor, padding: int = 4, fill: int = 0) -> torch.Tenso
     cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # n, 1, w
     idx = torch.arange(n, device=x.device)[:, None, None]
     # Advanced indices around a slice move to the front: result is n, h, w, c.
-    return padded[idx, :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=_format_of(x))
+    return padded[idx, :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=memory_format_of(x))
 
 
 def translate(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
@@ -69,7 +71,7 @@ def translate(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
     rows = _reflect(dy + torch.arange(h, device=x.device), h)[:, :, None]  # n, h, 1
     cols = _reflect(dx + torch.arange(w, device=x.device), w)[:, None, :]  # n, 1, w
     idx = torch.arange(n, device=x.device)[:, None, None]
-    return x[idx, :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=_format_of(x))
+    return x[idx, :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=memory_format_of(x))
 
 
 def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
@@ -109,7 +111,7 @@ def vflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
 
 def grayscale(x: torch.Tensor, p: float = 0.1) -> torch.Tensor:
     """Replace each image by its luma (ITU-R 601-2, as PIL and torchvision) in all channels, with probability ``p``."""
-    from torchvision.transforms.v2 import functional as TF
+    from torchvision.transforms.v2 import functional as TF  # lazy: torchvision's import is slow, and only this step needs it
 
     gray = TF.rgb_to_grayscale(x, num_output_channels=x.shape[1])
     return torch.where(_coin(x.shape[0], p, x.device)[:, None, None, None], gray, x)
@@ -143,10 +145,10 @@ def autoaugment(x: torch.Tensor, group: int = 1) -> torch.Tensor:
     draw. ``group=1`` is exactly the per-image randomness of the PIL pipeline; larger groups launch
     fewer kernels (faster on a GPU) at the cost of images sharing a sub-policy within a group.
     """
-    from torchvision.transforms import v2
+    from torchvision.transforms import v2  # lazy: torchvision's import is slow, and only this step needs it
 
     aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-    return torch.cat([aa(chunk) for chunk in x.split(max(1, int(group)))]).contiguous(memory_format=_format_of(x))
+    return torch.cat([aa(chunk) for chunk in x.split(max(1, int(group)))]).contiguous(memory_format=memory_format_of(x))
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
@@ -168,90 +170,19 @@ def mixup_loss(
     return lam * criterion(out, y_a) + (1.0 - lam) * criterion(out, y_b)
 
 
-def normalize(
-    x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """uint8 images -> ``(x / 255 - mean) / std`` in ``dtype`` (keeps the memory format).
-
-    Pass ``mean``/``std`` as tensors already on ``x``'s device in a loop: building them from Python
-    lists copies host to device, which makes CUDA wait for all queued work.
-    """
-    m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    return (x.to(dtype) / 255.0 - m) / s
-
-
-def tta_logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, level: str = "none") -> torch.Tensor:
-    """``net``'s logits for the (normalised, float) batch ``x`` under test-time augmentation ``level``.
-
-    ``none``: one pass. ``mirror``: the mean of the logits of each image and its mirror image.
-    ``mirror_translate``: half that, plus half the mean of the same on the two copies shifted by one
-    pixel (up-left and down-right, reflect-padded): 6 passes.
-    """
-    if level == "none":
-        return net(x)
-    if level not in ("mirror", "mirror_translate"):
-        raise ValueError(f"unknown test-time augmentation {level!r}; known: none, mirror, mirror_translate")
-
-    def mirror(v: torch.Tensor) -> torch.Tensor:
-        return (net(v) + net(v.flip(3))) / 2
-
-    out = mirror(x)
-    if level == "mirror_translate":
-        h, w = x.shape[2], x.shape[3]
-        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
-        shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
-        out = out / 2 + sum(mirror(v.contiguous(memory_format=_format_of(x))) for v in shifted) / 4
-    return out
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
-
-
-_STEPS: dict[str, tuple[Callable[..., torch.Tensor], set[str]]] = {
-    "random_crop": (random_crop, {"padding"}),
-    "translate": (translate, {"pixels"}),
-    "hflip": (hflip, {"p"}),
-    "alternating_flip": (alternating_flip, set()),
-    "vflip": (vflip, {"p"}),
-    "grayscale": (grayscale, {"p"}),
-    "cutout": (cutout, {"size"}),
-    "autoaugment": (autoaugment, {"group"}),
+_STEPS: dict[str, Callable[..., torch.Tensor]] = {
+    "random_crop": random_crop,
+    "translate": translate,
+    "hflip": hflip,
+    "alternating_flip": alternating_flip,
+    "vflip": vflip,
+    "grayscale": grayscale,
+    "cutout": cutout,
+    "autoaugment": autoaugment,
 }
+assert set(_STEPS) == set(AUGMENT_PARAMS), "augment.py and config.AUGMENT_PARAMS must list the same augmentations"
 
 
-def _is_int(v: object, lo: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _is_prob(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
-
-
-_PARAMS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "padding": (lambda v: _is_int(v, 0), "an integer >= 0"),
-    "pixels": (lambda v: _is_int(v, 0) and v <= 16, "an integer in 0..16"),
-    "p": (_is_prob, "a probability in [0, 1]"),
-    "size": (lambda v: _is_int(v, 1), "an integer >= 1 (pixels)"),
-    "group": (lambda v: _is_int(v, 1), "an integer >= 1 (images)"),
-}
-
-
-def check_step(name: str, params: dict) -> None:
-    """Raise ValueError (naming the accepted values) unless ``name`` is an augmentation and ``params``
-    are its arguments with values in range."""
-    if name not in _STEPS:
-        raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(_STEPS)}")
-    allowed = _STEPS[name][1]
-    unknown = set(params) - allowed
-    if unknown:
-        raise ValueError(f"augmentation {name!r} takes {sorted(allowed)}, got {sorted(unknown)}")
-    for key, value in params.items():
-        ok, accepted = _PARAMS[key]
-        if not ok(value):
-            raise ValueError(f"augmentation {name!r}: {key} must be {accepted}, got {value!r}")
 
 
 def build_augment(
@@ -267,7 +198,7 @@ def build_augment(
     calls: list[tuple[Callable[..., torch.Tensor], dict]] = []
     for step in steps:
         check_step(step.name, step.params)
-        fn = _STEPS[step.name][0]
+        fn = _STEPS[step.name]
         kwargs = dict(step.params)
         if step.name == "cutout":
             kwargs["fill"] = [round(m * 255) for m in mean]

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import ImageData
 from .config import TrainConfig
+from .trainer import train
 
 __all__ = ["BudgetPlan", "plan", "fit_length"]
 
@@ -73,8 +74,6 @@ def plan(
     one epoch fits, one cut epoch. At least one step is always planned. ``teacher`` is the distillation
     teacher of a config with ``distill`` (its forward passes are part of each step's time).
     """
-    from .trainer import train
-
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise ValueError(f"time budget must be a positive number of minutes, got {minutes!r}")
     if probe_steps < 1:

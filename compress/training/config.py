@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from .._schema import OMIT_DEFAULT, from_dict, to_dict
+# re-exported here, where they were defined before: the statistics and TTA levels live below training
+from ..normalization import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..tta import TTA_LEVELS
 
 __all__ = [
     "OptimizerConfig",
@@ -32,16 +35,9 @@ __all__ = [
     "IMAGENET_STD",
     "MAX_SEED",
     "TTA_LEVELS",
+    "AUGMENT_PARAMS",
+    "check_step",
 ]
-
-#: Test-time augmentation levels (``TrainConfig.tta``), in order of cost: 1, 2 and 6 forward passes per image.
-TTA_LEVELS = ("none", "mirror", "mirror_translate")
-
-# kuangliu/pytorch-cifar's statistics (std is the well-known slightly-off one the reports used).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Seeds are 32-bit (numpy's range): the trainer derives per-epoch seeds from them (``seed * 100_003 + epoch``),
 #: which must stay inside the 64 bits torch's generators take.
@@ -147,6 +143,44 @@ class ScheduleConfig:
         _require(_number(self.warmup_epochs, 0), "warmup_epochs", self.warmup_epochs, "a number >= 0")
 
 
+#: Each augmentation's name and the parameters it takes (the batched functions are in
+#: :mod:`compress.training.augment`, which checks that it implements exactly these).
+AUGMENT_PARAMS: dict[str, frozenset[str]] = {
+    "random_crop": frozenset({"padding"}),
+    "translate": frozenset({"pixels"}),
+    "hflip": frozenset({"p"}),
+    "alternating_flip": frozenset(),
+    "vflip": frozenset({"p"}),
+    "grayscale": frozenset({"p"}),
+    "cutout": frozenset({"size"}),
+    "autoaugment": frozenset({"group"}),
+}
+
+
+_STEP_PARAMS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "padding": (lambda v: _count(v, 0), "an integer >= 0"),
+    "pixels": (lambda v: _count(v, 0) and v <= 16, "an integer in 0..16"),
+    "p": (lambda v: _number(v, 0, 1, hi_open=False), "a probability in [0, 1]"),
+    "size": (lambda v: _count(v, 1), "an integer >= 1 (pixels)"),
+    "group": (lambda v: _count(v, 1), "an integer >= 1 (images)"),
+}
+
+
+def check_step(name: str, params: dict) -> None:
+    """Raise ValueError (naming the accepted values) unless ``name`` is an augmentation and ``params``
+    are its arguments with values in range."""
+    if name not in AUGMENT_PARAMS:
+        raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENT_PARAMS)}")
+    allowed = AUGMENT_PARAMS[name]
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"augmentation {name!r} takes {sorted(allowed)}, got {sorted(unknown)}")
+    for key, value in params.items():
+        ok, accepted = _STEP_PARAMS[key]
+        if not ok(value):
+            raise ValueError(f"augmentation {name!r}: {key} must be {accepted}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class AugmentStep:
     """One training augmentation, applied in list order on batched uint8 images.
@@ -162,8 +196,6 @@ class AugmentStep:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .augment import check_step
-
         check_step(self.name, self.params)
 
 

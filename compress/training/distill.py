@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.resnet import input_normalization
 from .config import DistillConfig
 
 __all__ = ["distillation_loss", "Distiller", "make_distiller"]
@@ -89,7 +90,5 @@ def make_distiller(
     if teacher is None:
         raise ValueError("train.distill needs a teacher: pass teacher=<model> to train() "
                          "(in a recipe, distillation needs `weights:`; the teacher is the model before its transforms)")
-    from ..models.resnet import input_normalization
-
     teacher_stats = input_normalization(teacher) or student_stats
     return Distiller(teacher, config or DistillConfig(), device, student_stats, teacher_stats, memory_format)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..devices import check_device  # re-exported: it lived here before compress.devices
+
 __all__ = ["DistInfo", "setup", "check_device", "all_reduce_sum", "cleanup"]
 
 
@@ -33,28 +35,6 @@ class DistInfo:
     def is_main(self) -> bool:
         """Rank 0: the process that writes files and shows progress."""
         return self.rank == 0
-
-
-def check_device(device: str | torch.device, name: str = "device") -> torch.device:
-    """``device`` as a ``torch.device``, checked before anything starts: ``cpu``, ``cuda``, ``cuda:N`` or
-    ``mps``, and present on this machine. Raises ``ValueError`` (one line, naming ``name``) otherwise."""
-    accepted = "accepted: cpu, cuda, cuda:N, mps"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{name} {str(device)!r} is not a device; {accepted}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{name} {str(device)!r}: torch sees no CUDA GPU on this machine; use cpu")
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            raise ValueError(f"{name} {str(device)!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"{name} {str(device)!r}: torch sees no MPS device on this machine; use cpu")
-    elif dev.type != "cpu":
-        raise ValueError(f"{name} {str(device)!r}: compress trains on cpu, cuda or mps; {accepted}")
-    return dev
 
 
 def setup(device: str | torch.device | None = None) -> DistInfo:

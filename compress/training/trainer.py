@@ -9,8 +9,9 @@ run resumes to the same result. Under ``torchrun`` the model is wrapped in Distr
 each rank takes its slice of every global batch (see :mod:`compress.training.distributed`).
 
 What it writes (checkpoint, history, model, result) and how (atomic files, RNG states per rank) is
-:mod:`compress.training.outputs`; the trainer is given the paths. This file stays near 600 lines
-rather than 500: what is left is the training loop itself (one function whose epoch/step state the
+:mod:`compress.training.outputs`; the trainer is given the paths.
+
+Why this module is long: what is left is the training loop itself (one function whose epoch/step state the
 mid-epoch checkpoint closure shares), its evaluation and result, and its progress bar, and cutting the
 loop apart would pass a dozen run objects between functions for no reuse.
 """

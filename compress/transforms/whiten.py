@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import ImageData
 from ..models.resnet import ResNet, input_normalization
+from ..normalization import CIFAR10_MEAN, CIFAR10_STD
 from ._common import rebuild, require_resnet
 
 __all__ = ["whiten_stem", "init_whitening", "whitening_weights"]
@@ -144,8 +145,6 @@ def whitening_weights(
 
 def _set_weights(model: ResNet, images: torch.Tensor, eps: float, max_images: int,
                  normalization: tuple[Sequence[float], Sequence[float]] | None) -> None:
-    from ..training.config import CIFAR10_MEAN, CIFAR10_STD
-
     mean, std = input_normalization(model) or normalization or (CIFAR10_MEAN, CIFAR10_STD)
     layer: nn.Conv2d = model.whiten
     w = whitening_weights(images[:max_images], layer.kernel_size[0], eps=eps, mean=mean, std=std)
