@@ -35,12 +35,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from . import runfolder, training  # training.train looked up at call time (tests spy on it)
+from ._schema import merge
 from .data import DatasetError, ImageData, cifar10, synthetic
 from .evaluation import evaluate
 from .files import FolderBusyError, atomic_write, is_leftover, remove_leftovers, write_json
 from .metrics import count_flops, count_params
 from .provenance import provenance
-from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError, _merge
+from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError
 from .runfolder import MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row
 from .runfolder import PLAN, RESULTS, RESULTS_FORMAT  # noqa: F401 - kept importable from here
 from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old name (the trainer's result.json is another)
@@ -287,7 +288,7 @@ def train_config(
     if time_budget is not None:
         if budget != "fast":
             raise ValueError(f"a time budget lays the fast schedule over the time it allows; it needs budget 'fast', got {budget!r}")
-        config = TrainConfig.from_dict(_merge(config.to_dict(), TIME_BUDGET_TRAIN), "time budget")
+        config = TrainConfig.from_dict(merge(config.to_dict(), TIME_BUDGET_TRAIN), "time budget")
     config = config.with_overrides(**_overrides(overrides))
     return config if epochs is None else config.over_epochs(epochs)
 

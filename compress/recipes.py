@@ -55,6 +55,7 @@ from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
 from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, TIME_BUDGET_TRAIN
 from .transforms import REGISTRY
+from .transforms.prune import KEYWORDS, PruneConfig
 
 __all__ = [
     "BUDGET_PARAMS",
@@ -302,8 +303,6 @@ def _check_args(at: str, fn: Any, args: dict[str, Any]) -> dict[str, Any]:
 def _check_prune_args(at: str, args: dict[str, Any]) -> dict[str, Any]:
     """Check a prune step's ``args`` against :class:`compress.PruneConfig`'s fields and hints (plus
     ``preset``, the older ``trained`` and Torch-Pruning's names); return them (lists -> tuples)."""
-    from .transforms.prune import KEYWORDS, PruneConfig
-
     accepted = KEYWORDS + ("trained",)
     for key in args:
         if key not in accepted:

@@ -244,12 +244,14 @@ def test_trained_defaults(r20):
     from compress.transforms.prune import TRAINED
     assert TRAINED == {"ranking": "global", "importance": "l2", "keep_residual": True}
     budget = compress.count_flops(r20) // 2
-    a = prune(r20, target_flops=budget, trained=True)
+    with pytest.deprecated_call():  # the old flag: PruneConfig.trained() replaced it
+        a = prune(r20, target_flops=budget, trained=True)
+    assert_same(a, prune(r20, compress.PruneConfig.trained(), target_flops=budget))
     b = prune(r20, target_flops=budget, ranking="global", importance="l2", keep_residual=True)
     assert_same(a, b)
     assert stream_widths(a) == stream_widths(r20) and len(set(inner_widths(a))) > 1  # global: uneven widths
-    # what is given explicitly wins over trained=True
-    c = prune(r20, 0.5, trained=True, ranking="local", keep_residual=False)
+    # what is given explicitly wins over the preset
+    c = prune(r20, 0.5, preset="trained", ranking="local", keep_residual=False)
     assert_same(c, prune(r20, 0.5, importance="l2"))
     # without trained=, the untrained defaults: local L1, streams pruned
     assert_same(prune(r20, 0.5), prune(r20, 0.5, ranking="local", importance="l1", keep_residual=False))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from compress import bench, count_params, recipes, report
+from compress import PruneConfig, bench, count_params, recipes, report
 from compress.data import synthetic
 from compress.models import ResNetConfig, resnet_from_config
 from compress.recipes import RecipeError
@@ -71,7 +71,7 @@ def test_prune_in_a_weights_recipe_uses_the_trained_defaults(ckpt):
     here = ckpt.parent.parent
     built = recipes.load(_recipe(here / "rt", ckpt)).build()
     start = recipes.load(_recipe(here / "rt", ckpt)).initial_model()
-    expected = prune(start, 0.5, trained=True)
+    expected = prune(start, PruneConfig.trained(), ratios=0.5)
     assert [p.shape for p in built.state_dict().values()] == [p.shape for p in expected.state_dict().values()]
     assert built.config.widths == start.config.widths  # residual streams kept whole
     untrained = recipes.load(_recipe(here / "ru", ckpt, model=[{"prune": {"ratios": 0.5, "trained": False}}])).build()

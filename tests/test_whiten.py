@@ -250,7 +250,7 @@ TRANSFORMS = {
     "prune": lambda m: compress.prune(m, 0.5),
     "prune_global": lambda m: compress.prune(m, 0.3, ranking="global"),
     "prune_sequential": lambda m: compress.prune(m, {"conv1": 0.5, "layer2": 0.3}, mode="sequential"),
-    "prune_trained": lambda m: compress.prune(m, 0.4, trained=True),
+    "prune_trained": lambda m: compress.prune(m, compress.PruneConfig.trained(), ratios=0.4),
     "prune_taylor": lambda m: compress.prune(m, 0.25, importance="taylor",
                                              data=(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))),
 }

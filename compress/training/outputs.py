@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_open, write_json
-from ..io import _unreadable, load, save
+from ..io import load, load_refusal, save
 from . import distributed
 from .config import TrainConfig
 
@@ -69,7 +69,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure
         # one line, without torch's advice to load the file unsafely
-        raise ValueError(f"{path} is not a readable compress checkpoint ({_unreadable(e)})") from e
+        raise ValueError(f"{path} is not a readable compress checkpoint ({load_refusal(e)})") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a compress checkpoint (format {CHECKPOINT_FORMAT!r})")
     return state
