@@ -15,15 +15,7 @@ from compress.transforms.prune.search import smallest_ratio
 from compress.transforms._depgraph import PruneError
 
 
-@pytest.fixture(scope="module")
-def r20():
-    """A CIFAR ResNet-20 (16/32/64 wide, 3 blocks per stage)."""
-    torch.manual_seed(0)
-    return compress.models.ResNet(compress.ResNetConfig.uniform((16, 32, 64), (3, 3, 3), (1, 2, 2))).eval()
-
-
-def widths(m):
-    return [c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d)]
+from test_prune_modes import r20, widths  # noqa: F401 - r20 is a fixture (a CIFAR ResNet-20)
 
 
 def assert_same(a, b):
