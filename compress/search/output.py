@@ -83,7 +83,8 @@ def recipe_dict(name: str, best: dict[str, Any], base_steps: list, settings: dic
     and no accuracy (the search measured a validation proxy, not a test accuracy)."""
     proxy = settings["proxy"]
     steps = [[n, a] for n, a in base_steps] + list(best["steps"])
-    config = TrainConfig.from_dict(dict(train if train is not None else FAST_TRAIN), "recipe train")
+    train = _plain(dict(train if train is not None else FAST_TRAIN))
+    TrainConfig.from_dict(train, "recipe train")  # refused here, not when the recipe is loaded
     acc = best["proxy_accuracy"]
     source = (
         f"Found by compress.search (study {study!r}, trial {best['number']} of a search over {settings['base']} "
@@ -101,7 +102,7 @@ def recipe_dict(name: str, best: dict[str, Any], base_steps: list, settings: dic
         "title": f"compress.search best of study {study} (trial {best['number']})",
         "source": source,
         "model": [{n: _plain(a)} for n, a in steps],
-        "train": _plain(config.to_dict()),
+        "train": train,
         "claims": {"params": int(best["params"]), "accuracy": None,
                    "accuracy_basis": f"none: the search's {100 * acc:.2f}% is a {proxy['epochs']}-epoch proxy's "
                                      "validation accuracy, not a test accuracy"},
@@ -115,6 +116,13 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
     return v
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML with multi-line strings as ``|`` blocks, as the recipes in recipes/ are written."""
+
+
+_Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
 
 
 def _budget_text(budget: dict[str, Any]) -> str:
@@ -151,7 +159,7 @@ def write_outputs(
     files["best"] = write_json(out / BEST_FILE, best)
     if base_steps is not None:
         doc = recipe_dict(recipe_name, best, base_steps, settings, study.study_name, recipe_train)
-        files["recipe"] = atomic_write(out / f"{recipe_name}.yaml", yaml.safe_dump(doc, sort_keys=False, width=110))
+        files["recipe"] = atomic_write(out / f"{recipe_name}.yaml", yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None))
     files.update(plot(records, settings["budget"], out))
     return files, records, best
 
@@ -178,7 +186,8 @@ def plot(records: Sequence[dict[str, Any]], budget: dict[str, Any], out: str | o
         if pts:
             ax.scatter(*zip(*pts), s=22, color="tab:blue", label=f"finished trials ({len(pts)})", zorder=3)
             front = [pts[i] for i in pareto_front(pts)]
-            ax.step(*zip(*front), where="post", color="tab:green", lw=1.5, label="Pareto front", zorder=2)
+            ax.step(*zip(*front), where="post", color="tab:green", lw=1.5, marker="o", mfc="none", ms=9,
+                    label=f"Pareto front ({len(front)})", zorder=2)
             for (x, y), r in zip(pts, [r for r in done if r[key] is not None]):
                 if (x, y) in front:
                     ax.annotate(str(r["number"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")

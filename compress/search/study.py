@@ -42,7 +42,7 @@ STORAGE_FILE = "study.db"
 #: The study's user attribute that holds the search settings (checked by every worker that joins).
 SETTINGS_KEY = "compress.search"
 _TRIALS_DIR = "trials"
-_POLL_S = 0.2  # how often the running trial's history.json is read
+_POLL_S = 0.05  # how often the running trial's history.json is read
 
 
 @dataclass
@@ -148,11 +148,12 @@ def search(
         "base": base_label, "base_config": model.config.to_dict(), "space": space.to_dict(), "budget": budget.to_dict(),
         "proxy": proxy.to_dict(), "objectives": list(objectives), "data": proxy_data.fingerprint(),
     }
-    study = optuna.create_study(
-        storage=_rdb_storage(url, heartbeat_s, max_retry), study_name=study_name, load_if_exists=True,
-        directions=[OBJECTIVES[o] for o in objectives], sampler=_sampler(sampler, seed, len(objectives)),
-        pruner=_pruner(pruner, len(objectives)),
-    )
+    with _quiet_optuna():
+        study = optuna.create_study(
+            storage=_rdb_storage(url, heartbeat_s, max_retry), study_name=study_name, load_if_exists=True,
+            directions=[OBJECTIVES[o] for o in objectives], sampler=_sampler(sampler, seed, len(objectives)),
+            pruner=_pruner(pruner, len(objectives)),
+        )
     _check_settings(study, settings, url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
