@@ -65,10 +65,10 @@ def test_budget_is_never_exceeded_and_over_budget_candidates_are_never_trained(d
         if r["state"] == "rejected":
             assert r["params"] > limit and "budget" in r["rejected"]
             assert r["epochs_run"] == 0 and r["val_acc_per_epoch"] == [] and r["latency_ms"] is None
-            assert not (tmp_path / "trials" / str(r["number"])).exists()  # no training folder: never trained
+            assert not (tmp_path / "trials" / "search" / str(r["number"])).exists()  # no training folder: never trained
         else:
             assert r["params"] <= limit
-            assert (tmp_path / "trials" / str(r["number"]) / "history.json").is_file()
+            assert (tmp_path / "trials" / "search" / str(r["number"]) / "history.json").is_file()
     frozen = {t.number: t for t in result.study.trials}
     assert all(not frozen[r["number"]].intermediate_values for r in result.trials if r["state"] == "rejected")
     written = json.loads((tmp_path / "trials.json").read_text())
@@ -109,9 +109,9 @@ def test_weak_trials_are_pruned_after_their_first_epoch(data, tmp_path):
     assert [r["state"] for r in result.trials] == ["pruned", "pruned"]
     for r in result.trials:
         assert r["pruned_at_epoch"] == 1 and r["epochs_run"] == 1 and len(r["val_acc_per_epoch"]) == 1
-        history = json.loads((tmp_path / "trials" / str(r["number"]) / "history.json").read_text())
+        history = json.loads((tmp_path / "trials" / "search" / str(r["number"]) / "history.json").read_text())
         assert len(history) < 4  # training stopped early (the thread reads history.json 20 times a second)
-        assert not (tmp_path / "trials" / str(r["number"]) / "checkpoint.pt").exists()
+        assert not (tmp_path / "trials" / "search" / str(r["number"]) / "checkpoint.pt").exists()
     assert result.best is None
 
 
@@ -133,6 +133,15 @@ def test_bad_input_is_refused_in_one_line(data, tmp_path):
         Budget(params=0)
 
 
+def test_a_multi_objective_study_has_no_pruning_and_scores_every_objective(data, tmp_path):
+    result = run_search(data, tmp_path, n_trials=2, objectives=("accuracy", "params"), sampler="random", seed=0)
+    assert [d.name for d in result.study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    for t in result.study.trials:
+        assert t.state == TrialState.COMPLETE and not t.intermediate_values
+        assert t.values == [t.user_attrs["proxy_accuracy"], t.user_attrs["params"]]
+    assert result.best["proxy_accuracy"] == max(t.values[0] for t in result.study.trials)
+
+
 def test_pareto_front():
     pts = [(1.0, 50.0), (2.0, 40.0), (3.0, 70.0), (3.0, 60.0), (4.0, 70.0), (5.0, 80.0)]
     assert pareto_front(pts) == [0, 2, 5]
@@ -146,7 +155,8 @@ def worker(out: Path, trials: int, seed: int, *extra: str) -> subprocess.Popen:
            "--stages", "1,2", "--blocks", "1,2", "--widths", "0.0625,0.125", "--kernels", "3", "--se", "none,stem",
            "--epochs", "1", "--train-images", "256", "--val-images", "64", "--batch-size", "64",
            "--latency-repeats", "2", "--latency-block", "0.002", "--sampler", "random", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}  # two workers share the CPU cores
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -163,7 +173,7 @@ def test_two_workers_on_one_storage_run_distinct_trials_and_reach_the_count(tmp_
     assert 6 <= len(trained) <= 7  # a trial already running in the other worker when the count is reached finishes
     assert len({t.user_attrs["worker"] for t in trained}) == 2, logs  # both took part
     assert len({t.number for t in trained}) == len(trained)
-    folders = {int(p.name) for p in (tmp_path / "trials").iterdir()}
+    folders = {int(p.name) for p in (tmp_path / "trials" / "search").iterdir()}
     assert {t.number for t in trained} <= folders  # each trained once, in its own folder
     assert all(t.state != TrialState.RUNNING for t in study.trials)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -159,10 +160,11 @@ def search(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # trials of a killed process: failed, and queued again
     say = log or (lambda s: None)
-    objective = _Objective(model, space, budget, proxy_data, config, objectives, out, device)
     done = len(trained_trials(study))
     if n_trials > done:
         bar = _Progress(progress, n_trials, done, say)
+        objective = _Objective(model, space, budget, proxy_data, config, objectives, trial_folders(out, study_name),
+                               device, bar.status)
         stop = _Stop(n_trials, max_rejected_in_a_row, bar, say)
         say(f"study {study_name!r} in {_safe_url(url)}: {done} of {n_trials} trials trained so far")
         try:
@@ -176,6 +178,12 @@ def search(
 
 
 # --- pieces ---------------------------------------------------------------------------------------
+
+def trial_folders(out: str | os.PathLike, study_name: str) -> Path:
+    """Where the trials of study ``study_name`` keep their training folders: ``OUT/trials/STUDY/``
+    (one sub-folder per trial number; trial numbers are per study)."""
+    return Path(out) / _TRIALS_DIR / re.sub(r"[^A-Za-z0-9._+-]", "_", study_name)
+
 
 def resolve_base(base: nn.Module | Recipe | str) -> tuple[ResNet, Steps | None, str]:
     """The base model, the recipe steps that give it from a fresh ResNet-18 (``None``: it is no such
@@ -314,8 +322,8 @@ class _EpochReporter:
     (no ``SIGUSR1``, not the main thread) every epoch is still reported, after training.
     """
 
-    def __init__(self, trial: optuna.Trial, history: Path) -> None:
-        self.trial, self.history = trial, history
+    def __init__(self, trial: optuna.Trial, history: Path, epochs: int, status: Callable[[str], None]) -> None:
+        self.trial, self.history, self.epochs, self.status = trial, history, epochs, status
         self.lock = threading.Lock()
         self.reported = 0
         self.armed = self.fired = self.delivered = False
@@ -350,6 +358,9 @@ class _EpochReporter:
             for row in rows[self.reported:]:
                 self.trial.report(float(row["test_acc"]), int(row["epoch"]))
                 self.reported += 1
+                if row["epoch"] < self.epochs:
+                    self.status(f"trial {self.trial.number}: epoch {row['epoch'] + 1}/{self.epochs} "
+                                f"(epoch {row['epoch']}: {row['test_acc']:.4f} val acc)")
                 if self.armed and self.trial.should_prune():
                     self.fired, self.pruned_at, self.armed = True, int(row["epoch"]), False
                     _thread.interrupt_main(signal.SIGUSR1)
@@ -374,14 +385,15 @@ class _Objective:
     """One trial: sample, build, count, check the budget, train the proxy, report."""
 
     def __init__(self, base: ResNet, space: SearchSpace, budget: Budget, data: ImageData, config: Any,
-                 objectives: tuple[str, ...], out: Path, device: str | None) -> None:
+                 objectives: tuple[str, ...], folders: Path, device: str | None, status: Callable[[str], None]) -> None:
         self.base, self.space, self.budget, self.data, self.config = base, space, budget, data, config
-        self.objectives, self.out, self.device = objectives, out, device
+        self.objectives, self.folders, self.device, self.status = objectives, folders, device, status
         self.seed = config.seed
 
     def __call__(self, trial: optuna.Trial) -> Any:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        self.status(f"trial {trial.number}: building and measuring")
         choice = self.space.sample(trial)
         steps = self.space.steps(choice, self.base.config)
         trial.set_user_attr("choice", choice)
@@ -394,10 +406,11 @@ class _Objective:
             raise optuna.TrialPruned(f"rejected before training: {e}") from None
         model, params, flops, latency = costs
         retry_of = _retry_of(trial)
-        folder = self.out / _TRIALS_DIR / str(retry_of if retry_of is not None else trial.number)
+        folder = self.folders / str(retry_of if retry_of is not None else trial.number)
         if retry_of is not None:
             trial.set_user_attr("retry_of", retry_of)
         single = len(self.objectives) == 1
+        self.status(f"trial {trial.number}: training {params / 1e6:.2f}M params, epoch 1/{self.config.epochs}")
         try:
             result, pruned_at, reported = self._train(trial, model, folder, single)
         finally:
@@ -455,7 +468,7 @@ class _Objective:
             result = train(model, self.data, self.config, **kwargs)
             self._record(trial, result.history, result)
             return result, None, 0
-        reporter = _EpochReporter(trial, folder / "history.json")
+        reporter = _EpochReporter(trial, folder / "history.json", self.config.epochs, self.status)
         try:
             with reporter:
                 result = train(model, self.data, self.config, **kwargs)
@@ -534,9 +547,16 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.p = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"))
-            self.task = self.p.add_task("search", total=planned, completed=done, stats="best -", eta="ETA -:--:--")
+                              TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                              TextColumn("{task.fields[now]}"))
+            self.task = self.p.add_task("search", total=planned, completed=done, stats="best -", eta="ETA -:--:--",
+                                        now="")
             self.p.start()
+
+    def status(self, text: str) -> None:
+        """What this process is doing now (the last column; rich's update is thread-safe)."""
+        if self.p is not None:
+            self.p.update(self.task, now=text)
 
     def eta(self, done: int) -> str:
         """``ETA h:mm:ss`` for the trials left at the rate since this process started."""
