@@ -9,6 +9,7 @@ killed process as failed and :class:`optuna.storages.RetryFailedTrialCallback` r
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import os
 import re
@@ -19,9 +20,10 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
@@ -33,6 +35,11 @@ from ..recipes import Recipe, find, load
 from ..training import NonFiniteLossError, train
 from ..transforms import init_whitening
 from .space import Budget, Proxy, SearchSpace, Steps, build
+
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks; several workers there should use a database server
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["search", "SearchResult", "OBJECTIVES", "STORAGE_FILE", "SETTINGS_KEY", "trained_trials", "default_storage"]
 
@@ -149,13 +156,13 @@ def search(
         "base": base_label, "base_config": model.config.to_dict(), "space": space.to_dict(), "budget": budget.to_dict(),
         "proxy": proxy.to_dict(), "objectives": list(objectives), "data": proxy_data.fingerprint(),
     }
-    with _quiet_optuna():
+    with _quiet_optuna(), _opening(url):  # one process at a time creates the tables, the study, its settings
         study = optuna.create_study(
             storage=_rdb_storage(url, heartbeat_s, max_retry), study_name=study_name, load_if_exists=True,
             directions=[OBJECTIVES[o] for o in objectives], sampler=_sampler(sampler, seed, len(objectives)),
             pruner=_pruner(pruner, len(objectives)),
         )
-    _check_settings(study, settings, url)
+        _check_settings(study, settings, url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # trials of a killed process: failed, and queued again
@@ -234,11 +241,26 @@ def _rdb_storage(url: str, heartbeat_s: int, max_retry: int) -> optuna.storages.
                     url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s, **retry,
                 )
         except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for bad URLs, drivers, servers
-            if "already exists" in str(e) and attempt < 2:  # two workers created the tables of a new file at once
-                time.sleep(0.5)
+            if isinstance(e, sqlalchemy.exc.SQLAlchemyError) and attempt < 2:  # e.g. two workers creating the
+                time.sleep(1.0)                                                  # tables of a new database at once
                 continue
             raise ValueError(f"cannot open the study storage {_safe_url(url)}: {str(e).splitlines()[0]}") from e
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """For a SQLite file: an exclusive lock (``FILE.lock``, waited for) while this process opens the study,
+    so that workers started together do not create its tables twice. Other databases: nothing (they
+    are retried instead, :func:`_rdb_storage`)."""
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path or fcntl is None or path.startswith(":memory:"):
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _retry_callback_class() -> type:
