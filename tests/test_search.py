@@ -199,6 +199,8 @@ def test_kill_9_and_a_restart_lose_no_finished_trial(tmp_path):
     proc.wait()
     before = {t.number: (t.value, t.params) for t in study_of(tmp_path).trials if t.state == TrialState.COMPLETE}
     assert before
+    written = {r["number"]: r for r in json.loads((tmp_path / "trials.json").read_text())["trials"]}  # after each trial
+    assert all(written[n]["state"] == "complete" for n in before if n in written) and set(written) & set(before)
     time.sleep(2.5)  # the killed trial's heartbeat is now older than its grace period (2 x 1 s)
     again = worker(tmp_path, 6, 2, "--heartbeat", "1", "--epochs", "2")
     log = again.communicate(timeout=120)[0]

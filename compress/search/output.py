@@ -138,10 +138,10 @@ def _budget_text(budget: dict[str, Any]) -> str:
 
 def write_outputs(
     study: optuna.Study, out: Path, settings: dict[str, Any], base_steps: list | None, recipe_name: str,
-    recipe_train: dict[str, Any] | None, url: str,
+    recipe_train: dict[str, Any] | None, url: str, *, plots: bool = True,
 ) -> tuple[dict[str, Path], list[dict[str, Any]], dict[str, Any] | None]:
-    """Write ``trials.json``, ``best.json``, the recipe (if ``base_steps`` is not ``None``) and the plots
-    from the study's storage; returns (files by kind, trial records, best record)."""
+    """Write ``trials.json``, ``best.json``, the recipe (if ``base_steps`` is not ``None``) and, with
+    ``plots``, the plots from the study's storage; returns (files by kind, trial records, best record)."""
     from .study import _safe_url
 
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
@@ -159,8 +159,10 @@ def write_outputs(
     files["best"] = write_json(out / BEST_FILE, best)
     if base_steps is not None:
         doc = recipe_dict(recipe_name, best, base_steps, settings, study.study_name, recipe_train)
-        files["recipe"] = atomic_write(out / f"{recipe_name}.yaml", yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None))
-    files.update(plot(records, settings["budget"], out))
+        text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None)
+        files["recipe"] = atomic_write(out / f"{recipe_name}.yaml", text)
+    if plots:
+        files.update(plot(records, settings["budget"], out))
     return files, records, best
 
 

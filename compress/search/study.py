@@ -168,19 +168,20 @@ def search(
         optuna.storages.fail_stale_trials(study)  # trials of a killed process: failed, and queued again
     say = log or (lambda s: None)
     done = len(trained_trials(study))
+    outputs = (study, out, settings, base_steps, recipe_name, recipe_train, url)
     if n_trials > done:
+        say(f"study {study_name!r} in {_safe_url(url)}: {done} of {n_trials} trials trained so far")
         bar = _Progress(progress, n_trials, done, say)
         objective = _Objective(model, space, budget, proxy_data, config, objectives, trial_folders(out, study_name),
                                device, bar.status)
-        stop = _Stop(n_trials, max_rejected_in_a_row, bar, say)
-        say(f"study {study_name!r} in {_safe_url(url)}: {done} of {n_trials} trials trained so far")
+        stop = _Stop(n_trials, max_rejected_in_a_row, bar, lambda _study: write_outputs(*outputs, plots=False))
         try:
             with warnings.catch_warnings(), _quiet_optuna():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.optimize(objective, n_trials=None, timeout=timeout_s, callbacks=[stop], catch=(NonFiniteLossError,))
         finally:
             bar.close()
-    files, records, best = write_outputs(study, out, settings, base_steps, recipe_name, recipe_train, url)
+    files, records, best = write_outputs(*outputs)
     return SearchResult(study, out, records, best, files)
 
 
@@ -522,10 +523,12 @@ def _retry_of(trial: optuna.Trial) -> int | None:
 
 class _Stop:
     """Optuna callback: stop this process once the study holds ``n_trials`` trained trials (or the space
-    keeps giving over-budget candidates); keeps the progress display and the log up to date."""
+    keeps giving over-budget candidates); keeps the progress display, the log and (``write(study)``)
+    ``trials.json`` up to date after every trial."""
 
-    def __init__(self, n_trials: int, max_rejected_in_a_row: int, bar: "_Progress", say: Callable[[str], None]) -> None:
-        self.n_trials, self.max_rejected, self.bar, self.say = n_trials, max_rejected_in_a_row, bar, say
+    def __init__(self, n_trials: int, max_rejected_in_a_row: int, bar: "_Progress",
+                 write: Callable[[optuna.Study], Any]) -> None:
+        self.n_trials, self.max_rejected, self.bar, self.write = n_trials, max_rejected_in_a_row, bar, write
         self.rejected_in_a_row = 0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -534,10 +537,12 @@ class _Stop:
         best = max((t for t in trained if t.state == TrialState.COMPLETE), default=None,
                    key=lambda t: t.user_attrs.get("proxy_accuracy", 0.0))
         self.bar.update(len(trained), best, trial)
+        if "rejected" not in trial.user_attrs:
+            self.write(study)
         if len(trained) >= self.n_trials:
             study.stop()
         elif self.rejected_in_a_row >= self.max_rejected:
-            self.say(f"stopping: {self.rejected_in_a_row} candidates in a row were over budget or refused; "
+            self.bar.note(f"stopping: {self.rejected_in_a_row} candidates in a row were over budget or refused; "
                      "widen the budget or narrow the space")
             study.stop()
 
@@ -600,6 +605,13 @@ class _Progress:
             self.p.update(self.task, completed=min(done, self.planned), stats=stats, eta=self.eta(done))
         else:
             self.say(f"{line}; {done}/{self.planned} trained, {stats}, {self.eta(done)}")
+
+    def note(self, text: str) -> None:
+        """One line above the bar (or to the log without one)."""
+        if self.p is not None:
+            self.p.console.print(text, highlight=False, markup=False)
+        else:
+            self.say(text)
 
     def close(self) -> None:
         if self.p is not None:
