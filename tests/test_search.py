@@ -131,6 +131,22 @@ def test_bad_input_is_refused_in_one_line(data, tmp_path):
         run_search(data, tmp_path, n_trials=1, objectives=("latency",))
     with pytest.raises(ValueError, match="Budget.params"):
         Budget(params=0)
+    with pytest.raises(compress.recipes.RecipeError, match="not a plain name"):
+        run_search(data, tmp_path, n_trials=1, recipe_name="../elsewhere")
+
+
+def test_the_command_line_refuses_bad_input_in_one_line(tmp_path, capsys):
+    import argparse
+
+    from compress.search import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--data", "synthetic:64:8", "--kernels", "3,4"])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kernels: 4 is not an odd kernel size" in err
+    assert not (tmp_path / "study.db").exists()
 
 
 def test_a_multi_objective_study_has_no_pruning_and_scores_every_objective(data, tmp_path):

@@ -16,7 +16,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from ..files import atomic_write, write_json
-from ..recipes import FAST_TRAIN
+from ..recipes import FAST_TRAIN, from_mapping
 from ..training import TrainConfig
 
 __all__ = ["trial_record", "pareto_front", "best_record", "recipe_dict", "write_outputs", "TRIALS_FILE", "BEST_FILE"]
@@ -159,6 +159,7 @@ def write_outputs(
     files["best"] = write_json(out / BEST_FILE, best)
     if base_steps is not None:
         doc = recipe_dict(recipe_name, best, base_steps, settings, study.study_name, recipe_train)
+        from_mapping(doc, f"the recipe of trial {best['number']}")  # what compress.recipes.load will check
         text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=None)
         files["recipe"] = atomic_write(out / f"{recipe_name}.yaml", text)
     if plots:

@@ -31,8 +31,8 @@ from torch import nn
 from ..data import ImageData
 from ..metrics import count_flops, count_params
 from ..models import ResNet, resnet18
-from ..recipes import Recipe, find, load
-from ..training import NonFiniteLossError, train
+from ..recipes import Recipe, find, from_mapping, load
+from ..training import NonFiniteLossError, TrainConfig, train
 from ..transforms import init_whitening
 from .space import Budget, Proxy, SearchSpace, Steps, build
 
@@ -143,6 +143,10 @@ def search(
         raise ValueError(f"heartbeat_s must be a whole number of seconds >= 1, got {heartbeat_s!r}")
     if not isinstance(data, ImageData):
         raise TypeError(f"data must be a compress.data.ImageData, got {type(data).__name__}")
+    if recipe_train is not None:
+        TrainConfig.from_dict(dict(recipe_train), "recipe_train")
+    from_mapping({"name": recipe_name, "source": "", "model": [], "claims": {"params": 1}, "train": {}},
+                 "recipe_name")  # a name the recipe file can have (RecipeError otherwise), before any training
     model, base_steps, base_label = resolve_base(base)
     space.check(model.config)
     if model.config.num_classes != data.num_classes:
