@@ -182,7 +182,8 @@ def search(
         try:
             with warnings.catch_warnings(), _quiet_optuna():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, n_trials=None, timeout=timeout_s, callbacks=[stop], catch=(NonFiniteLossError,))
+                study.optimize(objective, n_trials=None, timeout=timeout_s, callbacks=[stop],
+                               catch=(NonFiniteLossError, torch.cuda.OutOfMemoryError))  # a failed trial, not the end
         finally:
             bar.close()
     files, records, best = write_outputs(*outputs)
@@ -439,7 +440,7 @@ class _Objective:
         single = len(self.objectives) == 1
         self.status(f"trial {trial.number}: training {params / 1e6:.2f}M params, epoch 1/{self.config.epochs}")
         try:
-            result, pruned_at, reported = self._train(trial, model, folder, single)
+            result, pruned_at, reported = self._train(trial, model, folder, single, resume=retry_of is not None)
         finally:
             for name in ("checkpoint.pt", "model.pt"):  # the numbers are in the storage; weights are not kept
                 (folder / name).unlink(missing_ok=True)
@@ -484,12 +485,14 @@ class _Objective:
                            warmup=2, min_block_s=b.latency_min_block_s)
         return float(result.timings[0].median_ms)
 
-    def _train(self, trial: optuna.Trial, model: nn.Module, folder: Path, single: bool) -> tuple[Any, int | None, int]:
-        """Train the proxy into ``folder`` (resuming its checkpoint if there); (result, pruned epoch, reported)."""
+    def _train(self, trial: optuna.Trial, model: nn.Module, folder: Path, single: bool,
+               resume: bool) -> tuple[Any, int | None, int]:
+        """Train the proxy into ``folder`` (a retried trial resumes the checkpoint of the trial it re-runs, if
+        it is there; anything else starts afresh); returns (result, pruned epoch, epochs reported)."""
         if getattr(model, "whiten", None) is not None:  # as compress-bench does: whitening from the training images
             model = init_whitening(model, self.data, normalization=(self.config.normalize.mean, self.config.normalize.std))
         folder.mkdir(parents=True, exist_ok=True)
-        resume = (folder / "checkpoint.pt").is_file()
+        resume = resume and (folder / "checkpoint.pt").is_file()
         kwargs = dict(out_dir=folder, resume=resume, device=self.device, progress=False, checkpoint_every_s=None)
         if not single:
             result = train(model, self.data, self.config, **kwargs)
