@@ -9,6 +9,7 @@
     compress-bench export 003 --out onnx/       # ONNX file, checked against PyTorch with ONNX Runtime
     compress-bench latency --run runs/paper     # measured CPU speed of the trained models, into the report
     compress-bench eval model.pt --data /tmp/cifar10.npz   # test accuracy, loss, per class
+    compress-bench search --out runs/search --data /tmp/cifar10.npz --trials 40   # architecture search (Optuna)
 
 Each sub-command is a :class:`Command` in :data:`COMMANDS` (an argparse sub-parser of
 :func:`build_command_parser`); :func:`register` adds one. Without a sub-command, ``compress-bench
@@ -45,6 +46,7 @@ from .io import load as load_model
 from .metrics import count_flops, count_params
 from .models import from_checkpoint, input_normalization, with_normalization
 from .recipes import FAST_TRAIN, RecipeError, check_unique_names, find, load, recipe_paths, recipes_dir
+from .search import cli as search_cli
 from .training import NonFiniteLossError
 from .training.config import MAX_SEED
 from .training.distributed import check_device
@@ -585,6 +587,9 @@ register(Command("latency", "latency [RECIPE|MODEL.pt ...] [--run RUN_DIR]", "me
                  _LATENCY_DESCRIPTION, _add_latency_arguments, _latency_main))
 register(Command("eval", "eval PATH", "test accuracy, loss and per-class accuracy of a saved model or a trained "
                  "checkpoint (see compress-bench eval --help)", _EVAL_DESCRIPTION, _add_eval_arguments, _eval_main))
+register(Command("search", "search --out DIR [options]", "search stages, blocks, widths, kernels and SE under a "
+                 "params/FLOPs/latency budget (Optuna; docs/search.md)", search_cli.DESCRIPTION,
+                 search_cli.add_arguments, lambda args, parser, argv: search_cli.main(args)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,11 +154,11 @@ def build(base: nn.Module, steps: Steps, seed: int = 0) -> nn.Module:
 @dataclass(frozen=True)
 class Budget:
     """What a candidate may cost: trainable parameters, FLOPs (fvcore, one 32x32 image) and measured
-    latency (median ms per call of ``latency_batch`` images on ``latency_device``, :func:`compress.benchmark`).
+    latency (median ms per call of ``latency_batch`` images on ``latency_device``, :func:`compress.measure_latency`).
 
     ``None`` leaves a quantity free. Params and FLOPs are counted and latency measured before any
     training: a candidate over budget is never trained. ``latency_repeats`` and ``latency_min_block_s``
-    set how precisely latency is measured (see :func:`compress.benchmark`).
+    set how precisely latency is measured (see :func:`compress.measure_latency`).
     """
 
     params: int | None = BUDGET_PARAMS

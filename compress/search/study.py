@@ -4,6 +4,11 @@ Optuna does the searching (its samplers), the early stopping (its pruners, fed e
 accuracy) and the bookkeeping (its storage: a SQLite file in the run folder by default, or any database
 URL, so that several processes on several machines share one study; heartbeats mark the trials of a
 killed process as failed and :class:`optuna.storages.RetryFailedTrialCallback` runs them again).
+
+Why this module is long: one trial's life (build, budget check, training with per-epoch reports and
+early stopping, retry after a killed worker) and the study around it (storage, its lock, settings that
+must match between workers, progress) share the study's state; the space, the outputs and the command
+line are already their own modules.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from ..data import ImageData
+from ..deploy import measure_latency
 from ..metrics import count_flops, count_params
 from ..models import ResNet, resnet18
 from ..recipes import Recipe, find, from_mapping, load
@@ -478,10 +484,8 @@ class _Objective:
         return model, params, flops, latency
 
     def _latency(self, model: nn.Module) -> float:
-        from ..deploy import benchmark
-
         b = self.budget
-        result = benchmark(model, batch_sizes=(b.latency_batch,), device=b.latency_device, repeats=b.latency_repeats,
+        result = measure_latency(model, batch_sizes=(b.latency_batch,), device=b.latency_device, repeats=b.latency_repeats,
                            warmup=2, min_block_s=b.latency_min_block_s)
         return float(result.timings[0].median_ms)
 
