@@ -58,6 +58,32 @@ def test_learns_toy_task_and_leaves_caller_model_alone(data, tmp_path):
     assert "model" not in r.to_dict() and json.dumps(r.to_dict())
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_on_epoch_sees_the_history_and_can_stop_the_run(data, tmp_path):
+    seen: list[list[int]] = []
+
+    def stop_after_two(rows):
+        seen.append([r["epoch"] for r in rows])
+        rows[-1]["test_acc"] = -1.0  # a copy: the trainer's history is not touched
+        if len(rows) == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(tiny_net(), data, cfg(epochs=4), out_dir=tmp_path, progress=False, on_epoch=stop_after_two)
+    assert seen == [[1], [1, 2]]
+    written = json.loads((tmp_path / "history.json").read_text())
+    assert [r["epoch"] for r in written] == [1, 2] and all(r["test_acc"] >= 0 for r in written)
+    # the checkpoint of the stopping epoch was written first: a resume continues after it, and the
+    # callback then sees the epochs from before the resume too
+    later: list[list[int]] = []
+    r = train(tiny_net(), data, cfg(epochs=4), out_dir=tmp_path, progress=False, resume=True,
+              on_epoch=lambda rows: later.append([x["epoch"] for x in rows]))
+    assert later == [[1, 2, 3], [1, 2, 3, 4]] and r.epochs_run == 4
+
+
 def test_val_split_selects_epoch_by_val_acc(data):
     r = train(tiny_net(), data, cfg(epochs=4, val_split={"size": 64, "seed": 0}), progress=False)
     vals = [row["val_acc"] for row in r.history]

@@ -13,14 +13,11 @@ line are already their own modules.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import json
 import os
 import re
-import signal
 import socket
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -56,7 +53,6 @@ STORAGE_FILE = "study.db"
 #: The study's user attribute that holds the search settings (checked by every worker that joins).
 SETTINGS_KEY = "compress.search"
 _TRIALS_DIR = "trials"
-_POLL_S = 0.05  # how often the running trial's history.json is read
 
 
 @dataclass
@@ -343,76 +339,34 @@ class _Rejected(Exception):
 
 
 class _PruneNow(Exception):
-    """Raised in the main thread (through a signal) to stop the training of a pruned trial."""
+    """Raised from the trainer's ``on_epoch`` to stop the training of a trial the pruner stopped."""
 
 
 class _EpochReporter:
-    """Reports each finished epoch's validation accuracy to the trial while :func:`train` runs.
+    """The trainer's ``on_epoch``: reports each finished epoch's validation accuracy to the trial and,
+    when Optuna's pruner says the trial should stop (before its last epoch), stops the training
+    (:class:`_PruneNow`)."""
 
-    The trainer has no per-epoch callback, but it rewrites ``history.json`` (atomically) after every
-    epoch; a thread reads it and reports new rows to the trial. When Optuna's pruner says the trial
-    should stop, the thread interrupts the training in the main thread (``SIGUSR1`` through
-    :func:`_thread.interrupt_main`, whose handler raises :class:`_PruneNow`). Where that is impossible
-    (no ``SIGUSR1``, not the main thread) every epoch is still reported, after training.
-    """
-
-    def __init__(self, trial: optuna.Trial, history: Path, epochs: int, status: Callable[[str], None]) -> None:
-        self.trial, self.history, self.epochs, self.status = trial, history, epochs, status
-        self.lock = threading.Lock()
+    def __init__(self, trial: optuna.Trial, epochs: int, status: Callable[[str], None]) -> None:
+        self.trial, self.epochs, self.status = trial, epochs, status
         self.reported = 0
-        self.armed = self.fired = self.delivered = False
         self.pruned_at: int | None = None
-        self.can_interrupt = hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
-        self._stop = threading.Event()
 
-    def __enter__(self) -> "_EpochReporter":
-        if self.can_interrupt:
-            self._old = signal.signal(signal.SIGUSR1, self._on_signal)
-            self.armed = True
-            self._thread = threading.Thread(target=self._watch, name="compress-search-epochs", daemon=True)
-            self._thread.start()
-        return self
+    def __call__(self, rows: list[dict[str, Any]]) -> None:
+        self.report(rows)
+        last = int(rows[-1]["epoch"])
+        if last < self.epochs and self.trial.should_prune():
+            self.pruned_at = last
+            raise _PruneNow()
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.delivered = True
-        raise _PruneNow()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(_POLL_S):
-            try:
-                rows = json.loads(self.history.read_text())
-            except (OSError, ValueError):  # not written yet (the file is replaced atomically, never half-written)
-                continue
-            if self.report(rows):
-                return
-
-    def report(self, rows: list[dict[str, Any]]) -> bool:
-        """Report the rows not reported yet; True when the pruner stopped the training."""
-        with self.lock:
-            for row in rows[self.reported:]:
-                self.trial.report(float(row["test_acc"]), int(row["epoch"]))
-                self.reported += 1
-                if row["epoch"] < self.epochs:
-                    self.status(f"trial {self.trial.number}: epoch {row['epoch'] + 1}/{self.epochs} "
-                                f"(epoch {row['epoch']}: {row['test_acc']:.4f} val acc)")
-                if self.armed and self.trial.should_prune():
-                    self.fired, self.pruned_at, self.armed = True, int(row["epoch"]), False
-                    _thread.interrupt_main(signal.SIGUSR1)
-                    return True
-        return False
-
-    def finish(self) -> None:
-        """After training returned: no more interruptions; one already sent arrives here (as _PruneNow)."""
-        with self.lock:
-            self.armed = False
-        while self.fired and not self.delivered:
-            time.sleep(0.01)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self.can_interrupt:
-            self._thread.join()
-            signal.signal(signal.SIGUSR1, self._old)
+    def report(self, rows: list[dict[str, Any]]) -> None:
+        """Report the rows not reported yet."""
+        for row in rows[self.reported:]:
+            self.trial.report(float(row["test_acc"]), int(row["epoch"]))
+            self.reported += 1
+            if row["epoch"] < self.epochs:
+                self.status(f"trial {self.trial.number}: epoch {row['epoch'] + 1}/{self.epochs} "
+                            f"(epoch {row['epoch']}: {row['test_acc']:.4f} val acc)")
 
 
 class _Objective:
@@ -502,16 +456,14 @@ class _Objective:
             result = train(model, self.data, self.config, **kwargs)
             self._record(trial, result.history, result)
             return result, None, 0
-        reporter = _EpochReporter(trial, folder / "history.json", self.config.epochs, self.status)
+        reporter = _EpochReporter(trial, self.config.epochs, self.status)
         try:
-            with reporter:
-                result = train(model, self.data, self.config, **kwargs)
-                reporter.finish()
+            result = train(model, self.data, self.config, on_epoch=reporter, **kwargs)
         except _PruneNow:
             rows = json.loads((folder / "history.json").read_text())[: reporter.pruned_at]
             self._record(trial, rows, None)
             return None, reporter.pruned_at, reporter.reported
-        reporter.report(result.history)  # the epochs the thread had not read yet
+        reporter.report(result.history)  # a trial that had finished before a retry: its stored history
         self._record(trial, result.history, result)
         return result, None, reporter.reported
 

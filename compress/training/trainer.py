@@ -24,7 +24,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +107,7 @@ def train(
     max_steps_per_epoch: int | None = None,
     checkpoint_every_s: float | None = 300.0,
     teacher: nn.Module | None = None,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> TrainResult:
     """Train a copy of ``model`` on ``data`` as ``config`` says; the caller's model is not modified.
 
@@ -125,7 +126,10 @@ def train(
     :class:`TrainResult`.
     Inputs are normalised with what ``model`` carries (:func:`~compress.models.input_normalization`),
     else with ``config.normalize``. ``teacher`` (any model) is distilled into the student with
-    ``config.distill`` (:mod:`compress.training.distill`).
+    ``config.distill`` (:mod:`compress.training.distill`). ``on_epoch`` is called after every epoch
+    (once its checkpoint and history are written) with a copy of the history so far, the epochs before
+    a resume included; an exception it raises stops the training and propagates (a resumed run then
+    continues after that epoch).
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -395,6 +399,8 @@ def train(
 
             if out is not None:
                 write_checkpoint(epoch + 1, 0, finished, stopped_early)
+            if on_epoch is not None:
+                on_epoch([dict(r) for r in history])
             if finished:
                 break
     finally:
