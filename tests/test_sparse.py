@@ -3,6 +3,8 @@ and the trainer's after_backward hook: tiny ResNets, synthetic data, CPU, second
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch_pruning as tp
@@ -175,3 +177,41 @@ def test_bad_inputs_give_one_line_errors(make, match):
     with pytest.raises((TypeError, ValueError)) as e:
         make()
     assert match in str(e.value) and "\n" not in str(e.value)
+
+
+# --- the recipe section -----------------------------------------------------------------------------
+from compress import bench, recipes  # noqa: E402
+from compress.recipes import RecipeError  # noqa: E402
+
+from test_trained_recipes import _recipe, ckpt  # noqa: E402,F401 - the small checkpoint fixture
+
+
+def test_a_recipe_sparse_section_learns_before_its_prune_step(ckpt):  # noqa: F811
+    folder = ckpt.parent.parent / "recipes-sparse"
+    start = compress.models.from_checkpoint(ckpt)
+    budget = compress.count_flops(start) // 2
+    step = [{"prune": {"target_flops": budget, "round_to": 4}}]
+    r = recipes.load(_recipe(folder, ckpt, name="sparse", model=step, sparse={"epochs": 1, "reg": 0.5}))
+    plain = recipes.load(_recipe(folder, ckpt, name="plain", model=step))
+    assert r.sparse == SparseConfig(epochs=1, reg=0.5) and plain.sparse is None
+    assert r.fingerprint() != plain.fingerprint()
+    out = ckpt.parent.parent / "run-sparse"
+    rows = bench.run([r], out, synthetic(64, 32), budget="fast", epochs=1, max_steps_per_epoch=2, device="cpu",
+                     progress=False, log=lambda s: None)
+    learned = out / "sparse" / "sparse"
+    assert (learned / "checkpoint.pt").is_file() and json.loads((learned / "result.json").read_text())["epochs_run"] == 1
+    row = rows[0]
+    assert row["flops"] <= budget and row["epochs_run"] == 1 and row["accuracy_before"] is not None
+    assert compress.load(out / "sparse" / "model.pt").config.widths == start.config.widths  # the trained preset: streams kept
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"weights": None, "fast": None, "train": {"epochs": 1}}, "give the recipe weights"),
+    ({"model": [{"scale_width": {"factor": 0.5}}]}, "has none"),
+    ({"sparse": {"epoch": 3}}, "unknown key 'epoch'"),
+    ({"sparse": {"method": "lasso"}}, "method must be one of"),
+])
+def test_bad_sparse_sections_are_refused(ckpt, changes, match):  # noqa: F811
+    with pytest.raises(RecipeError, match=match) as e:
+        recipes.load(_recipe(ckpt.parent.parent / "recipes-bad", ckpt, **{"sparse": {"epochs": 1}, **changes}))
+    assert "\n" not in str(e.value)
