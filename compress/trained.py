@@ -9,6 +9,7 @@ docs/transforms/prune.md, "Sparse learning before the cut".
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -196,7 +197,8 @@ def prune_trained(
         sparse_result = train(model, data, sparse_cfg, out_dir=folder / "sparse" if folder else None, resume=resume,
                               device=device, progress=progress, max_steps_per_epoch=max_steps_per_epoch,
                               after_backward=regularizer)
-        start, regularized = sparse_result.model, regularizer.groups
+        start = sparse_result.model
+        regularized = regularizer.groups or regularizer.bind(copy.deepcopy(start))  # a finished run resumed: no call
     pruned = prune(start, prune_config)
     finetune_result = None
     if finetune is not None:

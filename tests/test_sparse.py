@@ -18,7 +18,7 @@ from compress.training import TrainConfig, train
 from compress.transforms.prune import engine
 from compress.transforms.prune.sparse import Regularizer
 
-from conftest import assert_unchanged, snapshot
+from conftest import SHARED_WEIGHTS, assert_unchanged, needs_shared, snapshot
 
 SIZE = (1, 3, 16, 16)
 CUT = compress.PruneConfig.trained(input_size=SIZE)
@@ -215,3 +215,27 @@ def test_bad_sparse_sections_are_refused(ckpt, changes, match):  # noqa: F811
     with pytest.raises(RecipeError, match=match) as e:
         recipes.load(_recipe(ckpt.parent.parent / "recipes-bad", ckpt, **{"sparse": {"epochs": 1}, **changes}))
     assert "\n" not in str(e.value)
+
+
+def test_a_finished_run_repeated_from_its_folder_gives_the_same_model_and_groups(data, tmp_path):
+    kwargs = dict(target_flops=compress.count_flops(tiny(), SIZE) // 2, prune_config=CUT, device="cpu", progress=False,
+                  sparse=SparseConfig(epochs=1, reg=0.1, train=PLAIN), finetune=PLAIN, max_steps_per_epoch=2,
+                  out_dir=tmp_path)
+    first, a = prune_trained(tiny(), data, **kwargs)
+    again, b = prune_trained(tiny(), data, resume=True, **kwargs)  # both phases read back, nothing trained
+    assert (tmp_path / "sparse" / "model.pt").is_file() and (tmp_path / "finetune" / "model.pt").is_file()
+    assert a.regularized == b.regularized == ["layer1.0.conv1", "layer2.0.conv1"] and a.flops == b.flops
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+
+
+@needs_shared
+def test_the_published_resnet20_learns_sparsely_and_is_cut_past_2_13x():
+    net = compress.models.from_checkpoint(SHARED_WEIGHTS["resnet20-12fca82f.th"]["path"])
+    budget = int(compress.count_flops(net) / 2.13)
+    pruned, result = prune_trained(net, synthetic(64, 16, seed=1), target_flops=budget,
+                                   prune_config=compress.PruneConfig.trained(round_to=8),
+                                   sparse=SparseConfig(epochs=1, train={**PLAIN, "batch_size": 32}), device="cpu",
+                                   progress=False, max_steps_per_epoch=1)
+    assert result.regularized == [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]  # the blocks' inner convs
+    assert result.flops == compress.count_flops(pruned) <= budget and result.speedup >= 2.13
+    assert all(pruned.get_submodule(k).out_channels % 8 == 0 for k in result.regularized)

@@ -11,7 +11,9 @@ torch-pruning's own ``regularize()``:
   are pushed to zero as a whole (all the layers they couple) while strong ones barely move;
 - ``"growing_reg"``: :class:`torch_pruning.pruner.GrowingRegPruner` (Wang et al., ICLR 2021): an L2
   penalty per channel that starts at ``reg`` and grows by up to ``delta_reg`` (the most for the weakest
-  channels) every ``update_every`` steps (``update_reg()``).
+  channels) every ``update_every`` steps (``update_reg()``). In torch-pruning 1.6.1 its penalty
+  reaches the convolutions (and linear layers) only: its batch-norm update adds to a copy of the
+  gradient (``grad.data[idxs].add_``), so batch-norm weights are not regularised.
 
 Which groups are regularised is decided by prune's own selection (:func:`.engine.target_groups`) for
 the :class:`PruneConfig` the cut will use: the classifier's group, ignored layers and (with
@@ -75,7 +77,7 @@ class Regularizer:
     def __call__(self, net: nn.Module) -> None:
         """Add the regulariser's gradient to ``net``'s ``.grad`` fields (after its backward pass)."""
         if self._net is None:
-            self._bind(net)
+            self.bind(net)
         elif net is not self._net:
             raise ValueError("this Regularizer is bound to another network: make one Regularizer per training run")
         if self.method == "group_norm":
@@ -86,8 +88,13 @@ class Regularizer:
         if self.method == "growing_reg" and self.update_every and self.steps % self.update_every == 0:
             self._pruner.update_reg()
 
-    def _bind(self, net: nn.Module) -> None:
-        """Trace ``net`` as prune would, and build torch-pruning's pruner over the same groups."""
+    def bind(self, net: nn.Module) -> list[str]:
+        """Bind to ``net`` (done by the first call): trace it as prune would, build torch-pruning's pruner
+        over the same groups, and return their names (:attr:`groups`). ``net`` keeps its weights and mode."""
+        if self._net is not None:
+            if net is not self._net:
+                raise ValueError("this Regularizer is bound to another network: make one Regularizer per training run")
+            return self.groups
         was_training = net.training
         flags = {n: p.requires_grad for n, p in net.named_parameters()}
         net.eval()
@@ -127,3 +134,4 @@ class Regularizer:
             dg.restore_requires_grad(net, flags)
             net.train(was_training)
         self.groups, self._net, self._pruner = ours, net, pruner
+        return ours
