@@ -239,3 +239,17 @@ def test_the_published_resnet20_learns_sparsely_and_is_cut_past_2_13x():
     assert result.regularized == [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]  # the blocks' inner convs
     assert result.flops == compress.count_flops(pruned) <= budget and result.speedup >= 2.13
     assert all(pruned.get_submodule(k).out_channels % 8 == 0 for k in result.regularized)
+
+
+def test_under_fp16_the_hook_sees_unscaled_gradients(data, monkeypatch):
+    from compress.training import trainer
+
+    def biggest(record: list[float]):
+        return lambda net: record.append(max(float(p.grad.abs().max()) for p in net.parameters() if p.grad is not None))
+
+    plain, scaled = [], []
+    train(tiny(), data, PLAIN, device="cpu", progress=False, max_steps_per_epoch=1, after_backward=biggest(plain))
+    monkeypatch.setattr(trainer, "_AMP_ON_CPU", True)
+    train(tiny(), data, {**PLAIN, "amp": "fp16"}, device="cpu", progress=False, max_steps_per_epoch=1,
+          after_backward=biggest(scaled))
+    assert len(scaled) == 2 and all(0.2 < s / p < 5 for s, p in zip(scaled, plain))  # not 65536 times larger
