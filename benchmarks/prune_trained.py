@@ -1,24 +1,36 @@
-"""Prune a trained network to a FLOP budget, then fine-tune it, with and without distillation.
+"""Prune a trained network to a FLOP budget, then fine-tune it, with and without distillation, with and
+without sparse learning before the cut.
 
-The ResNet-56 benchmark of issue 11 (Torch-Pruning's published figure: 93.53% -> 93.77% at 2.13x fewer
-FLOPs, on its own option-B ResNet-56): the trained ResNet-56 of ``../shared/weights/`` is imported with
-:func:`compress.models.from_checkpoint` and evaluated; for each importance criterion it is pruned once by
-:func:`compress.prune` to at most ``1 / --speedup`` of its FLOPs and evaluated right after pruning; then
-each *arm* fine-tunes that pruned network with :func:`compress.training.train`, without (``l1``) or with
-(``l1+kd``) distillation from the unpruned network. Every arm records params, FLOPs, accuracy before
-and right after pruning, the test accuracy after each fine-tuning epoch (the final epoch's is the
-result, never the best), images/s, and the pruning, fine-tuning and total wall times.
+The ResNet-56 benchmark of issues 11 and 28 (Torch-Pruning's published figure: 93.53% -> 93.77% at 2.13x
+fewer FLOPs, on its own option-B ResNet-56, with sparse learning): the trained ResNet-56 of
+``../shared/weights/`` is imported with :func:`compress.models.from_checkpoint` and evaluated; for each
+criterion it is pruned once by :func:`compress.prune` to at most ``1 / --speedup`` of its FLOPs (default
+2.13x fewer) and evaluated right after pruning; then each *arm* fine-tunes that pruned network with
+:func:`compress.training.train`, without (``l2``) or with (``l2+kd``) distillation from the unpruned
+network. The criterion ``sparse`` is the whole path of :func:`compress.prune_trained`: ``--sparse-epochs``
+of training with DepGraph's group-norm regulariser (``--sparse-method``, ``--reg``; no weight decay,
+Torch-Pruning's setting) on exactly the groups the cut removes channels from, then the cut (L2, as
+``l2``); ``sparse`` and ``sparse+kd`` fine-tune it. Every arm records params, FLOPs, the measured
+latency of the pruned network (:func:`compress.measure_latency`, eager, batch 1 and 256, the arm's threads)
+next to the unpruned one's, accuracy before and right after pruning (and after sparse learning), the
+test accuracy after each fine-tuning epoch (the final epoch's is the result, never the best), images/s,
+and the pruning, fine-tuning and total wall times.
 
 Length of the fine-tuning, per arm: ``--epochs N``, or ``--minutes M``, a wall-time budget: a short
 probe of the arm's own training step (with its teacher, on its threads) fixes the number of epochs that
 fit M minutes (:func:`compress.training.budget.plan`; stored in the arm's ``plan.json`` and reused on
 resume), and the learning-rate schedule is laid over exactly those epochs.
 
+Default length: ``--epochs 15`` of fine-tuning for every arm and ``--sparse-epochs 15`` before the cut
+for the sparse arms, so the longest arm (``sparse+kd``) trains 30 epochs in all, every arm fine-tunes
+equally long, and sparse learning comes on top (as in Torch-Pruning's table: 100 + 100 epochs).
+
 Arms are independent: ``--arm`` picks some (default all four), so each may run in its own process,
 with ``--threads 1`` each on a small CPU. Everything lives under ``--out``::
 
     baseline.json          the unpruned network: params, FLOPs, test accuracy
     prune-<crit>/          the pruned network of one criterion (pruned.pt, compress.save) and its record
+                           (prune-sparse/sparse/: the sparse-learning phase's trainer folder)
     <arm>/                 the arm's trainer folder (checkpoint.pt, history.json, model.pt), plan.json
     <arm>/arm.json         the arm's record; its presence means "finished, skipped on re-run"
     results.json, report.md, curves.png   every finished arm, rewritten after each one (``--collect``: now)
@@ -27,15 +39,27 @@ A killed arm resumes from its last checkpoint when its command is repeated (the 
 back from ``prune-<crit>/pruned.pt``, not pruned again); two processes never run the same arm, and the
 second process that needs a criterion's pruned network waits for the first to write it.
 
-    # the benchmark: 4 arms in parallel, one thread each, one hour of fine-tuning per arm
-    for arm in l1 l1+kd taylor taylor+kd; do
-      nice -n 5 python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --minutes 60 \\
-          --arm $arm --threads 1 --no-progress --out benchmarks/results/resnet56-prune-finetune-cpu \\
+    # the benchmark (issue 28): 4 arms in parallel, one thread each, 15 + 15 epochs (at most 30 per arm),
+    # every arm at >= 2.13x fewer FLOPs, widths rounded to multiples of 8 for deployment
+    for arm in l2 l2+kd sparse sparse+kd; do
+      nice -n 5 python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --epochs 15 \\
+          --sparse-epochs 15 --speedup 2.13 --prune-kwargs '{"round_to": 8}' --arm $arm --threads 1 \\
+          --no-progress --out benchmarks/results/resnet56-sparse-prune-finetune-cpu \\
           > runs/prune-trained-$arm.log 2>&1 &
     done; wait
-    # a smoke run (2 steps per epoch on 512 training and 500 test images; not a measurement)
-    python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --epochs 1 --max-steps 2 \\
-        --subset 512:500 --out runs/prune-smoke
+    # the same on a GPU, one arm after another
+    python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cuda --epochs 15 --sparse-epochs 15 \\
+        --speedup 2.13 --prune-kwargs '{"round_to": 8}' --no-progress \\
+        --out benchmarks/results/resnet56-sparse-prune-finetune-gpu
+    # issue 11's run: one hour of fine-tuning per arm, criteria l1 and taylor
+    for arm in l1 l1+kd taylor taylor+kd; do
+      nice -n 5 python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --minutes 60 \\
+          --speedup 2 --arm $arm --threads 1 --no-progress --out benchmarks/results/resnet56-prune-finetune-cpu \\
+          > runs/prune-trained-$arm.log 2>&1 &
+    done; wait
+    # a smoke run (2 steps per epoch on 512 training and 500 test images, 1 + 1 epochs; not a measurement)
+    python benchmarks/prune_trained.py --data /tmp/cifar10.npz --device cpu --epochs 1 --sparse-epochs 1 \\
+        --max-steps 2 --subset 512:500 --latency-repeats 3 --out runs/prune-smoke
 """
 
 from __future__ import annotations
@@ -66,6 +90,7 @@ from compress.provenance import provenance  # noqa: E402
 from compress.training import TrainConfig, train  # noqa: E402
 from compress.training.augment import normalize  # noqa: E402
 from compress.training.budget import BudgetPlan, plan  # noqa: E402
+from compress.training.prune_trained import SparseConfig  # noqa: E402
 from compress.transforms.prune import IMPORTANCES  # noqa: E402
 
 # ../shared/weights beside the checkout (or beside the folder of worktrees); $COMPRESS_WEIGHTS first
@@ -76,8 +101,11 @@ DEFAULT_WEIGHTS = next(
      if p.is_file()),
     ROOT.parent / "shared" / "weights" / "resnet56-4bfd9763.th",
 )
-FORMAT = "compress.prune-trained/2"
-ARMS = ("l1", "l1+kd", "taylor", "taylor+kd")
+FORMAT = "compress.prune-trained/3"
+ARMS = ("l2", "l2+kd", "sparse", "sparse+kd")
+SPARSE = "sparse"  # the criterion of the sparse-learning arms: compress.prune_trained's path, cut with L2
+#: Latency of the networks: compress.measure_latency, eager, at these batch sizes.
+LATENCY_BATCHES = (1, 256)
 
 #: Fine-tuning after pruning: SGD with Nesterov momentum, cosine from lr 0.01 over the run, weight decay
 #: 1e-4 (the network's own training used 1e-4), batch 128, crop + flip. Distillation: T = 4, weight 0.9.
@@ -100,9 +128,9 @@ PUBLISHED = {"source": "Torch-Pruning (Fang et al., CVPR 2023), ResNet-56 option
 
 def _arm(text: str) -> str:
     crit, kd = text[:-3] if text.endswith("+kd") else text, text.endswith("+kd")
-    if crit not in IMPORTANCES:
+    if crit not in IMPORTANCES and crit != SPARSE:
         raise argparse.ArgumentTypeError(
-            f"arm {text!r}: CRITERION or CRITERION+kd, CRITERION one of {', '.join(sorted(IMPORTANCES))}")
+            f"arm {text!r}: CRITERION or CRITERION+kd, CRITERION one of {', '.join(sorted([*IMPORTANCES, SPARSE]))}")
     return f"{crit}{'+kd' if kd else ''}"
 
 
@@ -121,14 +149,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --importance: fine-tune without/with distillation (default: off on)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int, help="fine-tuning epochs per arm")
+    g.add_argument("--epochs", type=int, help="fine-tuning epochs per arm (default 15)")
     g.add_argument("--minutes", type=float, help="fine-tuning wall time per arm: the epochs that fit, from a probe")
     p.add_argument("--collect", action="store_true", help="only rewrite results.json, report.md, curves.png from finished arms")
-    p.add_argument("--speedup", type=float, default=2.0, help="FLOPs of the pruned model <= FLOPs / speedup (default 2)")
+    p.add_argument("--speedup", type=float, default=2.13, help="FLOPs of the pruned model <= FLOPs / speedup (default 2.13)")
+    p.add_argument("--sparse-epochs", type=int, default=15, help="sparse arms: epochs of sparse learning before the cut (default 15)")
+    p.add_argument("--sparse-method", default="group_norm", choices=["group_norm", "growing_reg"],
+                   help="sparse arms: the regulariser (default group_norm, DepGraph's)")
+    p.add_argument("--reg", type=float, default=5e-4, help="sparse arms: regularisation coefficient (default 5e-4)")
     p.add_argument("--prune-kwargs", type=json.loads, default={}, metavar="JSON",
                    help=f"compress.prune arguments over {json.dumps(PRUNE)}, e.g. '{{\"round_to\": 8}}'")
     p.add_argument("--taylor-images", type=int, default=512, help="training images for data-aware importance (default 512)")
     p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    p.add_argument("--latency-repeats", type=int, default=10, help="timed blocks per latency measurement (default 10)")
     p.add_argument("--subset", default=None, metavar="N[:M]",
                    help="use the first N training (and M test) images only (smoke runs; not a measurement)")
     p.add_argument("--amp", default=None, choices=["bf16", "fp16", "none"], help="override the trainer's autocast setting")
@@ -144,7 +177,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.arm = [f"{c}{'+kd' if d == 'on' else ''}" for c in args.importance for d in args.distill]
     args.arm = args.arm or list(ARMS)
     if not args.collect and args.epochs is None and args.minutes is None:
-        p.error("give --epochs N or --minutes M (or --collect)")
+        args.epochs = 15
+    if args.sparse_epochs < 1:
+        p.error(f"--sparse-epochs must be >= 1, got {args.sparse_epochs}")
     if not args.collect and args.data is None:
         p.error("--data is required (CIFAR-10, e.g. /tmp/cifar10.npz)")
     if args.threads is not None and args.threads < 1:
@@ -185,18 +220,24 @@ def _taylor_data(model: torch.nn.Module, data: ImageData, n_images: int) -> list
     return [(normalize(data.train_x[i], mean, std), data.train_y[i]) for i in idx.split(64)]
 
 
+def _latency(model: torch.nn.Module, device: str, repeats: int) -> dict[str, float]:
+    """Median milliseconds per forward pass, by batch size (compress.measure_latency, eager, this process's threads)."""
+    r = compress.measure_latency(model, batch_sizes=LATENCY_BATCHES, device=device, repeats=repeats)
+    return {str(b): r.timing(b).median_ms for b in LATENCY_BATCHES}
+
+
 def _baseline(args, teacher, data, device) -> dict[str, Any]:
     path = args.out / "baseline.json"
     with _waiting_lock(args.out / ".baseline.lock"):
         old = _read(path)
         sha = hashlib.sha256(args.weights.read_bytes()).hexdigest()
-        if old and old["sha256"] == sha and old["test_images"] == len(data.test_y):
+        if old and old["sha256"] == sha and old["test_images"] == len(data.test_y) and "latency_ms" in old:
             return old
         t = time.perf_counter()
         r = compress.evaluate(teacher, data, device=device, progress=not args.no_progress)
         base = {"weights": str(args.weights), "sha256": sha, "params": compress.count_params(teacher),
                 "flops": compress.count_flops(teacher), "accuracy": 100 * r.accuracy, "correct": r.correct,
-                "test_images": r.total, "eval_time_s": time.perf_counter() - t}
+                "test_images": r.total, "eval_time_s": time.perf_counter() - t, "latency_ms": _latency(teacher, device, args.latency_repeats)}
         write_json(path, base)
         return base
 
@@ -205,6 +246,9 @@ def _pruned(args, crit: str, teacher, data, device, budget: int) -> tuple[torch.
     """The pruned network of criterion ``crit`` and its record: read back if a process already wrote them."""
     folder = args.out / f"prune-{crit}"
     kwargs = {**PRUNE, **args.prune_kwargs}
+    if crit == SPARSE:
+        kwargs = {**kwargs, "importance": "l2", "sparse": {"method": args.sparse_method, "epochs": args.sparse_epochs,
+                                                             "reg": args.reg}}
     with _waiting_lock(args.out / f".prune-{crit}.lock"):
         info = _read(folder / "pruned.json")
         if info is not None:
@@ -215,10 +259,22 @@ def _pruned(args, crit: str, teacher, data, device, budget: int) -> tuple[torch.
             return compress.load(folder / "pruned.pt"), info
         taylor = _taylor_data(teacher, data, args.taylor_images) if crit == "taylor" else None
         t = time.perf_counter()
-        pruned = compress.prune(teacher, target_flops=budget, importance=crit, data=taylor, **kwargs)
+        sparse = None
+        if crit == SPARSE:  # compress.prune_trained without fine-tuning: sparse learning, then the cut
+            kw = {k: v for k, v in kwargs.items() if k != "sparse"}
+            learn = SparseConfig(**kwargs["sparse"]).train_config(_finetune_config(args, 1, False))
+            pruned, res = compress.prune_trained(
+                teacher, data, prune_config=compress.PruneConfig(target_flops=budget, **kw),
+                sparse=SparseConfig(**kwargs["sparse"], train=learn), device=device, progress=not args.no_progress,
+                out_dir=folder, resume=True, max_steps_per_epoch=args.max_steps)
+            sparse = {"accuracy": 100 * res.sparse.test_acc, "epochs": res.sparse.epochs_run,
+                      "train_time_s": res.sparse.train_time_s, "regularized": res.regularized,
+                      "config": learn.to_dict()}
+        else:
+            pruned = compress.prune(teacher, target_flops=budget, importance=crit, data=taylor, **kwargs)
         prune_s = time.perf_counter() - t
         r = compress.evaluate(pruned, data, device=device, progress=not args.no_progress)
-        info = {"importance": crit, "prune_kwargs": kwargs, "target_flops": budget,
+        info = {"importance": crit, "prune_kwargs": kwargs, "target_flops": budget, "sparse": sparse,
                 "taylor_images": args.taylor_images if taylor else None, "params": compress.count_params(pruned),
                 "flops": compress.count_flops(pruned), "architecture": pruned.config.describe(),
                 "accuracy_pruned": 100 * r.accuracy, "test_images": r.total, "prune_time_s": prune_s}
@@ -272,7 +328,8 @@ def run_arm(args, arm: str, teacher, data, device, base: dict[str, Any]) -> dict
             history = [{k: h.get(k) for k in ("epoch", "train_loss", "test_loss", "test_acc", "images_per_s", "epoch_time_s")}
                        for h in result.history]
             record = {
-                "arm": arm, "importance": crit, "distill": DISTILL if kd else None,
+                "arm": arm, "importance": crit, "distill": DISTILL if kd else None, "sparse": info.get("sparse"),
+                "latency_ms": _latency(result.model, device, args.latency_repeats), "latency_ms_before": base["latency_ms"],
                 "params": info["params"], "flops": info["flops"], "speedup": base["flops"] / info["flops"],
                 "architecture": info["architecture"], "prune_kwargs": info["prune_kwargs"],
                 "accuracy_before": base["accuracy"], "accuracy_pruned": info["accuracy_pruned"],
@@ -331,20 +388,31 @@ def _write_report(out: Path, results: dict[str, Any]) -> None:
     if smoke:
         lines += ["**Not a measurement**: a smoke run on a subset of the data or with capped steps per epoch.", ""]
     lines += [
-        "| arm | params | FLOPs | speed-up | acc before | acc after pruning | acc after fine-tuning | change | epochs | train img/s | threads | prune time | fine-tune time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | params | FLOPs | speed-up | latency b1 / b256 | latency speed-up b1 / b256 | acc before | acc after sparse learning | "
+        "acc after pruning | acc after fine-tuning | change | epochs (sparse + fine-tune) | train img/s | threads | prune time | fine-tune time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in arms:
+        lat, lat0, sp = r.get("latency_ms") or {}, r.get("latency_ms_before") or {}, r.get("sparse")
+        latency = " / ".join(f"{lat[b]:.2f}" for b in ("1", "256") if b in lat) + " ms" if lat else ""
+        lat_up = " / ".join(f"{lat0[b] / lat[b]:.2f}x" for b in ("1", "256") if b in lat and b in lat0)
+        acc_sparse = f"{sp['accuracy']:.2f}%" if sp else ""
+        epochs = f"{sp['epochs']} + {r['epochs']}" if sp else str(r["epochs"])
         lines.append(
-            f"| {r['arm']} | {r['params']:,} | {r['flops'] / 1e6:.2f} M | {r['speedup']:.2f}x | {r['accuracy_before']:.2f}% | "
+            f"| {r['arm']} | {r['params']:,} | {r['flops'] / 1e6:.2f} M | {r['speedup']:.2f}x | {latency} | {lat_up} | "
+            f"{r['accuracy_before']:.2f}% | {acc_sparse} | "
             f"{r['accuracy_pruned']:.2f}% | {r['accuracy_final']:.2f}% | {r['accuracy_final'] - r['accuracy_before']:+.2f} | "
-            f"{r['epochs']} | {r['images_per_s']:,.0f} | {r['threads']} | {r['prune_time_s']:.1f} s | {r['train_time_s'] / 60:.1f} min |"
+            f"{epochs} | {r['images_per_s']:,.0f} | {r['threads']} | "
+            f"{r['prune_time_s']:.1f} s | {r['train_time_s'] / 60:.1f} min |"
         )
     lines += [
-        f"| published: {pub['source']} | | | {pub['speedup']:.2f}x | {pub['before']:.2f}% | | {pub['after']:.2f}% | "
-        f"{pub['after'] - pub['before']:+.2f} | | | | | |",
+        f"| published: {pub['source']} | | | {pub['speedup']:.2f}x | | | {pub['before']:.2f}% | | | {pub['after']:.2f}% | "
+        f"{pub['after'] - pub['before']:+.2f} | 100 + 100 | | | | |",
         "",
-        f"Unpruned: {base['params']:,} params, {base['flops'] / 1e6:.2f} M FLOPs. The published row is copied from "
+        f"Unpruned: {base['params']:,} params, {base['flops'] / 1e6:.2f} M FLOPs"
+        + (f", latency {base['latency_ms']['1']:.2f} / {base['latency_ms']['256']:.2f} ms at batch 1 / 256"
+           if base.get("latency_ms") else "")
+        + " (latency: compress.measure_latency, eager, median per call, on the arm's device and threads). The published row is copied from "
         "the paper, not measured here; it uses a different ResNet-56 (1x1 conv + BN shortcuts) and a longer schedule.",
         "",
         "![test accuracy per fine-tuning epoch](curves.png)",

@@ -34,6 +34,7 @@ from .transforms import (
     transform,
     whiten_stem,
 )
+from .training.prune_trained import PruneTrainedResult, SparseConfig, prune_trained
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,9 @@ __all__ = [
     "transforms",
     "prune",
     "PruneConfig",
+    "prune_trained",
+    "SparseConfig",
+    "PruneTrainedResult",
     "remove_stage",
     "insert_stage",
     "scale_width",

@@ -48,6 +48,7 @@ from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old nam
 from .runfolder import read_json as _read_json
 from .training import NonFiniteLossError, TrainConfig, check_inputs
 from .training.budget import BudgetPlan, plan as _probe_plan
+from .training.outputs import TrainFiles
 from .transforms.whiten import init_whitening
 
 __all__ = [
@@ -476,6 +477,22 @@ def _prepare(recipe: Recipe, data: Any, opts: RunOptions) -> tuple[Any, torch.nn
     return config, model
 
 
+def _sparse_model(recipe: Recipe, data: Any, config: Any, folder: Path, opts: RunOptions, threads: int | None) -> torch.nn.Module:
+    """``recipe``'s model built from its weights after sparse learning (:meth:`Recipe.sparse_learn`),
+    the phase's trainer files in ``folder`` (resumed from there)."""
+    try:
+        with torch_threads(threads):
+            learned = recipe.sparse_learn(
+                recipe.initial_model(), data, config, files=TrainFiles.in_folder(folder),
+                resume=(folder / "checkpoint.pt").is_file(), device=opts.device, progress=opts.progress,
+                max_steps_per_epoch=opts.max_steps_per_epoch, checkpoint_every_s=opts.checkpoint_every_s)
+            return recipe.transform(learned.model)
+    except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{recipe.name}: sparse learning: {e}") from e
+    except ValueError as e:
+        raise TrainingError(f"{recipe.name}: sparse learning: {e}") from e
+
+
 def _keep_recipe_file(recipe: Recipe, folder: RecipeFolder, resume: bool, log: Callable[[str], None]) -> None:
     """Provenance: copy the file whose claims the row reports (its training setup is the run's: the
     manifest's fingerprint refuses any other) into the recipe's folder, unless it is there already."""
@@ -523,6 +540,8 @@ def _run_locked(
             planned[recipe.name] = _prepare(recipe, data, opts)
         config, model = planned.pop(recipe.name)
         trained, start = None, {}
+        if recipe.sparse is not None:  # sparse learning before the cut, in the recipe folder's sparse/ (resumable)
+            model = _sparse_model(recipe, data, config, folder.path / "sparse", opts, threads)
         if recipe.weights is not None:  # the trained network (the teacher) and its accuracy before/after the transforms
             with torch_threads(threads):
                 trained, start = _evaluate_compression(recipe, model, data, opts.device, opts.progress, log)

@@ -24,7 +24,14 @@ in ``$COMPRESS_WEIGHTS``; the file's SHA-256 is checked before it is read)::
     weights: {path: ../../shared/weights/resnet56-4bfd9763.th, sha256: 4bfd9763..., layout: auto}
     finetune: false             # only evaluate (before and after the transforms); default true
 
-Such a recipe may distil the model before its transforms into the transformed one (``train.distill``).
+Such a recipe may distil the model before its transforms into the transformed one (``train.distill``),
+and may learn sparsely before its ``prune`` step (DepGraph's group-norm regulariser on the groups that
+step cuts; docs/transforms/sparse.md)::
+
+    sparse: {method: group_norm, epochs: 15, reg: 5.0e-4}   # compress.SparseConfig's fields; train: the
+                                                            # phase's setup (default: the budget's own,
+                                                            # without weight decay or distillation)
+
 Its ``prune`` steps use prune's preset for trained networks (``preset: trained``, that is
 :meth:`compress.PruneConfig.trained`: global ranking, L2, residual streams kept) unless the step names
 another (``preset: untrained``); the older ``trained: true`` / ``trained: false`` still mean the same.
@@ -32,6 +39,10 @@ another (``preset: untrained``); the older ``trained: true`` / ``trained: false`
 :func:`load` validates the file (unknown or mistyped keys, unknown transforms or transform arguments
 raise :class:`RecipeError` naming the file, the key and the accepted keys) and returns a
 :class:`Recipe`; :meth:`Recipe.build` gives the model.
+
+Why this module is long: a recipe file is checked here key by key (each section's errors name the file
+and the key), and the checks of its sections (model steps, prune steps, weights, sparse, claims, train)
+depend on each other; the schedules and the schema helpers are already elsewhere.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from torch import nn
 from ._schema import SchemaError, convert, from_dict, merge
 from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
+from .training.prune_trained import SparseConfig
 from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, TIME_BUDGET_TRAIN
 from .transforms import REGISTRY
 from .transforms.prune import KEYWORDS, PruneConfig
@@ -130,13 +142,16 @@ class _RecipeFile:
     fast: dict[str, Any] | None = None
     weights: Weights | None = None
     finetune: bool = True
+    sparse: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Recipe:
     """A validated recipe: how to build one model (from ResNet-18 or trained weights) and how to train it.
 
-    ``finetune=False`` (only with ``weights``) means the model is evaluated, never trained.
+    ``finetune=False`` (only with ``weights``) means the model is evaluated, never trained. ``sparse``
+    (a :class:`compress.SparseConfig`, only with ``weights``): sparse learning before the transforms,
+    regularising the groups of the first ``prune`` step (:meth:`sparse_learn`).
     """
 
     name: str
@@ -149,6 +164,7 @@ class Recipe:
     path: Path | None = None
     weights: Weights | None = None
     finetune: bool = True
+    sparse: Any = None
 
     def build(self) -> nn.Module:
         """The recipe's transforms applied in order to :meth:`initial_model` (a fresh ResNet-18 gets a new
@@ -215,8 +231,31 @@ class Recipe:
         spec: dict[str, Any] = {"model": [[n, a] for n, a in self.model], "train": train}
         if self.weights is not None:  # only then, so recipes without weights keep their fingerprints
             spec.update(weights=self.weights.sha256, finetune=self.finetune)
+        if self.sparse is not None:  # likewise: recipes without sparse learning keep theirs
+            spec["sparse"] = self.sparse.to_dict()
         blob = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def sparse_learn(self, model: nn.Module, data: Any, config: TrainConfig, **train_kwargs: Any) -> Any:
+        """Sparse learning (:attr:`sparse`) on ``model`` before the transforms: ``sparse.epochs`` of
+        :func:`compress.training.train` (``train_kwargs`` passed on: files, resume, device, ...) with a
+        :class:`~compress.transforms.prune.sparse.Regularizer` on the groups of the recipe's first
+        ``prune`` step; ``config`` is the budget's training setup (the phase's default). Returns the
+        :class:`~compress.training.TrainResult` (its ``model`` goes into :meth:`transform`)."""
+        import math
+
+        from .training import train
+        from .transforms.prune import PruneConfig
+
+        if self.sparse is None:
+            raise ValueError(f"{self._where()}: the recipe has no sparse: section")
+        args = _prune_preset(copy.deepcopy(next(a for n, a in self.model if n == "prune")), self.weights is not None)
+        prune_config = PruneConfig.preset(args.pop("preset", "untrained"), **args)
+        learn = self.sparse.train_config(config)
+        steps = math.ceil(len(data.train_y) / learn.batch_size)
+        if train_kwargs.get("max_steps_per_epoch") is not None:
+            steps = min(steps, int(train_kwargs["max_steps_per_epoch"]))
+        return train(model, data, learn, after_backward=self.sparse.regularizer(prune_config, steps), **train_kwargs)
 
     def transforms_summary(self) -> str:
         """One line: the transform steps, e.g. ``remove_stage(index=3) -> add_se(where=stem)`` (after
@@ -351,8 +390,26 @@ def from_mapping(data: Any, where: str = "recipe", path: Path | None = None) -> 
                               "the trained model before the recipe's transforms)")
     steps = _check_steps(where, spec.model)
     train = spec.train if spec.train is not None else TrainConfig()
+    sparse = _check_sparse(where, spec, steps)
     return Recipe(spec.name, spec.title or spec.name, spec.source, steps, train, fast, spec.claims, path,
-                  spec.weights, spec.finetune)
+                  spec.weights, spec.finetune, sparse)
+
+
+def _check_sparse(where: str, spec: _RecipeFile, steps: tuple[tuple[str, dict[str, Any]], ...]) -> Any:
+    """The recipe's :class:`compress.SparseConfig` (None without a ``sparse:`` section); a RecipeError if
+    it is malformed, or given without trained weights or a ``prune`` step to learn for."""
+    if spec.sparse is None:
+        return None
+    if spec.weights is None:
+        raise RecipeError(f"{where}: sparse: learns a trained network sparsely before its cut: give the recipe weights:")
+    if not any(name == "prune" for name, _ in steps):
+        raise RecipeError(f"{where}: sparse: regularises the groups of a prune step, and the recipe's model: has none")
+    try:
+        return SparseConfig.from_dict(spec.sparse, "sparse")
+    except SchemaError as e:
+        raise _schema_error(where, e) from e
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"{where}: sparse: {e}" if not str(e).startswith("sparse") else f"{where}: {e}") from e
 
 
 class _Loader(yaml.SafeLoader):

@@ -23,7 +23,7 @@ def setup(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}, "best_prec1": 1.0}, weights)
     out = tmp_path / "out"
     common = ["--weights", str(weights), "--data", "synthetic:48:24", "--device", "cpu", "--taylor-images", "16",
-              "--threads", "1", "--out", str(out), "--no-progress"]
+              "--threads", "1", "--out", str(out), "--no-progress", "--latency-repeats", "1"]
     return load_script("prune_trained"), weights, out, common
 
 
@@ -78,10 +78,33 @@ def test_a_wall_time_budget_fixes_each_arms_epochs(setup):
 
 def test_bad_arguments_are_refused(setup, capsys):
     script, _, _, common = setup
-    for bad in (["--arm", "nope"], ["--arm", "l1"], ["--epochs", "1", "--minutes", "1"], ["--threads", "0", "--epochs", "1"],
+    for bad in (["--arm", "nope"], ["--arm", "l1", "--sparse-epochs", "0"], ["--epochs", "1", "--minutes", "1"], ["--threads", "0", "--epochs", "1"],
                 ["--arm", "l1", "--importance", "l1", "--epochs", "1"]):
         with pytest.raises(SystemExit):
             script.parse_args([*common, *bad])
     assert "CRITERION or CRITERION+kd" in capsys.readouterr().err
     assert script.parse_args([*common, "--importance", "l2", "taylor", "--epochs", "1"]).arm == ["l2", "l2+kd", "taylor", "taylor+kd"]
-    assert script.parse_args([*common, "--epochs", "1"]).arm == list(script.ARMS)
+    assert script.parse_args([*common, "--epochs", "1"]).arm == list(script.ARMS) == ["l2", "l2+kd", "sparse", "sparse+kd"]
+    defaults = script.parse_args(common)  # the longest arm trains at most 30 epochs, every arm at >= 2.13x
+    assert defaults.epochs + defaults.sparse_epochs <= 30 and defaults.speedup >= 2.13
+
+
+def test_sparse_arms_learn_sparsely_cut_once_and_fine_tune_with_latency(setup):
+    script, _, out, common = setup
+    assert script.main([*common, "--arm", "sparse", "sparse+kd", "l2", "--epochs", "1", "--sparse-epochs", "2",
+                        "--max-steps", "2", "--prune-kwargs", '{"round_to": 4}']) == 0
+    results = json.loads((out / "results.json").read_text())
+    base, arms = results["baseline"], {r["arm"]: r for r in results["arms"]}
+    assert sorted(arms) == ["l2", "sparse", "sparse+kd"] and all(base["latency_ms"][b] > 0 for b in ("1", "256"))
+    for r in arms.values():
+        assert r["flops"] * 2.13 <= base["flops"] and all(r["latency_ms"][b] > 0 for b in ("1", "256"))
+        assert r["latency_ms_before"] == base["latency_ms"] and r["epochs"] == 1
+    sparse, kd = arms["sparse"], arms["sparse+kd"]
+    assert sparse["sparse"] == kd["sparse"] and sparse["architecture"] == kd["architecture"]  # one sparse phase and cut
+    assert sparse["sparse"]["epochs"] == 2 and sparse["sparse"]["regularized"] and arms["l2"]["sparse"] is None
+    assert sparse["sparse"]["config"]["optimizer"]["weight_decay"] == 0 and kd["distill"] == script.DISTILL
+    assert (out / "prune-sparse" / "sparse" / "checkpoint.pt").is_file()
+    model = compress.load(out / "sparse" / "model.pt")
+    assert all(c.out_channels % 4 == 0 for c in model.modules() if isinstance(c, torch.nn.Conv2d) and c.out_channels != 10)
+    report = (out / "report.md").read_text()
+    assert "| sparse+kd |" in report and "latency b1 / b256" in report and "2 + 1" in report

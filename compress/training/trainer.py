@@ -107,6 +107,7 @@ def train(
     max_steps_per_epoch: int | None = None,
     checkpoint_every_s: float | None = 300.0,
     teacher: nn.Module | None = None,
+    after_backward: Callable[[nn.Module], Any] | None = None,
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> TrainResult:
     """Train a copy of ``model`` on ``data`` as ``config`` says; the caller's model is not modified.
@@ -126,13 +127,23 @@ def train(
     :class:`TrainResult`.
     Inputs are normalised with what ``model`` carries (:func:`~compress.models.input_normalization`),
     else with ``config.normalize``. ``teacher`` (any model) is distilled into the student with
-    ``config.distill`` (:mod:`compress.training.distill`). ``on_epoch`` is called after every epoch
-    (once its checkpoint and history are written) with a copy of the history so far, the epochs before
-    a resume included; an exception it raises stops the training and propagates (a resumed run then
-    continues after that epoch).
+    ``config.distill`` (:mod:`compress.training.distill`).
+
+    ``after_backward(net)`` is called at every training step after the backward pass and before
+    gradient clipping and the optimizer step, with the network being trained itself (the trainer's
+    copy of ``model``: not the DDP/compiled wrapper, the EMA average or Lookahead's slow weights), its
+    ``.grad`` fields filled (unscaled under fp16) so that it may change them, e.g. add a regulariser's
+    gradient (:class:`compress.transforms.prune.sparse.Regularizer`). It is called the same way with or
+    without distillation and in a resumed run; state it keeps between calls is its own (not checkpointed).
+
+    ``on_epoch`` is called after every epoch (once its checkpoint and history are written) with a copy
+    of the history so far, the epochs before a resume included; an exception it raises stops the
+    training and propagates (a resumed run then continues after that epoch).
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
+    if after_backward is not None and not callable(after_backward):
+        raise TypeError(f"after_backward must be a callable taking the model, got {type(after_backward).__name__}")
     info = distributed.setup(device)
     check_inputs(model, data, config, epochs=epochs, max_steps_per_epoch=max_steps_per_epoch, world_size=info.world_size)
     n_epochs = int(epochs if epochs is not None else config.epochs)
@@ -315,9 +326,11 @@ def train(
                     scaler.scale(loss).backward()
                 else:
                     loss.backward()
+                if scaler is not None and (config.clip is not None or after_backward is not None):
+                    scaler.unscale_(optimizer)  # once per step: the hook and clipping see the true gradients
+                if after_backward is not None:
+                    after_backward(net)
                 if config.clip is not None:
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
                     if config.clip.value is not None:
                         nn.utils.clip_grad_value_(net.parameters(), config.clip.value)
                     if config.clip.norm is not None:

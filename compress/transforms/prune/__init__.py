@@ -6,7 +6,8 @@ override (``prune(model, PruneConfig.trained(), target_flops=...)``, or just ``p
 The package's modules each do one job: :mod:`.config` (the config and its presets), :mod:`.select`
 (which layers), :mod:`.plan` (ratios to channel counts, no model needed), :mod:`.search` (the budget
 search), :mod:`.importance`, :mod:`.engine` (the one engine over torch-pruning) and :mod:`.vocab`
-(Torch-Pruning's argument names).
+(Torch-Pruning's argument names); :mod:`.sparse` is sparse learning before a cut (a training hook over
+the groups the cut would take; :func:`compress.prune_trained` runs the whole path).
 """
 
 from __future__ import annotations

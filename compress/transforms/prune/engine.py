@@ -213,13 +213,7 @@ def one_shot(s: Setup, importance: tp.importance.Importance) -> nn.Module:
     config = s.config
     state = start(s)
     budget = config.budget
-    keep_residual = config.keep_residual
-    if budget is None:
-        targets = select.targets(s.model, config.ratios, state.groups, state.candidates,
-                                 lambda g: state.blocked(g, keep_residual))
-    else:
-        targets = {g.key: (None, 0) for g in state.groups
-                   if state.blocked(g, keep_residual) is None and any(n in state.candidates for n in g.members)}
+    targets = target_groups(s, state)
     planner = Planner({g.key: g.units for g in state.groups}, config.ranking, config.max_ratio, config.round_to)
     if budget is not None:
         what, value = budget
@@ -244,6 +238,17 @@ def one_shot(s: Setup, importance: tp.importance.Importance) -> nn.Module:
             raise RuntimeError(f"prune() bug: the pruned model has {real:,} {what} where {expected:,} were "
                                f"predicted (budget {value:,}); please report it")
     return finish(s, state)
+
+
+def target_groups(s: Setup, state: State) -> dict[str, tuple[float | None, int]]:
+    """The groups of ``state`` a one-shot prune of ``s.config`` may cut, by key: (ratio, ranking scope);
+    ratio None under a budget, or without ratios (every prunable group with a candidate layer is eligible)."""
+    config, keep_residual = s.config, s.config.keep_residual
+    if config.ratios is not None:
+        return select.targets(s.model, config.ratios, state.groups, state.candidates,
+                              lambda g: state.blocked(g, keep_residual))
+    return {g.key: (None, 0) for g in state.groups
+            if state.blocked(g, keep_residual) is None and any(n in state.candidates for n in g.members)}
 
 
 def _budget_plan(s: Setup, state: State, planner: Planner, groups: list[dg.Group], targets: Mapping[str, tuple],
