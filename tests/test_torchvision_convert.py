@@ -132,3 +132,8 @@ def test_a_converted_resnet_exports(tmp_path) -> None:
     model = T.remove_stage(from_torchvision(_randomised("resnet18", cifar=True)), -1)
     result = compress.export(model, os.path.join(tmp_path, "r.onnx"))
     assert os.path.getsize(result.path) > 0
+
+
+def test_a_transform_given_a_torchvision_resnet_points_to_the_converter() -> None:
+    with pytest.raises(TypeError, match=r"compress\.models\.from_torchvision\(model\)"):
+        T.remove_stage(torchvision.models.resnet18(), -1)
