@@ -1,9 +1,14 @@
 """Parameter and FLOP counts, and a per-stage summary table.
 
-FLOP convention (fvcore): one fused multiply-add counts as one FLOP; convolutions, linear layers and
-batch norms (in eval mode: 2 per element with affine) are counted; ReLU, pooling by ``mean``, sigmoid
-and elementwise products are not. For the CIFAR ResNet-18 on a 1x3x32x32 input this gives
-556,651,520 (555.42 M of it conv + linear), the number quoted by the reports.
+FLOP convention (fvcore's, less pooling): one fused multiply-add counts as one FLOP; convolutions,
+linear layers and batch norms (in eval mode: 2 per element with affine) are counted; ReLU, sigmoid,
+elementwise products and every kind of pooling (max, average, adaptive average, ``mean``) are not.
+fvcore alone counts adaptive average pooling (one FLOP per input element) but not ``mean``, so the
+same network written either way got two numbers; without pooling, a compress ResNet and the
+torchvision model of the same architecture count alike, and the pruning cost model
+(:mod:`compress.transforms._cost`), which uses the same count, predicts exactly what is measured.
+For the CIFAR ResNet-18 on a 1x3x32x32 input this gives 556,651,520 (555.42 M of it conv + linear),
+the number quoted by the reports.
 
 FLOPs depend on the input size, so it is part of every count: give ``example_input``, a shape (a zero
 tensor of it is traced) or the input itself. Only a compress :class:`~compress.models.ResNet` (the CIFAR
@@ -97,7 +102,7 @@ def _flop_inputs(model: nn.Module, given: Any) -> tuple:
 
     Only a compress ResNet has a default (:data:`CIFAR_INPUT`); for other models a ``TypeError`` asks
     for the size, since a count at a guessed size would be silently wrong (a torchvision ResNet-18 has
-    1,819,065,856 FLOPs at 224x224 and 37,625,344 at 32x32).
+    1,819,040,768 FLOPs at 224x224 and 37,624,832 at 32x32).
     """
     if given is None:
         try:
@@ -134,6 +139,34 @@ def fvcore_flop_count() -> type:
     return FlopCountAnalysis
 
 
+UNCOUNTED_OPS = ("aten::adaptive_avg_pool2d",)
+"""The ops fvcore counts by default that compress does not: pooling (see the module docstring)."""
+
+
+def _no_flops(inputs: Any, outputs: Any) -> int:
+    """An fvcore op handle for an op that costs nothing under the compress convention."""
+    return 0
+
+
+def fvcore_by_module(model: nn.Module, inputs: tuple) -> dict[str, int]:
+    """FLOPs per named module (``""``: the whole model) of ``model(*inputs)``, by fvcore under the compress
+    convention (no pooling), in eval mode and without gradients; every module's mode is restored."""
+    FlopCountAnalysis = fvcore_flop_count()
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            analysis = FlopCountAnalysis(model, inputs)
+            # a handle counting 0 (fvcore's `None`, "ignore", still runs its default handle for these ops)
+            analysis.set_op_handle(**{op: _no_flops for op in UNCOUNTED_OPS})
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return {n: int(v) for n, v in analysis.by_module().items()}
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
 def flops_by_module(
     model: nn.Module,
     example_input: Any = None,
@@ -146,8 +179,6 @@ def flops_by_module(
     The input is given as for :func:`count_flops` (a compress ResNet defaults to ``(1, 3, 32, 32)``;
     ``input_size`` is the old, deprecated name of ``example_input``).
     """
-    FlopCountAnalysis = fvcore_flop_count()
-
     inputs = _flop_inputs(model, _renamed(example_input, input_size, "flops_by_module"))
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -161,30 +192,53 @@ def flops_by_module(
                 raise ValueError(f"the {type(model).__name__} cannot run on an input of {shapes} ({type(e).__name__}: "
                                  f"{' '.join(str(e).split())[:200]}); give an example_input=(N, C, H, W) or a tensor "
                                  "that it takes") from e
-            analysis = FlopCountAnalysis(model, inputs)
-            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            by_module = analysis.by_module()
     finally:
         for m, training in modes.items():
             m.training = training
+    by_module = fvcore_by_module(model, inputs)
     if names is None:
         return dict(by_module)
     return {n: int(by_module.get(n, 0)) for n in names}
+
+
+def _module_table(model: nn.Module, given: Any) -> Table:
+    """The :func:`summary` table of any ``nn.Module``: one row per top-level submodule."""
+    inputs = _flop_inputs(model, given)
+    children = list(model.named_children())
+    flops = flops_by_module(model, inputs, [n for n, _ in children] + [""])
+    size = ", ".join("x".join(map(str, x.shape)) if torch.is_tensor(x) else type(x).__name__ for x in inputs)
+    table = Table(title=f"{type(model).__name__}, FLOPs at {size}", title_justify="left")
+    for col in ("part", "type", "params", "MFLOPs"):
+        table.add_column(col, justify="right" if col in ("params", "MFLOPs") else "left",
+                         min_width=10 if col == "params" else None, no_wrap=col != "type")
+    for name, child in children:
+        table.add_row(name, type(child).__name__, f"{count_params(child):,}", f"{flops[name] / 1e6:.2f}")
+    rest = flops[""] - sum(flops[n] for n, _ in children)
+    if rest:
+        table.add_row("(rest)", "", "", f"{rest / 1e6:.2f}")
+    table.add_section()
+    table.add_row("total", "", f"{count_params(model):,}", f"{flops[''] / 1e6:.2f}")
+    return table
 
 
 def summary(
     model: nn.Module, example_input: Any = None, *, input_size: Sequence[int] | None = None,
     print_table: bool = True,
 ) -> Table:
-    """A rich table of a :class:`~compress.models.ResNet`: per stage width, blocks, stride, params, FLOPs.
+    """A rich table of a model's params and FLOPs: for a :class:`~compress.models.ResNet`, per stage
+    (width, blocks, stride, mids, kernels, SE); for any other ``nn.Module``, per top-level submodule
+    (its name and type), with a ``(rest)`` row for FLOPs spent outside them.
 
-    FLOPs are counted on ``example_input`` (one CIFAR image by default; ``input_size`` is its old,
-    deprecated name), whose size the title states. Returns the ``rich.table.Table``; prints it too
+    FLOPs are counted on ``example_input`` (one CIFAR image by default for a compress ResNet, required
+    for any other model; ``input_size`` is its old, deprecated name), whose size the title states. Returns the ``rich.table.Table``; prints it too
     unless ``print_table=False``.
     """
     given = _renamed(example_input, input_size, "summary")
     if not isinstance(model, ResNet):
-        raise TypeError(f"summary() needs a compress ResNet, got {type(model).__name__}")
+        table = _module_table(model, given)
+        if print_table:
+            Console().print(table)
+        return table
     cfg = model.config
     names = ["whiten", "conv1", "bn1", "se", *[f"layer{i + 1}" for i in range(len(cfg.stages))], "linear", ""]
     inputs = _flop_inputs(model, given)
@@ -209,9 +263,10 @@ def summary(
         k = cfg.whiten_kernel
         table.add_row("whiten", str(cfg.whiten_width), "", "1", "", f"{k}x{k}", "", f"{params_of(model.whiten):,}",
                       mflops(flops["whiten"]))
-    stem_flops = flops["conv1"] + flops["bn1"] + flops["se"]
+    stem_flops = flops["conv1"] + flops["bn1"] + flops["se"]  # a stem max-pool costs no FLOPs
     table.add_row(
-        "stem", str(cfg.stem_width), "", "1", "", f"{cfg.stem_kernel}x{cfg.stem_kernel}",
+        "stem" + (" + max-pool" if cfg.stem_pool else ""), str(cfg.stem_width), "", str(cfg.stem_stride * (2 if cfg.stem_pool else 1)),
+        "", f"{cfg.stem_kernel}x{cfg.stem_kernel}",
         str(cfg.stem_se or ""), f"{params_of(model.conv1, model.bn1, model.se):,}", mflops(stem_flops),
     )
     for i, (stage_cfg, stage) in enumerate(zip(cfg.stages, model.stages)):
@@ -219,7 +274,7 @@ def summary(
         ses = {blk.se for blk in stage_cfg.blocks}
         table.add_row(
             f"layer{i + 1}", str(stage_cfg.width), str(len(stage_cfg.blocks)), str(stage_cfg.stride),
-            "/".join(str(b.mid) for b in stage_cfg.blocks), ",".join(kernels),
+            "/".join(f"{b.mid}-{b.mid2}" if b.mid2 else str(b.mid) for b in stage_cfg.blocks), ",".join(kernels),
             "/".join(map(str, sorted(ses))) if ses != {0} else "",
             f"{params_of(stage):,}", mflops(flops[f"layer{i + 1}"]),
         )

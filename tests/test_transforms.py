@@ -11,6 +11,7 @@ from compress.transforms import compose, transform
 from conftest import assert_unchanged, snapshot
 
 # The report models of ../shared/docs/paper-specs.md, built from ResNet-18 (recipes pin the same counts).
+# 003's FLOPs lost its stem SE's pooling (64 x 32 x 32) when compress stopped counting pooling.
 REPORT_MODELS = {
     "000": (lambda m: redistribute_blocks(scale_width(m, 0.5), [4, 6, 8, 2]), 4_903_210, 367_127_040),
     "001": (
@@ -21,7 +22,7 @@ REPORT_MODELS = {
         794_946_048,
     ),
     "002b": (lambda m: remove_stage(m, 3, fold_stride=True), 2_777_674, 321_563_136),
-    "003": (lambda m: add_se(redistribute_blocks(remove_stage(m, 3), [4, 4, 3]), "stem", 16), 4_697_742, 800_754_688),
+    "003": (lambda m: add_se(redistribute_blocks(remove_stage(m, 3), [4, 4, 3]), "stem", 16), 4_697_742, 800_689_152),
     "004": (lambda m: redistribute_blocks(scale_width(remove_stage(m, 3), 0.25), [11, 11, 11]), 1_050_202, 155_378_304),
 }
 

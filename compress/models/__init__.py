@@ -1,10 +1,13 @@
 """Model definitions: one configurable CIFAR ResNet (see :mod:`compress.models.resnet`), and the import
-of trained checkpoints published by others (:func:`from_checkpoint`, :mod:`compress.models.checkpoints`)."""
+of trained checkpoints published by others (:func:`from_checkpoint`, :mod:`compress.models.checkpoints`)
+and of torchvision ResNets (:func:`from_torchvision`, :func:`to_torchvision`, :mod:`compress.models.convert`)."""
 
+from .convert import from_torchvision, to_torchvision
 from .checkpoints import LAYOUTS, CheckpointError, from_checkpoint, read_checkpoint
 from .resnet import (
     BasicBlock,
     BlockConfig,
+    Bottleneck,
     ResNet,
     ResNetConfig,
     SqueezeExcite,
@@ -20,6 +23,7 @@ from .resnet import (
 __all__ = [
     "BasicBlock",
     "BlockConfig",
+    "Bottleneck",
     "ResNet",
     "ResNetConfig",
     "SqueezeExcite",
@@ -34,4 +38,6 @@ __all__ = [
     "read_checkpoint",
     "CheckpointError",
     "LAYOUTS",
+    "from_torchvision",
+    "to_torchvision",
 ]

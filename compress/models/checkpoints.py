@@ -2,7 +2,7 @@
 
 :func:`from_checkpoint` reads a checkpoint file (or a state dict), works out its layout, block counts,
 widths and kernel sizes from the tensors, and returns a compress ResNet computing the same function,
-carrying the input normalisation its training code used. Three layouts are understood:
+carrying the input normalisation its training code used. Four layouts are understood:
 
 ``option_a``
     He et al.'s CIFAR ResNet-20/32/44/56/110 as in akamaster/pytorch_resnet_cifar10: ``conv1``,
@@ -20,7 +20,16 @@ carrying the input normalisation its training code used. Three layouts are under
     ``seblock`` after the stem, ``residual_layers.<stage>.<block>`` kuangliu blocks (kernel ``k``,
     padding ``k // 2``) with 1x1 conv + BN shortcuts, ``linear``. Normalisation: kuangliu's statistics.
 
-In every layout the stem is a stride-1 conv, the first stage has stride 1 and every later stage
+``torchvision``
+    a torchvision ResNet's state dict (``resnet18`` ... ``resnet152``, wide ResNets, ResNeXt; basic or
+    bottleneck blocks): ``conv1``, ``bn1``, ``layer1..4``, ``downsample.0``/``.1`` shortcuts, ``fc``,
+    read by :func:`compress.models.convert.torchvision_config`. A state dict does not say how the stem
+    strides: a 7x7 stem is taken as torchvision's (stride 2, then a max-pool), any other as the CIFAR
+    adaptation (stride 1, no max-pool); convert the model itself with
+    :func:`~compress.models.from_torchvision` where that guess is wrong. Normalisation: ImageNet
+    statistics (torchvision's weights).
+
+In the other layouts the stem is a stride-1 conv, the first stage has stride 1 and every later stage
 stride 2, and the classifier reads the globally average-pooled last feature map. Keys may carry the
 ``module.`` prefix of ``nn.DataParallel``. Whatever cannot be represented exactly (an unknown key, a
 missing one, a shortcut that is not 1x1, a classifier on a non-global pooled map, widths that do not
@@ -44,20 +53,22 @@ import torch
 from torch import nn
 
 from ..normalization import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from .convert import compress_names, torchvision_config
 from .resnet import BlockConfig, ResNet, ResNetConfig, StageConfig, ZeroPadShortcut
 
 __all__ = ["from_checkpoint", "read_checkpoint", "CheckpointError", "LAYOUTS", "LAYOUT_NORMALIZATION"]
 
-Layout = Literal["auto", "option_a", "kuangliu", "report003"]
+Layout = Literal["auto", "option_a", "kuangliu", "report003", "torchvision"]
 
 #: The layouts :func:`from_checkpoint` understands (besides ``"auto"``).
-LAYOUTS = ("option_a", "kuangliu", "report003")
+LAYOUTS = ("option_a", "kuangliu", "report003", "torchvision")
 
 #: The input normalisation ``(mean, std)`` each layout's training code used.
 LAYOUT_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "option_a": (IMAGENET_MEAN, IMAGENET_STD),  # akamaster/pytorch_resnet_cifar10, trainer.py
     "kuangliu": (CIFAR10_MEAN, CIFAR10_STD),  # kuangliu/pytorch-cifar, main.py
     "report003": (CIFAR10_MEAN, CIFAR10_STD),  # Nikunj-Gupta/Efficient_ResNets
+    "torchvision": (IMAGENET_MEAN, IMAGENET_STD),  # torchvision's ImageNet weights
 }
 
 _STATE_KEYS = ("state_dict", "net", "model")  # where checkpoints keep their weights
@@ -147,11 +158,14 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _detect(state: dict[str, torch.Tensor]) -> str:
     if any(k.startswith("residual_layers.") for k in state):
         return "report003"
+    if any(re.match(r"layer\d+\.", k) for k in state) and ("fc.weight" in state or any(".downsample." in k for k in state)):
+        return "torchvision"
     if any(re.match(r"layer\d+\.", k) for k in state):
         return "kuangliu" if any(".shortcut." in k for k in state) else "option_a"
     sample = ", ".join(list(state)[:4])
     raise CheckpointError(
-        "cannot tell the checkpoint's layout: expected keys like 'layer1.0.conv1.weight' (option_a, kuangliu) "
+        "cannot tell the checkpoint's layout: expected keys like 'layer1.0.conv1.weight' (option_a, kuangliu, "
+        "torchvision) "
         f"or 'residual_layers.0.0.conv1.weight' (report003), got keys like {sample}"
     )
 
@@ -363,8 +377,15 @@ def from_checkpoint(
     found = _detect(state)
     if layout == "auto":
         layout = found  # type: ignore[assignment]
-    elif (found == "report003") != (layout == "report003"):
+    elif (found == "report003") != (layout == "report003") or (found == "torchvision") != (layout == "torchvision"):
         raise CheckpointError(f"{where}: its keys are in the {found} layout, not {layout!r}")
+    if layout == "torchvision":
+        model = _from_torchvision_state(state, where)
+        if mean is None:
+            mean, std = LAYOUT_NORMALIZATION[layout]
+        model.config = model.config.replace(input_mean=tuple(mean), input_std=tuple(std))
+        model.eval()
+        return (model, {**meta, "layout": layout}) if with_metadata else model
     try:
         reader = _Reader(_to_compress_names(state, layout), layout)
         config, pads = _config(reader, layout)
@@ -391,6 +412,17 @@ def from_checkpoint(
     model.eval()
     if with_metadata:
         return model, {**meta, "layout": layout}
+    return model
+
+
+def _from_torchvision_state(state: dict[str, torch.Tensor], where: str) -> ResNet:
+    """The compress ResNet a torchvision ResNet state dict describes, with its weights."""
+    try:
+        model = ResNet(torchvision_config(state))
+        model.load_state_dict(compress_names(state), strict=True)
+    except (KeyError, ValueError, RuntimeError) as e:
+        first = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{where}: not a torchvision ResNet state dict compress can import ({first})") from None
     return model
 
 

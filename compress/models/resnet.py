@@ -39,6 +39,7 @@ __all__ = [
     "ResNet",
     "SqueezeExcite",
     "BasicBlock",
+    "Bottleneck",
     "ZeroPadShortcut",
     "WhiteningConv",
     "SHORTCUTS",
@@ -54,15 +55,23 @@ SHORTCUTS = ("conv", "pad")
 
 @dataclass(frozen=True)
 class BlockConfig:
-    """One post-activation BasicBlock: conv(k1, stride) - BN - ReLU - conv(k2) - BN [- SE] + shortcut - ReLU.
+    """One post-activation residual block.
 
-    ``mid`` is the output width of the first conv; ``se`` is the hidden width of the block's
-    squeeze-and-excitation module (0: none).
+    A basic block (``mid2 == 0``, the default): conv(k1, stride) - BN - ReLU - conv(k2) - BN [- SE]
+    + shortcut - ReLU. A bottleneck block (``mid2 > 0``, torchvision's ``Bottleneck``, stride on the
+    middle conv as in its ResNet v1.5): conv(k1) - BN - ReLU - conv(k2, stride, ``groups``) - BN - ReLU
+    - conv(1x1) - BN [- SE] + shortcut - ReLU; a torchvision bottleneck has ``kernels=(1, 3)``.
+
+    ``mid`` is the output width of the first conv, ``mid2`` that of a bottleneck's middle conv (0: a
+    basic block); ``groups`` the groups of a bottleneck's middle conv (ResNeXt; its width per group is
+    ``mid // groups``); ``se`` the hidden width of the block's squeeze-and-excitation module (0: none).
     """
 
     mid: int
     kernels: tuple[int, int] = (3, 3)
     se: int = 0
+    mid2: int = 0
+    groups: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
@@ -71,6 +80,18 @@ class BlockConfig:
             raise ValueError(f"block kernels must be two odd sizes >= 1, got {self.kernels}")
         if self.se < 0:
             raise ValueError(f"block se width must be >= 0, got {self.se}")
+        if isinstance(self.mid2, bool) or not isinstance(self.mid2, int) or self.mid2 < 0:
+            raise ValueError(f"block mid2 must be an integer >= 0 (0: a basic block), got {self.mid2!r}")
+        _check_positive("block groups", self.groups)
+        if self.groups > 1 and not self.mid2:
+            raise ValueError("block groups > 1 need a bottleneck block (mid2 > 0)")
+        if self.mid % self.groups or self.mid2 % self.groups:
+            raise ValueError(f"block widths {self.mid} and {self.mid2} must be multiples of its {self.groups} groups")
+
+    @property
+    def bottleneck(self) -> bool:
+        """Whether this is a three-conv bottleneck block (``mid2 > 0``)."""
+        return self.mid2 > 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +138,10 @@ class ResNetConfig:
     normalisation the network expects, when known (e.g. imported by
     :func:`~compress.models.from_checkpoint`); ``None`` leaves it to the training config.
 
+    ``stem_stride`` is the stem conv's stride and ``stem_pool`` adds a 3x3 stride-2 max-pool (padding 1)
+    after the stem: ``stem_kernel=7, stem_stride=2, stem_pool=True`` is torchvision's ImageNet stem; the
+    defaults (1, False) are the CIFAR stem.
+
     ``whiten_kernel`` (0: none) puts a frozen ``k x k`` patch-whitening conv (:class:`WhiteningConv`,
     ``2 * in_channels * k * k`` output channels, no padding, then a GELU) in front of the stem conv,
     which then takes :attr:`whiten_width` input channels (see :func:`compress.transforms.whiten_stem`).
@@ -131,6 +156,8 @@ class ResNetConfig:
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
     whiten_kernel: int = 0
+    stem_stride: int = 1
+    stem_pool: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -144,6 +171,9 @@ class ResNetConfig:
         _check_positive("num_classes", self.num_classes)
         if self.stem_kernel < 1 or self.stem_kernel % 2 == 0:
             raise ValueError(f"stem kernel must be odd and >= 1, got {self.stem_kernel}")
+        _check_positive("stem stride", self.stem_stride)
+        if not isinstance(self.stem_pool, bool):
+            raise ValueError(f"stem_pool must be True or False, got {self.stem_pool!r}")
         if isinstance(self.whiten_kernel, bool) or not isinstance(self.whiten_kernel, int) or self.whiten_kernel < 0:
             raise ValueError(f"whiten_kernel must be an integer >= 0 (0: no whitening layer), got {self.whiten_kernel!r}")
         in_width = self.stem_width
@@ -185,15 +215,20 @@ class ResNetConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/YAML-friendly dict; :meth:`from_dict` inverts it.
 
-        ``whiten_kernel`` is left out when it is 0, so configs without a whitening layer give the same
-        dict (and saved files and recipe fingerprints) as before the field existed.
+        Fields added later are left out at their defaults (``whiten_kernel`` 0, ``stem_stride`` 1,
+        ``stem_pool`` False, a block's ``mid2`` 0 and ``groups`` 1), so configs that do not use them
+        give the same dict (and saved files and recipe fingerprints) as before the fields existed.
         """
         d = dataclasses.asdict(self)
-        if not d["whiten_kernel"]:
-            del d["whiten_kernel"]
+        for key, default in (("whiten_kernel", 0), ("stem_stride", 1), ("stem_pool", False)):
+            if d[key] == default:
+                del d[key]
         for s in d["stages"]:
             for b in s["blocks"]:
                 b["kernels"] = list(b["kernels"])
+                for key, default in (("mid2", 0), ("groups", 1)):
+                    if b[key] == default:
+                        del b[key]
         for key in ("input_mean", "input_std"):
             if d[key] is not None:
                 d[key] = list(d[key])
@@ -232,7 +267,7 @@ class ResNetConfig:
 
     def describe(self) -> str:
         """One line: stem, widths, depths, strides (e.g. for tables and logs); a whitening layer first, if any."""
-        mids = ["/".join(str(b.mid) for b in s.blocks) for s in self.stages]
+        mids = ["/".join(f"{b.mid}-{b.mid2}" if b.mid2 else str(b.mid) for b in s.blocks) for s in self.stages]
         extra = ""
         if self.stem_se:
             extra += f" stem-SE {self.stem_se}"
@@ -243,9 +278,16 @@ class ResNetConfig:
             extra += " k=" + ",".join(f"{a}x{b}" for a, b in sorted(kernels))
         if any(s.shortcut == "pad" for s in self.stages):
             extra += " zero-pad shortcuts"
+        if any(b.bottleneck for s in self.stages for b in s.blocks):
+            extra += " bottleneck"
+        groups = {b.groups for s in self.stages for b in s.blocks}
+        if groups != {1}:
+            extra += " groups " + "/".join(map(str, sorted(groups)))
+        stem = f"k{self.stem_kernel}" + (f" s{self.stem_stride}" if self.stem_stride != 1 else "") + (
+            " maxpool" if self.stem_pool else "")
         whiten = f"whiten {self.whiten_width}(k{self.whiten_kernel}, frozen) " if self.whiten_kernel else ""
         return (
-            f"{whiten}stem {self.stem_width}(k{self.stem_kernel}) widths {self.widths} depths {self.depths} "
+            f"{whiten}stem {self.stem_width}({stem}) widths {self.widths} depths {self.depths} "
             f"strides {self.strides} mids [{' | '.join(mids)}]{extra}"
         )
 
@@ -263,7 +305,10 @@ def _check_size(cfg: "ResNetConfig") -> None:
     weights, in_width = cfg.stem_width * cfg.in_channels * cfg.stem_kernel**2, cfg.stem_width
     for s in cfg.stages:
         for b in s.blocks:
-            weights += b.mid * in_width * b.kernels[0] ** 2 + s.width * b.mid * b.kernels[1] ** 2
+            if b.bottleneck:
+                weights += b.mid * in_width * b.kernels[0] ** 2 + b.mid2 * b.mid // b.groups * b.kernels[1] ** 2 + s.width * b.mid2
+            else:
+                weights += b.mid * in_width * b.kernels[0] ** 2 + s.width * b.mid * b.kernels[1] ** 2
             in_width = s.width
     if weights > MAX_WEIGHTS:
         about = f"{float(weights):.3g}" if weights < 10**300 else "more than 1e300"
@@ -298,7 +343,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1)  # as in report 003's code; fvcore counts it (one FLOP per input element)
+        s = F.adaptive_avg_pool2d(x, 1)  # as in report 003's code; not a FLOP (compress counts no pooling)
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
         return x * s
 
@@ -373,12 +418,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cfg.mid, width, k2, 1, k2 // 2, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.se = SqueezeExcite(width, cfg.se) if cfg.se else None
-        if projection == "pad":
-            self.shortcut: nn.Module = nn.Sequential(ZeroPadShortcut(in_width, width, stride))
-        elif projection:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_width, width, 1, stride, bias=False), nn.BatchNorm2d(width))
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut = _shortcut(in_width, width, stride, projection)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -386,6 +426,45 @@ class BasicBlock(nn.Module):
         if self.se is not None:
             out = self.se(out)
         return F.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """Post-activation bottleneck block described by a :class:`BlockConfig` with ``mid2 > 0``: the
+    module names (``conv1``..``conv3``, ``bn1``..``bn3``) are torchvision's, the stride is on ``conv2``.
+
+    ``projection`` is as for :class:`BasicBlock`.
+    """
+
+    def __init__(
+        self, in_width: int, width: int, stride: int, cfg: BlockConfig, projection: bool | str,
+    ) -> None:
+        super().__init__()
+        k1, k2 = cfg.kernels
+        self.conv1 = nn.Conv2d(in_width, cfg.mid, k1, 1, k1 // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(cfg.mid)
+        self.conv2 = nn.Conv2d(cfg.mid, cfg.mid2, k2, stride, k2 // 2, groups=cfg.groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(cfg.mid2)
+        self.conv3 = nn.Conv2d(cfg.mid2, width, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.se = SqueezeExcite(width, cfg.se) if cfg.se else None
+        self.shortcut = _shortcut(in_width, width, stride, projection)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.se is not None:
+            out = self.se(out)
+        return F.relu(out + self.shortcut(x))
+
+
+def _shortcut(in_width: int, width: int, stride: int, projection: bool | str) -> nn.Module:
+    """A block's shortcut: ``"pad"`` a :class:`ZeroPadShortcut`, true a 1x1 conv + BN, else the identity."""
+    if projection == "pad":
+        return nn.Sequential(ZeroPadShortcut(in_width, width, stride))
+    if projection:
+        return nn.Sequential(nn.Conv2d(in_width, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+    return nn.Identity()
 
 
 class ResNet(nn.Module):
@@ -400,9 +479,11 @@ class ResNet(nn.Module):
         self.config = config
         c = config
         self.whiten = WhiteningConv(c.in_channels, c.whiten_kernel) if c.whiten_kernel else None
-        self.conv1 = nn.Conv2d(c.stem_in_channels, c.stem_width, c.stem_kernel, 1, c.stem_kernel // 2, bias=False)
+        self.conv1 = nn.Conv2d(c.stem_in_channels, c.stem_width, c.stem_kernel, c.stem_stride, c.stem_kernel // 2,
+                               bias=False)
         self.bn1 = nn.BatchNorm2d(c.stem_width)
         self.se = SqueezeExcite(c.stem_width, c.stem_se) if c.stem_se else None
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if c.stem_pool else None
         in_width = c.stem_width
         for i, stage in enumerate(c.stages):
             # False, or the kind of the first block's shortcut module ("conv" / "pad")
@@ -411,7 +492,7 @@ class ResNet(nn.Module):
             for j, block in enumerate(stage.blocks):
                 first = j == 0
                 blocks.append(
-                    BasicBlock(
+                    (Bottleneck if block.bottleneck else BasicBlock)(
                         in_width if first else stage.width,
                         stage.width,
                         stage.stride if first else 1,
@@ -434,10 +515,12 @@ class ResNet(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         if self.se is not None:
             out = self.se(out)
+        if self.maxpool is not None:
+            out = self.maxpool(out)
         for stage in self.stages:
             out = stage(out)
-        # Global average pool; `mean` equals the reports' avg_pool2d(4) on a 4x4 map and is not
-        # counted as FLOPs by fvcore, matching the published multiply-add counts.
+        # Global average pool; `mean` equals the reports' avg_pool2d(4) on a 4x4 map. No pooling is
+        # counted as FLOPs (compress.metrics), matching the published multiply-add counts.
         out = out.mean((2, 3))
         return self.linear(out)
 
@@ -451,13 +534,16 @@ class ResNet(nn.Module):
             blocks = []
             for block in stage:
                 se = block.se.fc1.out_channels if block.se is not None else 0
-                blocks.append(
-                    BlockConfig(block.conv1.out_channels, (block.conv1.kernel_size[0], block.conv2.kernel_size[0]), se)
-                )
+                kernels = (block.conv1.kernel_size[0], block.conv2.kernel_size[0])
+                if isinstance(block, Bottleneck):
+                    blocks.append(BlockConfig(block.conv1.out_channels, kernels, se, block.conv2.out_channels, block.conv2.groups))
+                else:
+                    blocks.append(BlockConfig(block.conv1.out_channels, kernels, se))
             first = stage[0]
             has_proj = not isinstance(first.shortcut, nn.Identity)
+            last = first.conv3 if isinstance(first, Bottleneck) else first.conv2
             stages.append(
-                StageConfig(first.conv2.out_channels, old.stride, tuple(blocks), projection=has_proj, shortcut=old.shortcut)
+                StageConfig(last.out_channels, old.stride, tuple(blocks), projection=has_proj, shortcut=old.shortcut)
             )
         return ResNetConfig(
             stages=tuple(stages),
@@ -469,6 +555,8 @@ class ResNet(nn.Module):
             input_mean=self.config.input_mean,
             input_std=self.config.input_std,
             whiten_kernel=self.whiten.kernel_size[0] if self.whiten is not None else 0,
+            stem_stride=self.conv1.stride[0],
+            stem_pool=self.maxpool is not None,
         )
 
 

@@ -17,7 +17,8 @@ def require_resnet(model: nn.Module, transform: str) -> ResNet:
         raise TypeError(
             f"{transform}() works on compress ResNets (compress.models.ResNet), got "
             f"{type(model).__module__}.{type(model).__qualname__}; "
-            "build one with compress.resnet18() or compress.models.ResNet(config). "
+            "build one with compress.resnet18() or compress.models.ResNet(config), or convert a torchvision "
+            "ResNet with compress.models.from_torchvision(model). "
             "compress.prune() works on any model."
         )
     return model

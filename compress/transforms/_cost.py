@@ -1,7 +1,8 @@
 """Params and FLOPs of a pruning plan, predicted from layer shapes (so a budget search needs no pruning).
 
 The prediction starts from the unpruned model's counts (:func:`compress.count_params`, fvcore FLOPs per
-layer, as :func:`compress.count_flops` counts them) and rescales each layer that a plan touches by how
+layer, as :func:`compress.count_flops` counts them: one convention, pooling not counted, so a prediction
+is what the counter then measures) and rescales each layer that a plan touches by how
 its shape changes: a conv or linear layer by ``out * in / groups``, a norm layer by its channels. Where
 a plan touches a layer this does not model (attention, LSTM, FLOPs spent outside any layer), the model
 says so (:attr:`CostModel.exact` is False for that plan) and the caller measures a pruned copy instead.
@@ -9,36 +10,23 @@ says so (:attr:`CostModel.exact` is False for that plan) and the caller measures
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
-from ..metrics import count_params, flops_by_module, fvcore_flop_count
+from ..metrics import count_params, flops_by_module, fvcore_by_module
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 def flops_per_module(model: nn.Module, inputs: Any, input_size: Any) -> dict[str, int]:
-    """fvcore FLOPs per named module (``""``: the whole model) on ``inputs`` (or zeros of ``input_size``)."""
+    """FLOPs per named module (``""``: the whole model) on ``inputs`` (or zeros of ``input_size``), counted
+    as :func:`compress.count_flops` counts them (fvcore, pooling not counted)."""
     if inputs is None:
         return flops_by_module(model, input_size)
-    FlopCountAnalysis = fvcore_flop_count()
-
     if isinstance(inputs, Mapping):
         raise ValueError("target_flops needs positional example inputs (a tensor or a tuple), not a dict")
-    args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    was_training = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            analysis = FlopCountAnalysis(model, args)
-            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            return dict(analysis.by_module())
-    finally:
-        model.train(was_training)
+    return fvcore_by_module(model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,))
 
 
 def measure(model: nn.Module, what: str, inputs: Any, input_size: Any) -> int:

@@ -81,7 +81,8 @@ def redistribute_blocks(model: ResNet, blocks: Sequence[int]) -> ResNet:
 
 
 def set_kernels(model: ResNet, kernels: Union[Kernels, Sequence[Kernels]]) -> ResNet:
-    """Set the kernel sizes ``(k1, k2)`` of the two convs of every block, or one pair per stage.
+    """Set the kernel sizes ``(k1, k2)`` of the two convs of every block, or one pair per stage (in a
+    bottleneck block, its first two convs; the last stays 1x1).
 
     Old kernels are centred in the new ones (zero padded when growing, centre-cropped when shrinking),
     so growing 3x3 to 5x5 keeps the model's function exactly.
@@ -146,8 +147,8 @@ def scale_width(model: ResNet, factor: Union[float, Sequence[float]]) -> ResNet:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < math.inf:
             raise ValueError(f"scale_width: factors must be positive finite numbers, got {str(factor)[:80]}")
 
-    def scaled(width: int, f: float, what: str) -> int:
-        w = round(width * f)
+    def scaled(width: int, f: float, what: str, groups: int = 1) -> int:
+        w = round(width // groups * f) * groups  # a grouped conv keeps its groups: whole groups scale
         if w < 1:
             raise ValueError(f"scale_width: {what} of {width} channels x {f} rounds to zero channels")
         return w
@@ -155,7 +156,10 @@ def scale_width(model: ResNet, factor: Union[float, Sequence[float]]) -> ResNet:
     stages = []
     for i, (stage, f) in enumerate(zip(cfg.stages, factors[1:])):
         blocks = tuple(
-            dataclasses.replace(b, mid=scaled(b.mid, f, f"layer{i + 1}.{j} inner width"), se=max(1, round(b.se * f)) if b.se else 0)
+            dataclasses.replace(
+                b, mid=scaled(b.mid, f, f"layer{i + 1}.{j} inner width", b.groups), se=max(1, round(b.se * f)) if b.se else 0,
+                mid2=scaled(b.mid2, f, f"layer{i + 1}.{j} middle width", b.groups) if b.mid2 else 0,
+            )
             for j, b in enumerate(stage.blocks)
         )
         stages.append(reset_projection(stage, width=scaled(stage.width, f, f"layer{i + 1} width"), blocks=blocks))
@@ -176,7 +180,11 @@ def _target_widths(model: ResNet, cfg: ResNetConfig) -> dict[nn.Module, int]:
     for stage, scfg in zip(model.stages, cfg.stages):
         for block, bcfg in zip(stage, scfg.blocks):
             want[block.conv1] = bcfg.mid
-            want[block.conv2] = scfg.width
+            if bcfg.bottleneck:
+                want[block.conv2] = bcfg.mid2
+                want[block.conv3] = scfg.width
+            else:
+                want[block.conv2] = scfg.width
             if not isinstance(block.shortcut, nn.Identity):
                 want[block.shortcut[0]] = scfg.width
             if block.se is not None:

@@ -65,7 +65,8 @@ def prune(
 
     **Budget.** ``target_params`` / ``target_flops`` instead of ``ratios``: the smallest ratio (uniform
     with local ranking, global with global ranking) whose result fits the budget; FLOPs are counted on
-    ``inputs`` (or zeros of ``input_size``, default 1x3x32x32). ``mode="sequential"`` instead visits the
+    ``inputs`` (or zeros of ``input_size``, default 1x3x32x32), as :func:`compress.count_flops` counts
+them. A budget the model already fits is a ``UserWarning`` (the result is an unpruned copy). ``mode="sequential"`` instead visits the
     matched layers in order and removes ``int(r * n)`` of their *current* width, so ratios compound
     along a residual stream (the procedure of torch-pruning 0.2.8 and report 002a).
 

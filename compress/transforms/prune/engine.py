@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -219,6 +220,7 @@ def one_shot(s: Setup, importance: tp.importance.Importance) -> nn.Module:
         what, value = budget
         start_cost = CostModel(state.net, what, s.flops_inputs, s.input_size, state.param_dims()).total
         if start_cost <= value:
+            _nothing_to_prune(what, value, start_cost)
             return finish(s, state)
     for step in range(1, config.steps + 1):
         if step > 1:
@@ -249,6 +251,12 @@ def target_groups(s: Setup, state: State) -> dict[str, tuple[float | None, int]]
                               lambda g: state.blocked(g, keep_residual))
     return {g.key: (None, 0) for g in state.groups
             if state.blocked(g, keep_residual) is None and any(n in state.candidates for n in g.members)}
+
+
+def _nothing_to_prune(what: str, budget: int, size: int) -> None:
+    """Warn that a budget at or above the model's size leaves it unpruned (the result is a plain copy)."""
+    warnings.warn(f"target_{what}={budget:,} is at or above the model's {size:,} {search.label(what)}: "
+                  "nothing was pruned (the result is an unpruned copy)", UserWarning, stacklevel=4)
 
 
 def _budget_plan(s: Setup, state: State, planner: Planner, groups: list[dg.Group], targets: Mapping[str, tuple],
@@ -289,7 +297,8 @@ def sequential(s: Setup, importance: tp.importance.Importance) -> nn.Module:
         inputs = None if config.inputs is None else dg.to_device(config.inputs, next(m.parameters()).device)
         return measure(m, what, inputs, s.input_size)
 
-    if cost(s.model) <= value:
+    if (start := cost(s.model)) <= value:
+        _nothing_to_prune(what, value, start)
         return copy.deepcopy(s.model)
 
     def evaluate(r: float) -> tuple[nn.Module, int]:
