@@ -48,6 +48,7 @@ from .recipes import FAST_TRAIN, RecipeError, check_unique_names, find, load, re
 from .training import NonFiniteLossError
 from .training.config import MAX_SEED
 from .training.distributed import check_device
+from .weights import WeightsNotFoundError
 
 __all__ = ["main", "build_parser", "build_command_parser", "Command", "COMMANDS", "register"]
 
@@ -179,6 +180,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None,
                    help="training device: cpu, cuda, cuda:N or mps, checked before anything starts (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress output from the trainer")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
     return p
 
 
@@ -218,6 +222,9 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the .onnx files")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
     p.add_argument("--image-size", type=_positive_int, default=32, metavar="N", help="input images are 3 x N x N (default 32)")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
 
 
 _LATENCY_DESCRIPTION = (
@@ -240,6 +247,9 @@ def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_positive_int, default=3, metavar="N", help="untimed calls first (default 3)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
 
 
 def _named_models(targets: Sequence[str], directory: str | None) -> dict:
@@ -346,6 +356,9 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-flip", action="store_true", help="the same as --tta mirror (the older spelling)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the result to PATH as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
 
 
 def _load_any(path: str, layout: str):
@@ -413,12 +426,20 @@ def _select(names: Sequence[str], directory: str | None, console: Console | None
         raise RecipeError(f"no recipes in {directory or recipes_dir()}")
     check_unique_names(paths)
     recipes = [load(p) for p in paths]
-    if not names:  # all recipes: leave out those whose weights file is not there, saying so
-        missing = [r for r in recipes if r.weights is not None and not r.weights_path().is_file()]
+    if not names:  # all recipes: leave out those whose weights cannot be had (no file, no network), saying why
+        missing = {}
+        for r in recipes:
+            try:
+                path = r.weights_path(download=True)
+            except WeightsNotFoundError as e:
+                missing[r.name] = str(e)
+                continue
+            if path is not None and not path.is_file():
+                missing[r.name] = f"weights file not found ({path}; a recipe's weights.path is relative to its file)"
         if missing and console is not None:
-            console.print(f"compress-bench: skipping {', '.join(r.name for r in missing)}: weights file not found "
-                          f"({missing[0].weights_path()}; see ../shared/weights)", highlight=False, markup=False)
-        recipes = [r for r in recipes if r not in missing]
+            console.print(f"compress-bench: skipping {', '.join(missing)}: {next(iter(missing.values()))}",
+                          highlight=False, markup=False, soft_wrap=True)
+        recipes = [r for r in recipes if r.name not in missing]
     return recipes
 
 
@@ -597,9 +618,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in COMMANDS:
         # the sub-parser parses its own arguments, so that its errors name it (`compress-bench report: error: ...`)
         sub = _sub_parsers(build_command_parser())[argv[0]]
-        return COMMANDS[argv[0]].run(sub.parse_args(argv[1:]), sub, argv)
+        args = sub.parse_args(argv[1:])
+        with _weights_dir(getattr(args, "weights_dir", None)):
+            return COMMANDS[argv[0]].run(args, sub, argv)
     parser = build_parser()
-    return _run_main(parser.parse_args(argv), parser, argv)
+    args = parser.parse_args(argv)
+    with _weights_dir(args.weights_dir):
+        return _run_main(args, parser, argv)
+
+
+@contextlib.contextmanager
+def _weights_dir(folder: str | None):
+    """``--weights-dir DIR``: ``$COMPRESS_WEIGHTS`` is DIR while the command runs (restored after)."""
+    if folder is None:
+        yield
+        return
+    before = os.environ.get("COMPRESS_WEIGHTS")
+    os.environ["COMPRESS_WEIGHTS"] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("COMPRESS_WEIGHTS", None)
+        else:
+            os.environ["COMPRESS_WEIGHTS"] = before
 
 
 def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: Any) -> int:

@@ -17,11 +17,13 @@ A recipe is data, never code per paper::
       accuracy: 96.04           # percent, as the report states it (null: no claim)
       accuracy_basis: maximum test accuracy over epochs
 
-A recipe may start from trained weights instead of a fresh ResNet-18 (imported with
-:func:`compress.models.from_checkpoint`; the path is relative to the recipe file, or found by its name
-in ``$COMPRESS_WEIGHTS``; the file's SHA-256 is checked before it is read)::
+A recipe may start from trained weights instead of a fresh ResNet-18: a published checkpoint by name
+(:mod:`compress.weights`: found in ``$COMPRESS_WEIGHTS`` or torch's hub cache, else downloaded once, its
+SHA-256 checked), or a file of the user's: a checkpoint imported with
+:func:`compress.models.from_checkpoint` or a :func:`compress.save` file (the path is relative to the
+recipe file, or found by its name in ``$COMPRESS_WEIGHTS``; a ``sha256`` given is checked before it is read)::
 
-    weights: {path: ../../shared/weights/resnet56-4bfd9763.th, sha256: 4bfd9763..., layout: auto}
+    weights: {name: resnet56-4bfd9763}          # or {path: mymodel.pt}, or {path: ckpt.th, sha256: ..., layout: auto}
     finetune: false             # only evaluate (before and after the transforms); default true
 
 Such a recipe may distil the model before its transforms into the transformed one (``train.distill``).
@@ -51,11 +53,14 @@ import yaml
 from torch import nn
 
 from ._schema import SchemaError, convert, from_dict, merge
+from .io import load as load_saved
 from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
 from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, TIME_BUDGET_TRAIN
 from .transforms import REGISTRY
 from .transforms.prune import KEYWORDS, PruneConfig
+from .weights import Weights
+from .weights import sha256_of as _sha256
 
 __all__ = [
     "BUDGET_PARAMS",
@@ -103,20 +108,6 @@ class Claims:
             raise ValueError(f"accuracy must be a percentage in 0..100, or null for no claim; got {self.accuracy!r}")
 
 
-@dataclass(frozen=True)
-class Weights:
-    """A trained starting point: a checkpoint file (``path`` relative to the recipe file), its SHA-256
-    (checked before the file is read) and its layout (see :func:`compress.models.from_checkpoint`)."""
-
-    path: str
-    sha256: str
-    layout: Literal["auto", "option_a", "kuangliu", "report003"] = "auto"
-
-    def __post_init__(self) -> None:
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
-            raise ValueError(f"weights.sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
-
-
 @dataclass(frozen=True, kw_only=True)
 class _RecipeFile:
     """The top-level keys of a recipe file (the schema :func:`load` checks)."""
@@ -155,29 +146,39 @@ class Recipe:
         random init each call)."""
         return self.transform(self.initial_model())
 
-    def weights_path(self) -> Path | None:
-        """Where the recipe's weights file is: ``weights.path`` (relative to the recipe file's folder), or,
-        if that is not there and ``$COMPRESS_WEIGHTS`` names a folder, the file of that name in it."""
+    def weights_path(self, download: bool = False) -> Path | None:
+        """Where the recipe's weights file is (``None``: the recipe has no weights). A published ``name``:
+        its local copy (:func:`compress.weights.find_local`), else, with ``download``, fetched
+        (:func:`compress.weights.fetch`, which raises if it cannot), else where it would be downloaded to. A
+        ``path``: relative to the recipe file's folder, or, if that is not there and ``$COMPRESS_WEIGHTS``
+        names a folder, the file of that name in it."""
         if self.weights is None:
             return None
-        p = Path(self.weights.path).expanduser()
-        if not p.is_absolute() and self.path is not None:
-            p = self.path.parent / p
-        elsewhere = os.environ.get("COMPRESS_WEIGHTS")
-        if not p.is_file() and elsewhere and (Path(elsewhere) / p.name).is_file():
-            return Path(elsewhere) / p.name
-        return p
+        return self.weights.locate(self.path.parent if self.path is not None else None, download=download)
 
     def initial_model(self) -> nn.Module:
-        """What the transforms start from: the trained weights (SHA-256 checked), else a fresh ResNet-18."""
+        """What the transforms start from: the trained weights (SHA-256 checked), else a fresh ResNet-18.
+
+        A weights file written by :func:`compress.save` is loaded as it is (a model of a class other than
+        compress's ResNet is rebuilt from its stored class, see :func:`compress.io.load`); any other file is
+        imported with :func:`compress.models.from_checkpoint`."""
         if self.weights is None:
             return resnet18()
-        path = self.weights_path()
+        try:
+            path = self.weights_path(download=True)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"{self._where()}: {e}") from e
         if not path.is_file():
             raise RecipeError(f"{self._where()}: weights file {path} not found (weights.path {self.weights.path!r})")
-        if _sha256(path) != self.weights.sha256:
+        expected = self.weights.expected_sha256
+        if expected is not None and _sha256(path) != expected:
             raise RecipeError(f"{self._where()}: weights file {path} is not the file the recipe names (its SHA-256 "
-                              f"differs from {self.weights.sha256}); refusing a different file")
+                              f"differs from {expected}); refusing a different file")
+        try:
+            return load_saved(path)
+        except ValueError as e:
+            if "not a file written by compress.save" not in str(e):
+                raise RecipeError(f"{self._where()}: cannot load {path}: {e}") from e
         try:
             return from_checkpoint(path, self.weights.layout)
         except ValueError as e:
@@ -214,16 +215,25 @@ class Recipe:
         train = {b: _non_default(self.train_config(b)) for b in (("paper", "fast") if budget is None else (budget,))}
         spec: dict[str, Any] = {"model": [[n, a] for n, a in self.model], "train": train}
         if self.weights is not None:  # only then, so recipes without weights keep their fingerprints
-            spec.update(weights=self.weights.sha256, finetune=self.finetune)
+            spec.update(weights=self._weights_identity(), finetune=self.finetune)
         blob = json.dumps(spec, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _weights_identity(self) -> str:
+        """What identifies the starting weights in the fingerprint: their SHA-256 (a file without one named
+        in the recipe: the file's own, if it is there), else the path."""
+        expected = self.weights.expected_sha256
+        if expected is not None:
+            return expected
+        path = self.weights_path()
+        return _sha256(path) if path.is_file() else str(self.weights.path)
 
     def transforms_summary(self) -> str:
         """One line: the transform steps, e.g. ``remove_stage(index=3) -> add_se(where=stem)`` (after
         ``weights(FILE)`` for a recipe starting from trained weights)."""
         steps = [f"{n}({_fmt_args(a)})" for n, a in self.model]
         if self.weights is not None:
-            steps.insert(0, f"weights({Path(self.weights.path).name})")
+            steps.insert(0, f"weights({self.weights.label})")
         return " -> ".join(steps) or "(none)"
 
     def _where(self) -> str:
@@ -386,15 +396,6 @@ def _one_line(e: yaml.YAMLError) -> str:
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e)
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else " ".join(str(e).split())
-
-
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB pieces (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load(path: str | os.PathLike) -> Recipe:
