@@ -1,4 +1,4 @@
-"""``compress-bench``: build, count, train and compare the recipes in ``recipes/``.
+"""``compress-bench``: build, count, train and compare the recipes (built in, and ./recipes).
 
     compress-bench --dry-run                    # every recipe: params, FLOPs, claims, 5M budget
     compress-bench 003 004 --budget fast        # train two recipes with the short schedule
@@ -137,9 +137,9 @@ def _sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipes", nargs="*", metavar="RECIPE",
-                   help="recipe names (e.g. 003, resnet18) or YAML paths; default: every recipe in the recipes folder")
+                   help="recipe names (e.g. 003, resnet18) or YAML paths; default: every recipe (the built-in ones and ./recipes)")
     p.add_argument("--recipes-dir", metavar="DIR", default=None,
-                   help="folder of recipes (default: $COMPRESS_RECIPES, ./recipes, or the source checkout's)")
+                   help="the one folder of recipes (default: $COMPRESS_RECIPES, else ./recipes added to the built-in recipes)")
     p.add_argument("--dry-run", action="store_true",
                    help="only build the models and print params, FLOPs, the paper's claims and the 5M check")
     p.add_argument("--json", metavar="PATH", default=None,

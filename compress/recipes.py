@@ -76,6 +76,8 @@ __all__ = [
     "from_mapping",
     "load",
     "load_all",
+    "BUILTIN_RECIPES",
+    "recipe_dirs",
     "recipe_paths",
     "recipes_dir",
 ]
@@ -419,26 +421,42 @@ def load(path: str | os.PathLike) -> Recipe:
     return from_mapping(data, str(path), path)
 
 
-def recipes_dir() -> Path:
-    """Where the bundled recipes live: ``$COMPRESS_RECIPES``, else ./recipes, else the source checkout's."""
-    env = os.environ.get("COMPRESS_RECIPES")
-    if env:
-        return Path(env)
+#: The recipes that ship inside the package (package data: found after a regular install too).
+BUILTIN_RECIPES = Path(__file__).resolve().parent / "recipes_data"
+
+
+def recipe_dirs(directory: str | os.PathLike | None = None) -> list[Path]:
+    """The folders recipes are looked up in, first first: ``[directory]`` if given, else
+    ``[$COMPRESS_RECIPES]`` if set, else ``./recipes`` (if there) followed by the built-in recipes
+    (:data:`BUILTIN_RECIPES`), so that a user's own recipes add to the built-in ones."""
+    if directory is not None:
+        return [Path(directory)]
+    if os.environ.get("COMPRESS_RECIPES"):
+        return [Path(os.environ["COMPRESS_RECIPES"])]
     local = Path.cwd() / "recipes"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parent.parent / "recipes"
+    if local.is_dir() and local.resolve() != BUILTIN_RECIPES:
+        return [local, BUILTIN_RECIPES]
+    return [BUILTIN_RECIPES]
+
+
+def recipes_dir() -> Path:
+    """The first folder of :func:`recipe_dirs` (``$COMPRESS_RECIPES``, else ./recipes, else the built-in recipes)."""
+    return recipe_dirs()[0]
 
 
 def recipe_paths(directory: str | os.PathLike | None = None) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` recipe in ``directory`` (default :func:`recipes_dir`), sorted by name.
+    """Every ``*.yaml``/``*.yml`` recipe in the folders of :func:`recipe_dirs`, sorted by name; a recipe in
+    an earlier folder (./recipes) stands in for a built-in one of the same name.
 
-    Two files of one name (``004.yaml`` and ``004.yml``) raise :class:`RecipeError`: a name is a run sub-folder.
+    Two files of one name in one folder (``004.yaml`` and ``004.yml``) raise :class:`RecipeError`: a name
+    is a run sub-folder.
     """
-    d = Path(directory) if directory is not None else recipes_dir()
-    paths = sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml")))
-    check_unique_names(paths)
-    return paths
+    by_name: dict[str, Path] = {}
+    for d in reversed(recipe_dirs(directory)):
+        paths = sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml")))
+        check_unique_names(paths)
+        by_name.update((q.stem, q) for q in paths)
+    return sorted(by_name.values(), key=lambda q: q.stem)
 
 
 def check_unique_names(paths: typing.Sequence[str | os.PathLike]) -> None:
@@ -454,19 +472,22 @@ def check_unique_names(paths: typing.Sequence[str | os.PathLike]) -> None:
 
 
 def find(name_or_path: str | os.PathLike, directory: str | os.PathLike | None = None) -> Path:
-    """Resolve ``003`` / ``003.yaml`` / a path to a recipe file; the error lists the known names."""
+    """Resolve ``003`` / ``003.yaml`` / a path to a recipe file, looking in :func:`recipe_dirs` in order;
+    the error lists the known names."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    d = Path(directory) if directory is not None else recipes_dir()
-    if (d / p).is_file():
-        return d / p
-    found = [c for c in (d / f"{p}.yaml", d / f"{p}.yml") if c.is_file()]
-    check_unique_names(found)
-    if found:
-        return found[0]
-    known = ", ".join(q.stem for q in recipe_paths(d)) or "(none)"
-    raise RecipeError(f"no recipe {str(name_or_path)!r} (not a file, not in {d}); known recipes: {known}")
+    dirs = recipe_dirs(directory)
+    for d in dirs:
+        if (d / p).is_file():
+            return d / p
+        found = [c for c in (d / f"{p}.yaml", d / f"{p}.yml") if c.is_file()]
+        check_unique_names(found)
+        if found:
+            return found[0]
+    known = ", ".join(q.stem for q in recipe_paths(directory)) or "(none)"
+    where = " or ".join(str(d) for d in dirs)
+    raise RecipeError(f"no recipe {str(name_or_path)!r} (not a file, not in {where}); known recipes: {known}")
 
 
 def load_all(directory: str | os.PathLike | None = None) -> list[Recipe]:

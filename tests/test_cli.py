@@ -15,7 +15,7 @@ from conftest import EXPECTED_PARAMS
 from recipe_text import tiny_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "recipes"
+RECIPES = recipes.BUILTIN_RECIPES
 
 
 def tiny_text(name: str) -> str:

@@ -15,7 +15,7 @@ from compress.recipes import RecipeError
 from conftest import EXPECTED_PARAMS
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "recipes"
+RECIPES = recipes.BUILTIN_RECIPES
 
 OURS = {"ours-l1-prune"}
 

@@ -125,14 +125,14 @@ def test_bench_reports_before_after_and_finetuned(ckpt, tmp_path):
 
 
 def test_bundled_evaluation_recipes_name_the_published_weights():
-    names = [p.stem for p in recipes.recipe_paths(ROOT / "recipes") if p.stem.startswith("report003-")]
+    names = [p.stem for p in recipes.recipe_paths(recipes.BUILTIN_RECIPES) if p.stem.startswith("report003-")]
     assert len(names) == 3
     for name in names:
-        r = recipes.load(ROOT / "recipes" / f"{name}.yaml")
+        r = recipes.load(recipes.BUILTIN_RECIPES / f"{name}.yaml")
         entry = published.lookup(name)
         assert r.weights.name == name and r.weights.expected_sha256 == entry.sha256
         assert not r.finetune and r.claims.params == entry.params
-        assert "../shared" not in (ROOT / "recipes" / f"{name}.yaml").read_text()
+        assert "../shared" not in (recipes.BUILTIN_RECIPES / f"{name}.yaml").read_text()
         if f"{name}.pth" in SHARED_WEIGHTS:
             assert r.weights_path().resolve() == SHARED_WEIGHTS[f"{name}.pth"]["path"].resolve()
 

@@ -93,14 +93,14 @@ def test_a_recipe_names_published_weights(hub, tiny, tmp_path):
 
 
 def test_no_bundled_recipe_names_a_folder_beside_the_checkout():
-    for path in recipes.recipe_paths(ROOT / "recipes"):
+    for path in recipes.recipe_paths(recipes.BUILTIN_RECIPES):
         assert "../shared" not in path.read_text(), path
 
 
 def test_dry_run_without_network_or_files_skips_saying_why(hub, monkeypatch, capsys):
     for name, entry in list(published.PUBLISHED.items()):  # as on a machine without internet, wherever this runs
         monkeypatch.setitem(published.PUBLISHED, name, dataclasses.replace(entry, url=f"http://compress.invalid/{entry.file}"))
-    assert main(["--dry-run", "--recipes-dir", str(ROOT / "recipes")]) == 0
+    assert main(["--dry-run", "--recipes-dir", str(recipes.BUILTIN_RECIPES)]) == 0
     out = capsys.readouterr().out
     assert "skipping report003-" in out and "cannot be downloaded" in out and "../shared" not in out
 
