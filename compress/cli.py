@@ -214,7 +214,7 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
 _EXPORT_DESCRIPTION = (
     "Write each model as DIR/NAME.onnx (torch's exporter, batch dimension dynamic) and check it "
     "against PyTorch with ONNX Runtime on random images; a mismatch is an error. A recipe is built "
-    "fresh (untrained weights); a MODEL.pt (compress.save, e.g. runs/X/003/model.pt) keeps its own.")
+    "fresh (untrained weights); a MODEL.pt (compress.save, e.g. runs/X/003/model.pt, of any model class importable here) keeps its own.")
 
 
 def _add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -336,7 +336,7 @@ def _latency_main(args: argparse.Namespace, parser: argparse.ArgumentParser, arg
 
 _EVAL_DESCRIPTION = (
     "Test accuracy, loss and per-class accuracy of a model: a file written by compress.save "
-    "(e.g. a run folder's model.pt) or a trained checkpoint that compress.models.from_checkpoint "
+    "(a run folder's model.pt, or a model of any class importable here, e.g. a pruned torchvision model) or a trained checkpoint that compress.models.from_checkpoint "
     "imports (option_a, kuangliu or report003 layout). The model's own input normalisation is used.")
 
 
@@ -392,7 +392,8 @@ def _eval_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: 
     except (FileNotFoundError, ValueError, TypeError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         return 2
-    info = {"path": args.path, **notes, "params": count_params(model), "flops": count_flops(model),
+    image = (1, *data.test_x.shape[1:])  # the model's own input size: any model class, not only a compress ResNet
+    info = {"path": args.path, **notes, "params": count_params(model), "flops": count_flops(model, example_input=image),
             "data": bench.describe_data(data), "amp": args.amp, "tta_flip": tta == "mirror", "tta": tta,
             **result.to_dict()}
     t = Table(title=f"compress-bench eval {escape(args.path)}", title_justify="left", show_header=False)
