@@ -3,7 +3,7 @@
 For each backend (eager PyTorch, ``torch.compile``, ONNX Runtime) it measures, with
 ``compress.deploy.measure`` (median and IQR over timed repeats after warm-up, fixed threads):
 
-1. every recipe's model, built fresh from ``recipes/`` (speed does not depend on the weights);
+1. every recipe's model, built fresh from the built-in recipes (speed does not depend on the weights);
 2. ResNet-18 L1-pruned to the same parameter budget three times: ``round_to`` none, 8 and 16 (channel
    counts left as the budget search finds them, or rounded to multiples of 8 / 16), to see whether
    rounded widths close the gap between the FLOP reduction and the measured speed-up.
@@ -35,7 +35,7 @@ import torch
 import compress
 from compress import deploy, report
 from compress.provenance import provenance
-from compress.recipes import find, load
+from compress.recipes import BUILTIN_RECIPES, find, load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def build_models(recipes: list[str], round_to: list[int | None], budget: int) ->
     """``({name: model}, {name: extra row fields})`` for the recipes and the round_to variants."""
     models, extra = {}, {}
     for name in recipes:
-        recipe = load(find(name, ROOT / "recipes"))
+        recipe = load(find(name, BUILTIN_RECIPES))
         torch.manual_seed(recipe.train.seed)
         models[recipe.name] = recipe.build()
         extra[recipe.name] = {"group": "recipe"}
@@ -106,7 +106,7 @@ def markdown(out: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     """Measure, write the JSON and markdown files, return the JSON object."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", default=None, help="comma-separated recipe names (default: every recipe in recipes/)")
+    p.add_argument("--recipes", default=None, help="comma-separated recipe names (default: every built-in recipe)")
     p.add_argument("--backends", default=",".join(deploy.BACKENDS), help="comma-separated, default: all three")
     p.add_argument("--batch-sizes", default="1,256")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: the core count)")
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     bad = [b for b in backends if b not in deploy.BACKENDS]
     if bad:
         p.error(f"unknown backends {bad}; choose from {', '.join(deploy.BACKENDS)}")
-    recipes = [r for r in args.recipes.split(",") if r] if args.recipes else [q.stem for q in sorted((ROOT / "recipes").glob("*.yaml"))]
+    recipes = [r for r in args.recipes.split(",") if r] if args.recipes else [q.stem for q in sorted(BUILTIN_RECIPES.glob("*.yaml"))]
     settings = {"recipes": recipes, "round_to": args.round_to, "round_budget": args.round_budget,
                 "batch_sizes": list(_ints(args.batch_sizes)), "threads": args.threads, "repeats": args.repeats,
                 "warmup": args.warmup}

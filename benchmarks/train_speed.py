@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def build(name: str) -> nn.Module:
     """The model of the bundled recipe ``name`` (``resnet18``, ``003``, ``004``, ...), seeded."""
     torch.manual_seed(0)
-    return recipes.load(recipes.find(name, ROOT / "recipes")).build()
+    return recipes.load(recipes.find(name, recipes.BUILTIN_RECIPES)).build()
 
 
-MODELS = sorted(p.stem for p in recipes.recipe_paths(ROOT / "recipes"))
+MODELS = sorted(p.stem for p in recipes.recipe_paths(recipes.BUILTIN_RECIPES))
 
 
 class PILArrays(torch.utils.data.Dataset):

@@ -9,12 +9,12 @@ input), metrics, and save/load::
     compress.count_params(small), compress.count_flops(small)
     compress.save(small, "small.pt"); same = compress.load("small.pt")
     compress.export(small, "small.onnx"); compress.measure_latency(small, backend="onnxruntime")
-    trained = compress.models.from_checkpoint("resnet56.th")   # trained weights published by others
+    trained = compress.models.from_checkpoint(compress.weights.fetch("resnet56-4bfd9763"))  # published by others
     compress.evaluate(trained, compress.data.cifar10("data"))   # accuracy, loss, per class
 """
 
 from . import provenance  # first: it notes HEAD's commit (from .git files; no git runs) as the code is imported
-from . import data, models, training, transforms
+from . import data, models, training, transforms, weights
 from .deploy import benchmark, export, measure_latency
 from .evaluation import EvalResult, evaluate
 from .io import load, save
@@ -43,6 +43,7 @@ __all__ = [
     "models",
     "training",
     "transforms",
+    "weights",
     "prune",
     "PruneConfig",
     "prune_trained",

@@ -42,7 +42,7 @@ from .files import FolderBusyError, atomic_write, is_leftover, remove_leftovers,
 from .metrics import count_flops, count_params
 from .provenance import provenance
 from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError
-from .runfolder import MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row
+from .runfolder import FEW_STEPS, MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row
 from .runfolder import PLAN, RESULTS, RESULTS_FORMAT  # noqa: F401 - kept importable from here
 from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old name (the trainer's result.json is another)
 from .runfolder import read_json as _read_json
@@ -331,9 +331,9 @@ def _plan(recipe: Recipe, rdir: Path, data: Any, config: Any, minutes: float, de
 def _measured_row(
     recipe: Recipe, model: torch.nn.Module, result: Any, budget: Budget, command: Sequence[str] | None,
     not_comparable: str | None = None, start: Mapping[str, Any] | None = None, plan: Any = None,
-    time_budget: float | None = None,
+    time_budget: float | None = None, setup: Mapping[str, Any] | None = None,
 ) -> Row:
-    """The row of a trained recipe: the trainer's ``result`` of ``model``."""
+    """The row of a trained recipe: the trainer's ``result`` of ``model`` (``setup``: :func:`schedule_facts`)."""
     return Row.result(
         _spec(recipe, model), 100.0 * float(result.test_acc), not_comparable=not_comparable, budget=budget,
         epochs_run=result.epochs_run,
@@ -344,6 +344,7 @@ def _measured_row(
             "images_per_s": float(result.images_per_s),
             "precision": result.precision,
             "tta": getattr(result, "tta", None),
+            **({"setup": dict(setup)} if setup else {}),
         },
         run_provenance=provenance(result.device, command),
         curve=[[h.get("epoch"), 100.0 * h["test_acc"]] for h in result.history if h.get("test_acc") is not None],
@@ -508,6 +509,23 @@ def _keep_recipe_file(recipe: Recipe, folder: RecipeFolder, resume: bool, log: C
         atomic_write(kept, text)
 
 
+def schedule_facts(recipe: Recipe, config: Any, data: Any, budget: Budget, epochs: int | None,
+                   max_steps_per_epoch: int | None) -> dict[str, Any]:
+    """What a training run will do: ``batch_size``, ``steps_per_epoch`` (one process), ``epochs``,
+    ``optimizer_steps`` (their product) and ``schedule``, a note when the ``fast`` schedule replaces the
+    recipe's own ``train:`` section (empty otherwise)."""
+    steps = math.ceil(len(data.train_x) / config.batch_size)
+    if max_steps_per_epoch is not None:
+        steps = min(steps, int(max_steps_per_epoch))
+    n_epochs = int(epochs if epochs is not None else config.epochs)
+    own = recipe.train
+    replaced = budget == "fast" and own.to_dict() != recipe.fast.to_dict()
+    note = (f"the fast schedule replaces the recipe's own train: section ({own.epochs} epochs at batch "
+            f"{own.batch_size}, lr {own.optimizer.lr:g})" if replaced else "")
+    return {"batch_size": int(config.batch_size), "steps_per_epoch": steps, "epochs": n_epochs,
+            "optimizer_steps": steps * n_epochs, "schedule": note}
+
+
 def _run_locked(
     recipes: Sequence[Recipe], run_folder: RunFolder, data: Any, manifest: dict[str, Any],
     planned: dict[str, tuple[Any, torch.nn.Module]], opts: RunOptions, data_info: dict[str, Any],
@@ -556,8 +574,14 @@ def _run_locked(
         _keep_recipe_file(recipe, folder, resume, log)
         plan = plans.get(recipe.name)
         r_epochs, r_steps = (plan.epochs, plan.max_steps_per_epoch) if plan else (opts.epochs, opts.max_steps_per_epoch)
+        setup = schedule_facts(recipe, config, data, opts.budget, r_epochs, r_steps)
         log(f"{recipe.name}: {'resuming' if resume else 'training'} ({opts.budget} budget"
-            + (f", {opts.time_budget:g} min" if plan else "") + f") into {rdir}")
+            + (f", {opts.time_budget:g} min" if plan else "") + f") into {rdir}: {setup['epochs']} epochs x "
+            f"{setup['steps_per_epoch']} steps at batch {setup['batch_size']}"
+            + (f"; {setup['schedule']}" if setup["schedule"] else ""))
+        if setup["optimizer_steps"] < FEW_STEPS:
+            log(f"warning: {recipe.name} trains for only {setup['optimizer_steps']} optimizer steps: its accuracy "
+                "means nothing (a smoke test, not a measurement)")
         if getattr(model, "whiten", None) is not None:  # a whiten_stem step built placeholder weights: compute them
             model = init_whitening(model, data, normalization=(config.normalize.mean, config.normalize.std))
         try:
@@ -574,7 +598,8 @@ def _run_locked(
             raise TrainingError(f"{recipe.name}: {e}") from e
         why = comparable(recipe, opts.budget, data_info, epochs=opts.epochs, max_steps_per_epoch=opts.max_steps_per_epoch,
                          time_budget=opts.time_budget, overrides=dict(opts.overrides))
-        row = _measured_row(recipe, result.model, result, opts.budget, opts.command, why, start, plan, opts.time_budget)
+        row = _measured_row(recipe, result.model, result, opts.budget, opts.command, why, start, plan, opts.time_budget,
+                            setup)
         folder.write_row(row)
         rows.append(row)
     run_folder.write_results(rows, opts.command)

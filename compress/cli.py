@@ -1,4 +1,4 @@
-"""``compress-bench``: build, count, train and compare the recipes in ``recipes/``.
+"""``compress-bench``: build, count, train and compare the recipes (built in, and ./recipes).
 
     compress-bench --dry-run                    # every recipe: params, FLOPs, claims, 5M budget
     compress-bench 003 004 --budget fast        # train two recipes with the short schedule
@@ -50,6 +50,7 @@ from .search import cli as search_cli
 from .training import NonFiniteLossError
 from .training.config import MAX_SEED
 from .training.distributed import check_device
+from .weights import WeightsNotFoundError
 
 __all__ = ["main", "build_parser", "build_command_parser", "Command", "COMMANDS", "register"]
 
@@ -138,9 +139,9 @@ def _sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipes", nargs="*", metavar="RECIPE",
-                   help="recipe names (e.g. 003, resnet18) or YAML paths; default: every recipe in the recipes folder")
+                   help="recipe names (e.g. 003, resnet18) or YAML paths; default: every recipe (the built-in ones and ./recipes)")
     p.add_argument("--recipes-dir", metavar="DIR", default=None,
-                   help="folder of recipes (default: $COMPRESS_RECIPES, ./recipes, or the source checkout's)")
+                   help="the one folder of recipes (default: $COMPRESS_RECIPES, else ./recipes added to the built-in recipes)")
     p.add_argument("--dry-run", action="store_true",
                    help="only build the models and print params, FLOPs, the paper's claims and the 5M check")
     p.add_argument("--json", metavar="PATH", default=None,
@@ -181,6 +182,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None,
                    help="training device: cpu, cuda, cuda:N or mps, checked before anything starts (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress output from the trainer")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
     return p
 
 
@@ -212,7 +216,7 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
 _EXPORT_DESCRIPTION = (
     "Write each model as DIR/NAME.onnx (torch's exporter, batch dimension dynamic) and check it "
     "against PyTorch with ONNX Runtime on random images; a mismatch is an error. A recipe is built "
-    "fresh (untrained weights); a MODEL.pt (compress.save, e.g. runs/X/003/model.pt) keeps its own.")
+    "fresh (untrained weights); a MODEL.pt (compress.save, e.g. runs/X/003/model.pt, of any model class importable here) keeps its own.")
 
 
 def _add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -220,6 +224,9 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="folder for the .onnx files")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
     p.add_argument("--image-size", type=_positive_int, default=32, metavar="N", help="input images are 3 x N x N (default 32)")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
 
 
 _LATENCY_DESCRIPTION = (
@@ -242,6 +249,9 @@ def _add_latency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_positive_int, default=3, metavar="N", help="untimed calls first (default 3)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the rows as JSON")
     p.add_argument("--recipes-dir", metavar="DIR", default=None, help="where recipe names are looked up")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
 
 
 def _named_models(targets: Sequence[str], directory: str | None) -> dict:
@@ -328,7 +338,7 @@ def _latency_main(args: argparse.Namespace, parser: argparse.ArgumentParser, arg
 
 _EVAL_DESCRIPTION = (
     "Test accuracy, loss and per-class accuracy of a model: a file written by compress.save "
-    "(e.g. a run folder's model.pt) or a trained checkpoint that compress.models.from_checkpoint "
+    "(a run folder's model.pt, or a model of any class importable here, e.g. a pruned torchvision model) or a trained checkpoint that compress.models.from_checkpoint "
     "imports (option_a, kuangliu or report003 layout). The model's own input normalisation is used.")
 
 
@@ -348,6 +358,9 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-flip", action="store_true", help="the same as --tta mirror (the older spelling)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the result to PATH as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--weights-dir", metavar="DIR", default=None,
+                   help="folder of already-downloaded published weights (the same as $COMPRESS_WEIGHTS; default: "
+                        "that, else torch's hub cache, downloading there once)")
 
 
 def _load_any(path: str, layout: str):
@@ -381,7 +394,8 @@ def _eval_main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: 
     except (FileNotFoundError, ValueError, TypeError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         return 2
-    info = {"path": args.path, **notes, "params": count_params(model), "flops": count_flops(model),
+    image = (1, *data.test_x.shape[1:])  # the model's own input size: any model class, not only a compress ResNet
+    info = {"path": args.path, **notes, "params": count_params(model), "flops": count_flops(model, example_input=image),
             "data": bench.describe_data(data), "amp": args.amp, "tta_flip": tta == "mirror", "tta": tta,
             **result.to_dict()}
     t = Table(title=f"compress-bench eval {escape(args.path)}", title_justify="left", show_header=False)
@@ -415,12 +429,20 @@ def _select(names: Sequence[str], directory: str | None, console: Console | None
         raise RecipeError(f"no recipes in {directory or recipes_dir()}")
     check_unique_names(paths)
     recipes = [load(p) for p in paths]
-    if not names:  # all recipes: leave out those whose weights file is not there, saying so
-        missing = [r for r in recipes if r.weights is not None and not r.weights_path().is_file()]
+    if not names:  # all recipes: leave out those whose weights cannot be had (no file, no network), saying why
+        missing = {}
+        for r in recipes:
+            try:
+                path = r.weights_path(download=True)
+            except WeightsNotFoundError as e:
+                missing[r.name] = str(e)
+                continue
+            if path is not None and not path.is_file():
+                missing[r.name] = f"weights file not found ({path}; a recipe's weights.path is relative to its file)"
         if missing and console is not None:
-            console.print(f"compress-bench: skipping {', '.join(r.name for r in missing)}: weights file not found "
-                          f"({missing[0].weights_path()}; see ../shared/weights)", highlight=False, markup=False)
-        recipes = [r for r in recipes if r not in missing]
+            console.print(f"compress-bench: skipping {', '.join(missing)}: {next(iter(missing.values()))}",
+                          highlight=False, markup=False, soft_wrap=True)
+        recipes = [r for r in recipes if r.name not in missing]
     return recipes
 
 
@@ -602,9 +624,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in COMMANDS:
         # the sub-parser parses its own arguments, so that its errors name it (`compress-bench report: error: ...`)
         sub = _sub_parsers(build_command_parser())[argv[0]]
-        return COMMANDS[argv[0]].run(sub.parse_args(argv[1:]), sub, argv)
+        args = sub.parse_args(argv[1:])
+        with _weights_dir(getattr(args, "weights_dir", None)):
+            return COMMANDS[argv[0]].run(args, sub, argv)
     parser = build_parser()
-    return _run_main(parser.parse_args(argv), parser, argv)
+    args = parser.parse_args(argv)
+    with _weights_dir(args.weights_dir):
+        return _run_main(args, parser, argv)
+
+
+@contextlib.contextmanager
+def _weights_dir(folder: str | None):
+    """``--weights-dir DIR``: ``$COMPRESS_WEIGHTS`` is DIR while the command runs (restored after)."""
+    if folder is None:
+        yield
+        return
+    before = os.environ.get("COMPRESS_WEIGHTS")
+    os.environ["COMPRESS_WEIGHTS"] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("COMPRESS_WEIGHTS", None)
+        else:
+            os.environ["COMPRESS_WEIGHTS"] = before
 
 
 def _main(args: argparse.Namespace, argv: list[str], console: Console, stdout: Any) -> int:

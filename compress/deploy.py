@@ -436,8 +436,10 @@ def measure(
     min_block_s: float = 0.1,
     reference: bool = True,
     log: Callable[[str], None] = lambda s: None,
+    image_shape: Sequence[int] = (3, 32, 32),
 ) -> list[dict[str, Any]]:
-    """Benchmark each named CPU model with each backend; returns one row per model.
+    """Benchmark each named CPU model with each backend on images of ``image_shape`` (no batch
+    dimension; FLOPs are counted at that size too, so any model class works); returns one row per model.
 
     A row is ``{"recipe": name, "params", "flops", "latency": {backend: LatencyResult.to_dict() +
     "reference"}}``. With ``reference=True`` a fresh :data:`REFERENCE` ResNet-18 is measured with each
@@ -450,12 +452,15 @@ def measure(
     for name, m in models.items():
         if not isinstance(m, nn.Module):
             raise TypeError(f"models[{name!r}] must be an nn.Module, got {type(m).__name__}")
-    kwargs = dict(batch_sizes=batch_sizes, threads=threads, repeats=repeats, warmup=warmup, min_block_s=min_block_s)
+    kwargs = dict(batch_sizes=batch_sizes, threads=threads, repeats=repeats, warmup=warmup, min_block_s=min_block_s,
+                  image_shape=tuple(image_shape))
+    one = (1, *image_shape)
     ref_model = models.get(REFERENCE) if reference else None
     if reference and ref_model is None:
         ref_model = resnet18()
-    ref_flops = count_flops(ref_model) if ref_model is not None else None
-    rows = [{"recipe": n, "params": count_params(m), "flops": count_flops(m), "latency": {}} for n, m in models.items()]
+    ref_flops = count_flops(ref_model, example_input=one) if ref_model is not None else None
+    rows = [{"recipe": n, "params": count_params(m), "flops": count_flops(m, example_input=one), "latency": {}}
+            for n, m in models.items()]
     for backend in backends:
         ref = None
         if ref_model is not None:

@@ -9,9 +9,11 @@ back with ``weights_only=True``: loading never runs code from the file.
   instance attribute that is plain data: ``in_channels``/``out_channels``/``groups`` of a conv,
   ``normalized_shape`` of a LayerNorm, ``num_features``/``num_channels`` of a BatchNorm/GroupNorm,
   ``num_heads``/``embed_dim``/``head_dim`` of an attention layer, ``hidden_dim`` of a ViT, ... whatever a
-  pruned layer depends on. :func:`load` takes the classes from a template (a fresh instance of the
-  original class, ``model=``) and everything else from the file. Attributes that are code (a function,
-  a class, a ``functools.partial``, an enum) come from the template and are checked to be the same.
+  pruned layer depends on, with each layer's parameter slots and persistent buffers. :func:`load`
+  rebuilds it from the classes the file names (imported, so the model's package must be installed), or
+  takes the classes from a template (a fresh instance of the original class, ``model=``), and
+  everything else from the file. Attributes that are code (a function, a class, a ``functools.partial``,
+  an enum) are imported by name (classes and functions only) or come from the template, checked to be the same.
 
 :func:`save` reloads the file it wrote and runs both models on an example input before putting the file
 in place: a model that would not load back to the same outputs is refused, naming the layer, and any
@@ -30,6 +32,7 @@ import errno
 import io
 import functools
 import hashlib
+import importlib
 import os
 import types
 from collections import OrderedDict
@@ -150,20 +153,23 @@ def _plain(value: Any, where: str) -> Any:
 def load(path: str | os.PathLike, *, model: nn.Module | None = None, with_metadata: bool = False):
     """Rebuild the model saved at ``path`` (in eval mode, on the CPU), weights included.
 
-    For a compress ResNet nothing else is needed. For other models pass ``model=``, a fresh instance of
-    the original (unpruned) class; it is not changed: a copy gets the saved layer sizes, attributes and
-    weights. A template whose layers are not those of the saved model (another class, a missing or extra
+    For a compress ResNet nothing else is needed. Any other model is rebuilt from the classes the file
+    names (imported from the modules that define them: the model's class must be importable here, as
+    ``torchvision.models.resnet.ResNet`` or a class of the user's own package is; only ``nn.Module``
+    subclasses are built, their ``__init__`` is not run, and no stored attribute may stand in for a method),
+    or, with ``model=``, from a fresh instance of the original (unpruned) class; it is not changed: a copy
+    gets the saved layer sizes, attributes and weights. Files of older versions (no parameter slots
+    stored) need ``model=``. A template whose layers are not those of the saved model (another class, a missing or extra
     layer, other code in an attribute) is refused with a ``ValueError`` naming the layer.
     With ``with_metadata=True`` returns ``(model, metadata)``.
     """
     payload = _read(path)
     if "config" not in payload and model is None:
-        raise ValueError(
-            f"{path} holds a {payload.get('class', 'non-compress')} model; pass model=<a fresh instance "
-            "of that class> to load it"
-        )
+        model = _template_from_classes(payload, path)
+    else:
+        model = None if model is None else copy.deepcopy(model)
     try:
-        net = _rebuild(payload, None if model is None else copy.deepcopy(model))
+        net = _rebuild(payload, model)
     except (KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:  # ValueErrors name the template's misfit
         raise ValueError(f"{path} is damaged or was changed after compress.save wrote it: it does not rebuild "
                          f"({type(e).__name__}: {_one_line(e)})") from e
@@ -254,7 +260,11 @@ def _describe_modules(model: nn.Module, path: Path) -> dict[str, dict[str, Any]]
             k: b.detach().cpu() for k, b in module._buffers.items()
             if b is not None and k in module._non_persistent_buffers_set
         }
-        described[name] = {"class": _class_path(module), "attrs": attrs, "code": code, "hooks": hooks, "buffers": buffers}
+        described[name] = {"class": _class_path(module), "attrs": attrs, "code": code, "hooks": hooks, "buffers": buffers,
+                           # what load() needs to rebuild the layer without a template: its parameter slots
+                           # (None: an absent bias) and persistent buffers, by name
+                           "parameters": {k: None if v is None else bool(v.requires_grad) for k, v in module._parameters.items()},
+                           "persistent": [k for k in module._buffers if k not in module._non_persistent_buffers_set]}
     return described
 
 
@@ -329,6 +339,70 @@ def load_refusal(e: BaseException) -> str:
 
 
 _unreadable = load_refusal  # its old, private name (compress.training.trainer imports it)
+
+
+def _import(path: str, what: str) -> Any:
+    """The class or function named ``module.qualname``, imported (a ``ValueError`` if it is not importable)."""
+    parts = path.split(".")
+    if "<locals>" in parts:
+        raise ValueError(f"{what} {path} was defined inside a function, so it cannot be imported")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise ValueError(f"{what} {path} cannot be imported here (is its package installed?)")
+
+
+def _template_from_classes(payload: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+    """An empty model of the saved structure, built from the classes the file names (no template given)."""
+    saved = payload.get("modules")
+    hint = f"pass model=<a fresh instance of {payload.get('class', 'its class')}> to load {path}"
+    if not isinstance(saved, dict) or any("parameters" not in e for e in saved.values()):
+        raise ValueError(f"{path} was written by an older compress.save, which did not store the layers' parameter "
+                         f"slots; {hint}")
+    state = _state_dict(payload)
+    built: dict[str, nn.Module] = {}
+    try:
+        for name, entry in saved.items():
+            cls = _import(entry["class"], f"layer {name or '<model>'!r}: class")
+            if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+                raise ValueError(f"layer {name or '<model>'!r}: {entry['class']} is not an nn.Module class")
+            if entry["hooks"]:
+                raise ValueError(f"layer {name or '<model>'!r} has forward hooks, which only a template can bring")
+            module = cls.__new__(cls)
+            nn.Module.__init__(module)
+            for key, desc in entry["code"].items():
+                if hasattr(cls, key):
+                    raise ValueError(f"layer {name or '<model>'!r}: attribute {key!r} would hide the class's own")
+                value = _import(desc, f"layer {name or '<model>'!r}, attribute {key!r}:")
+                if _code_name(value) != desc:
+                    raise ValueError(f"layer {name or '<model>'!r}: attribute {key!r} ({desc}) is not a class or function")
+                setattr(module, key, value)
+            prefix = f"{name}." if name else ""
+            for pname, grad in entry["parameters"].items():
+                saved_p = None if grad is None else state[prefix + pname]
+                module.register_parameter(pname, None if saved_p is None else
+                                          nn.Parameter(torch.empty_like(saved_p), requires_grad=grad))
+            for bname in entry["persistent"]:
+                saved_b = state.get(prefix + bname)
+                module.register_buffer(bname, None if saved_b is None else torch.empty_like(saved_b))
+            if name:
+                parent, _, leaf = name.rpartition(".")
+                built[parent].add_module(leaf, module)
+            built[name] = module
+    except ValueError as e:
+        raise ValueError(f"{path} cannot be rebuilt from its classes ({e}); {hint}") from e
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} is damaged or was changed after compress.save wrote it: it does not rebuild "
+                         f"({type(e).__name__}: {_one_line(e)})") from e
+    return built[""]
 
 
 def _state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:

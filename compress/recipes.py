@@ -17,11 +17,13 @@ A recipe is data, never code per paper::
       accuracy: 96.04           # percent, as the report states it (null: no claim)
       accuracy_basis: maximum test accuracy over epochs
 
-A recipe may start from trained weights instead of a fresh ResNet-18 (imported with
-:func:`compress.models.from_checkpoint`; the path is relative to the recipe file, or found by its name
-in ``$COMPRESS_WEIGHTS``; the file's SHA-256 is checked before it is read)::
+A recipe may start from trained weights instead of a fresh ResNet-18: a published checkpoint by name
+(:mod:`compress.weights`: found in ``$COMPRESS_WEIGHTS`` or torch's hub cache, else downloaded once, its
+SHA-256 checked), or a file of the user's: a checkpoint imported with
+:func:`compress.models.from_checkpoint` or a :func:`compress.save` file (the path is relative to the
+recipe file, or found by its name in ``$COMPRESS_WEIGHTS``; a ``sha256`` given is checked before it is read)::
 
-    weights: {path: ../../shared/weights/resnet56-4bfd9763.th, sha256: 4bfd9763..., layout: auto}
+    weights: {name: resnet56-4bfd9763}          # or {path: mymodel.pt}, or {path: ckpt.th, sha256: ..., layout: auto}
     finetune: false             # only evaluate (before and after the transforms); default true
 
 Such a recipe may distil the model before its transforms into the transformed one (``train.distill``),
@@ -51,6 +53,7 @@ import copy
 import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import typing
@@ -61,13 +64,17 @@ from typing import Any, Literal
 import yaml
 from torch import nn
 
+from . import training
 from ._schema import SchemaError, convert, from_dict, merge
+from .io import load as load_saved
 from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
 from .training.prune_trained import SparseConfig
 from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, TIME_BUDGET_TRAIN
 from .transforms import REGISTRY
 from .transforms.prune import KEYWORDS, PruneConfig
+from .weights import Weights
+from .weights import sha256_of as _sha256
 
 __all__ = [
     "BUDGET_PARAMS",
@@ -83,6 +90,8 @@ __all__ = [
     "from_mapping",
     "load",
     "load_all",
+    "BUILTIN_RECIPES",
+    "recipe_dirs",
     "recipe_paths",
     "recipes_dir",
 ]
@@ -113,20 +122,6 @@ class Claims:
             raise ValueError(f"params must be a positive integer (the parameter count the report states), got {self.params!r}")
         if self.accuracy is not None and not (isinstance(self.accuracy, (int, float)) and 0 <= self.accuracy <= 100):
             raise ValueError(f"accuracy must be a percentage in 0..100, or null for no claim; got {self.accuracy!r}")
-
-
-@dataclass(frozen=True)
-class Weights:
-    """A trained starting point: a checkpoint file (``path`` relative to the recipe file), its SHA-256
-    (checked before the file is read) and its layout (see :func:`compress.models.from_checkpoint`)."""
-
-    path: str
-    sha256: str
-    layout: Literal["auto", "option_a", "kuangliu", "report003"] = "auto"
-
-    def __post_init__(self) -> None:
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
-            raise ValueError(f"weights.sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,29 +166,39 @@ class Recipe:
         random init each call)."""
         return self.transform(self.initial_model())
 
-    def weights_path(self) -> Path | None:
-        """Where the recipe's weights file is: ``weights.path`` (relative to the recipe file's folder), or,
-        if that is not there and ``$COMPRESS_WEIGHTS`` names a folder, the file of that name in it."""
+    def weights_path(self, download: bool = False) -> Path | None:
+        """Where the recipe's weights file is (``None``: the recipe has no weights). A published ``name``:
+        its local copy (:func:`compress.weights.find_local`), else, with ``download``, fetched
+        (:func:`compress.weights.fetch`, which raises if it cannot), else where it would be downloaded to. A
+        ``path``: relative to the recipe file's folder, or, if that is not there and ``$COMPRESS_WEIGHTS``
+        names a folder, the file of that name in it."""
         if self.weights is None:
             return None
-        p = Path(self.weights.path).expanduser()
-        if not p.is_absolute() and self.path is not None:
-            p = self.path.parent / p
-        elsewhere = os.environ.get("COMPRESS_WEIGHTS")
-        if not p.is_file() and elsewhere and (Path(elsewhere) / p.name).is_file():
-            return Path(elsewhere) / p.name
-        return p
+        return self.weights.locate(self.path.parent if self.path is not None else None, download=download)
 
     def initial_model(self) -> nn.Module:
-        """What the transforms start from: the trained weights (SHA-256 checked), else a fresh ResNet-18."""
+        """What the transforms start from: the trained weights (SHA-256 checked), else a fresh ResNet-18.
+
+        A weights file written by :func:`compress.save` is loaded as it is (a model of a class other than
+        compress's ResNet is rebuilt from its stored class, see :func:`compress.io.load`); any other file is
+        imported with :func:`compress.models.from_checkpoint`."""
         if self.weights is None:
             return resnet18()
-        path = self.weights_path()
+        try:
+            path = self.weights_path(download=True)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"{self._where()}: {e}") from e
         if not path.is_file():
             raise RecipeError(f"{self._where()}: weights file {path} not found (weights.path {self.weights.path!r})")
-        if _sha256(path) != self.weights.sha256:
+        expected = self.weights.expected_sha256
+        if expected is not None and _sha256(path) != expected:
             raise RecipeError(f"{self._where()}: weights file {path} is not the file the recipe names (its SHA-256 "
-                              f"differs from {self.weights.sha256}); refusing a different file")
+                              f"differs from {expected}); refusing a different file")
+        try:
+            return load_saved(path)
+        except ValueError as e:
+            if "not a file written by compress.save" not in str(e):
+                raise RecipeError(f"{self._where()}: cannot load {path}: {e}") from e
         try:
             return from_checkpoint(path, self.weights.layout)
         except ValueError as e:
@@ -230,7 +235,7 @@ class Recipe:
         train = {b: _non_default(self.train_config(b)) for b in (("paper", "fast") if budget is None else (budget,))}
         spec: dict[str, Any] = {"model": [[n, a] for n, a in self.model], "train": train}
         if self.weights is not None:  # only then, so recipes without weights keep their fingerprints
-            spec.update(weights=self.weights.sha256, finetune=self.finetune)
+            spec.update(weights=self._weights_identity(), finetune=self.finetune)
         if self.sparse is not None:  # likewise: recipes without sparse learning keep theirs
             spec["sparse"] = self.sparse.to_dict()
         blob = json.dumps(spec, sort_keys=True, default=str)
@@ -242,11 +247,6 @@ class Recipe:
         :class:`~compress.transforms.prune.sparse.Regularizer` on the groups of the recipe's first
         ``prune`` step; ``config`` is the budget's training setup (the phase's default). Returns the
         :class:`~compress.training.TrainResult` (its ``model`` goes into :meth:`transform`)."""
-        import math
-
-        from .training import train
-        from .transforms.prune import PruneConfig
-
         if self.sparse is None:
             raise ValueError(f"{self._where()}: the recipe has no sparse: section")
         args = _prune_preset(copy.deepcopy(next(a for n, a in self.model if n == "prune")), self.weights is not None)
@@ -255,14 +255,23 @@ class Recipe:
         steps = math.ceil(len(data.train_y) / learn.batch_size)
         if train_kwargs.get("max_steps_per_epoch") is not None:
             steps = min(steps, int(train_kwargs["max_steps_per_epoch"]))
-        return train(model, data, learn, after_backward=self.sparse.regularizer(prune_config, steps), **train_kwargs)
+        return training.train(model, data, learn, after_backward=self.sparse.regularizer(prune_config, steps), **train_kwargs)
+
+    def _weights_identity(self) -> str:
+        """What identifies the starting weights in the fingerprint: their SHA-256 (a file without one named
+        in the recipe: the file's own, if it is there), else the path."""
+        expected = self.weights.expected_sha256
+        if expected is not None:
+            return expected
+        path = self.weights_path()
+        return _sha256(path) if path.is_file() else str(self.weights.path)
 
     def transforms_summary(self) -> str:
         """One line: the transform steps, e.g. ``remove_stage(index=3) -> add_se(where=stem)`` (after
         ``weights(FILE)`` for a recipe starting from trained weights)."""
         steps = [f"{n}({_fmt_args(a)})" for n, a in self.model]
         if self.weights is not None:
-            steps.insert(0, f"weights({Path(self.weights.path).name})")
+            steps.insert(0, f"weights({self.weights.label})")
         return " -> ".join(steps) or "(none)"
 
     def _where(self) -> str:
@@ -445,15 +454,6 @@ def _one_line(e: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else " ".join(str(e).split())
 
 
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB pieces (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load(path: str | os.PathLike) -> Recipe:
     """Read and validate the recipe at ``path`` (YAML). Raises :class:`RecipeError` if it is malformed."""
     path = Path(path)
@@ -475,26 +475,42 @@ def load(path: str | os.PathLike) -> Recipe:
     return from_mapping(data, str(path), path)
 
 
-def recipes_dir() -> Path:
-    """Where the bundled recipes live: ``$COMPRESS_RECIPES``, else ./recipes, else the source checkout's."""
-    env = os.environ.get("COMPRESS_RECIPES")
-    if env:
-        return Path(env)
+#: The recipes that ship inside the package (package data: found after a regular install too).
+BUILTIN_RECIPES = Path(__file__).resolve().parent / "recipes_data"
+
+
+def recipe_dirs(directory: str | os.PathLike | None = None) -> list[Path]:
+    """The folders recipes are looked up in, first first: ``[directory]`` if given, else
+    ``[$COMPRESS_RECIPES]`` if set, else ``./recipes`` (if there) followed by the built-in recipes
+    (:data:`BUILTIN_RECIPES`), so that a user's own recipes add to the built-in ones."""
+    if directory is not None:
+        return [Path(directory)]
+    if os.environ.get("COMPRESS_RECIPES"):
+        return [Path(os.environ["COMPRESS_RECIPES"])]
     local = Path.cwd() / "recipes"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parent.parent / "recipes"
+    if local.is_dir() and local.resolve() != BUILTIN_RECIPES:
+        return [local, BUILTIN_RECIPES]
+    return [BUILTIN_RECIPES]
+
+
+def recipes_dir() -> Path:
+    """The first folder of :func:`recipe_dirs` (``$COMPRESS_RECIPES``, else ./recipes, else the built-in recipes)."""
+    return recipe_dirs()[0]
 
 
 def recipe_paths(directory: str | os.PathLike | None = None) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` recipe in ``directory`` (default :func:`recipes_dir`), sorted by name.
+    """Every ``*.yaml``/``*.yml`` recipe in the folders of :func:`recipe_dirs`, sorted by name; a recipe in
+    an earlier folder (./recipes) stands in for a built-in one of the same name.
 
-    Two files of one name (``004.yaml`` and ``004.yml``) raise :class:`RecipeError`: a name is a run sub-folder.
+    Two files of one name in one folder (``004.yaml`` and ``004.yml``) raise :class:`RecipeError`: a name
+    is a run sub-folder.
     """
-    d = Path(directory) if directory is not None else recipes_dir()
-    paths = sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml")))
-    check_unique_names(paths)
-    return paths
+    by_name: dict[str, Path] = {}
+    for d in reversed(recipe_dirs(directory)):
+        paths = sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml")))
+        check_unique_names(paths)
+        by_name.update((q.stem, q) for q in paths)
+    return sorted(by_name.values(), key=lambda q: q.stem)
 
 
 def check_unique_names(paths: typing.Sequence[str | os.PathLike]) -> None:
@@ -510,19 +526,22 @@ def check_unique_names(paths: typing.Sequence[str | os.PathLike]) -> None:
 
 
 def find(name_or_path: str | os.PathLike, directory: str | os.PathLike | None = None) -> Path:
-    """Resolve ``003`` / ``003.yaml`` / a path to a recipe file; the error lists the known names."""
+    """Resolve ``003`` / ``003.yaml`` / a path to a recipe file, looking in :func:`recipe_dirs` in order;
+    the error lists the known names."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    d = Path(directory) if directory is not None else recipes_dir()
-    if (d / p).is_file():
-        return d / p
-    found = [c for c in (d / f"{p}.yaml", d / f"{p}.yml") if c.is_file()]
-    check_unique_names(found)
-    if found:
-        return found[0]
-    known = ", ".join(q.stem for q in recipe_paths(d)) or "(none)"
-    raise RecipeError(f"no recipe {str(name_or_path)!r} (not a file, not in {d}); known recipes: {known}")
+    dirs = recipe_dirs(directory)
+    for d in dirs:
+        if (d / p).is_file():
+            return d / p
+        found = [c for c in (d / f"{p}.yaml", d / f"{p}.yml") if c.is_file()]
+        check_unique_names(found)
+        if found:
+            return found[0]
+    known = ", ".join(q.stem for q in recipe_paths(directory)) or "(none)"
+    where = " or ".join(str(d) for d in dirs)
+    raise RecipeError(f"no recipe {str(name_or_path)!r} (not a file, not in {where}); known recipes: {known}")
 
 
 def load_all(directory: str | os.PathLike | None = None) -> list[Recipe]:

@@ -76,6 +76,8 @@ ROW = "row.json"  # a recipe's result row: its presence means "finished"
 TRAINER_RESULT, CHECKPOINT, MODEL, HISTORY = _trainer.RESULT, _trainer.CHECKPOINT, _trainer.MODEL, _trainer.HISTORY
 PLAN = "plan.json"
 RECIPE_COPY = "recipe.yaml"
+#: A run of fewer optimizer steps than this is a smoke test: its header warns and its report says so.
+FEW_STEPS = 20
 RESULTS_FORMAT = "compress.results/1"
 
 

@@ -54,9 +54,7 @@ from compress import recipes  # noqa: E402
 from compress.cli import main  # noqa: E402
 from recipe_text import tiny_recipe  # noqa: E402
 
-WEIGHTS = Path(os.environ.get("COMPRESS_SHARED", ROOT.parent.parent / "shared")) / "weights"
-if not WEIGHTS.is_dir():
-    WEIGHTS = Path("/work/shared/weights")
+WEIGHTS = Path(os.environ.get("COMPRESS_WEIGHTS", "weights"))  # the published files, if this machine has them
 
 
 # the training flags every training case uses: one step of one epoch of a 5 k-parameter model
@@ -365,7 +363,9 @@ def recipe_values(w: Path) -> None:
         def weights(name: str, entry: str, extra: str = eval_only) -> str:
             return f"name: {name}\nsource: s\nmodel: []\nclaims: {{params: 1}}\nweights: {entry}\n{extra}"
 
-        bad("wnosha weights without sha256", weights("wnosha", f"{{path: {r20}}}"), "missing required key 'sha256'")
+        bad("wneither weights without name or path", weights("wneither", "{layout: auto}"), "either name")
+        bad("wboth weights with name and path", weights("wboth", f"{{name: resnet20-12fca82f, path: {r20}}}"), "not both")
+        bad("wname weights name that is not published", weights("wname", "{name: resnet1000}"), "no published weights named")
         bad("wupper weights sha256 in capitals", weights("wupper", f"{{path: {r20}, sha256: {sha.upper()}}}"), "lowercase hex")
         bad("wint weights sha256: 123", weights("wint", f"{{path: {r20}, sha256: 123}}"), "expected a string")
         bad("wlayout weights layout: resnet", weights("wlayout", f"{{path: {r20}, sha256: {sha}, layout: resnet}}"), "is not one of")

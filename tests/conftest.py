@@ -53,42 +53,35 @@ def assert_unchanged(model, snap):
     assert model.training == training
 
 
-# --- the shared trained weights and real CIFAR-10 (../shared beside the checkout) ---------------------
+# --- the published trained weights ($COMPRESS_WEIGHTS or torch's hub cache) and real CIFAR-10 --------
 import os  # noqa: E402
-import re  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from compress import weights as published  # noqa: E402
 
 
 def shared_dir() -> Path | None:
-    """``$COMPRESS_SHARED``, else the first ``shared/`` (with ``weights/README.md``) beside the checkout or above it."""
+    """``$COMPRESS_SHARED`` (a folder with ``data/cifar10``), or ``None``: the tests never look beside the checkout."""
     env = os.environ.get("COMPRESS_SHARED")
-    if env:
-        return Path(env)
-    for parent in Path(__file__).resolve().parents[1].parents:
-        if (parent / "shared" / "weights" / "README.md").is_file():
-            return parent / "shared"
-    return None
+    return Path(env) if env else None
 
 
 def shared_weights() -> dict[str, dict]:
-    """The table of ``shared/weights/README.md``: file -> {path, sha256, params, accuracy (percent)}."""
-    root = shared_dir()
-    if root is None:
-        return {}
+    """The published checkpoints found on this machine (``$COMPRESS_WEIGHTS`` or torch's hub cache; the tests
+    never download): file -> {path, sha256, params, accuracy (percent)}."""
     rows = {}
-    for line in (root / "weights" / "README.md").read_text().splitlines():
-        m = re.match(r"\|\s*`([^`]+)`\s*\|\s*`([0-9a-f]{64})`\s*\|.*\|\s*([\d,]+)\s*\|\s*([\d.]+)%\s*\|\s*$", line)
-        if m:
-            name, sha, params, acc = m.groups()
-            rows[name] = {"path": root / "weights" / name, "sha256": sha, "params": int(params.replace(",", "")),
-                          "accuracy": float(acc)}
+    for entry in published.PUBLISHED.values():
+        path = published.find_local(entry.name)
+        if path is not None:
+            rows[entry.file] = {"path": path, "sha256": entry.sha256, "params": entry.params, "accuracy": entry.accuracy}
     return rows
 
 
 SHARED_WEIGHTS = shared_weights()
-if SHARED_WEIGHTS:  # the bundled recipes' weights, also from a checkout that is not beside ../shared
-    os.environ.setdefault("COMPRESS_WEIGHTS", str(shared_dir() / "weights"))
-needs_shared = pytest.mark.skipif(not SHARED_WEIGHTS, reason="../shared/weights (or $COMPRESS_SHARED) not found")
+needs_shared = pytest.mark.skipif(
+    len(SHARED_WEIGHTS) < len(published.PUBLISHED),
+    reason="the published weights are not all on this machine: point $COMPRESS_WEIGHTS at a folder holding them "
+           "(the tests never download)")
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +97,7 @@ def cifar10_test(tmp_path_factory):
     if not npz.is_file():
         root = shared_dir()
         if root is None or not (root / "data" / "cifar10" / "unpack.py").is_file():
-            pytest.skip("real CIFAR-10 not found (no /tmp/cifar10.npz, no shared/data/cifar10)")
+            pytest.skip("real CIFAR-10 not found (no $COMPRESS_CIFAR10_NPZ or /tmp/cifar10.npz, no $COMPRESS_SHARED/data/cifar10)")
         npz = tmp_path_factory.mktemp("cifar10") / "cifar10.npz"
         parts = root / "data" / "cifar10"
         subprocess.run([sys.executable, str(parts / "unpack.py"), str(parts), str(npz)], check=True)

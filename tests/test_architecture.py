@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", (
         "compress.models", "compress.data", "compress.metrics", "compress.io", "compress.transforms",
         "compress.normalization", "compress.tta", "compress.devices", "compress.files", "compress.provenance",
-        "compress._schema",
+        "compress._schema", "compress.weights",
     )),
     ("training, evaluation, deploy", ("compress.training", "compress.evaluation", "compress.deploy")),
     ("facade", ("compress",)),  # compress/__init__.py: the public names, re-exported from the layers below

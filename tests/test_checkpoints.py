@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import compress
+from compress import weights as published
 from compress.models import CheckpointError, ResNet, ZeroPadShortcut, from_checkpoint
 
-from conftest import SHARED_WEIGHTS, needs_shared, shared_dir
+from conftest import SHARED_WEIGHTS, needs_shared
 
 
 # --- reference networks, written from the layouts' descriptions (not compress code) ---------------------
@@ -255,9 +256,8 @@ def test_files_are_read_safely(tmp_path):
 
 
 # --- the shared trained weights -----------------------------------------------------------------------
-def test_shared_readme_parsed():
-    if shared_dir() is not None:
-        assert len(SHARED_WEIGHTS) == 5
+def test_published_weights_named():
+    assert len(published.PUBLISHED) == 5 and all(len(e.sha256) == 64 for e in published.PUBLISHED.values())
 
 
 @needs_shared

@@ -15,7 +15,7 @@ from conftest import EXPECTED_PARAMS
 from recipe_text import tiny_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "recipes"
+RECIPES = recipes.BUILTIN_RECIPES
 
 
 def tiny_text(name: str) -> str:
@@ -47,7 +47,7 @@ def test_dry_run_all_recipes(tmp_path, capsys):
     assert cpu < 15, f"the dry run took {cpu:.1f} CPU s"
     rows = json.loads(out.read_text())["rows"]
     assert len(recipes.recipe_paths(RECIPES)) == len(EXPECTED_PARAMS)
-    # a recipe whose published weights file is absent (a clone without ../shared) is left out, saying so
+    # a recipe whose published weights are neither here nor downloadable is left out, saying so
     loaded = [recipes.load(p) for p in recipes.recipe_paths(RECIPES)]
     present = {r.name for r in loaded if r.weights is None or r.weights_path().is_file()}
     by_name = {r["recipe"]: r for r in rows}
@@ -60,7 +60,7 @@ def test_dry_run_all_recipes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "4,903,210" in text and "claimed" in text
     if len(present) < len(loaded):
-        assert "skipping" in text and "weights file not found" in text
+        assert "skipping" in text and "cannot be downloaded" in text
 
 
 def test_bare_command_falls_back_to_dry_run(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ from compress.recipes import RecipeError
 from conftest import EXPECTED_PARAMS
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ROOT / "recipes"
+RECIPES = recipes.BUILTIN_RECIPES
 
 OURS = {"ours-l1-prune"}
 
@@ -41,7 +41,7 @@ def test_recipe_set(loaded):
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_recipe_builds_exact_model(name, loaded, built):
     if name not in built:
-        pytest.skip(f"needs the published weights file {loaded[name].weights_path()} (../shared/weights)")
+        pytest.skip(f"needs the published weights file {loaded[name].weights_path()} ($COMPRESS_WEIGHTS)")
     model = built[name]
     assert count_params(model) == EXPECTED_PARAMS[name]
     assert loaded[name].claims.params == EXPECTED_PARAMS[name]

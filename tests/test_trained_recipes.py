@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from compress import PruneConfig, bench, count_params, recipes, report
+from compress import weights as published
 from compress.data import synthetic
 from compress.models import ResNetConfig, resnet_from_config
 from compress.recipes import RecipeError
@@ -123,15 +124,17 @@ def test_bench_reports_before_after_and_finetuned(ckpt, tmp_path):
     assert again == rows
 
 
-@needs_shared
-def test_bundled_evaluation_recipes_point_at_the_shared_weights():
-    names = [p.stem for p in recipes.recipe_paths(ROOT / "recipes") if p.stem.startswith("report003-")]
+def test_bundled_evaluation_recipes_name_the_published_weights():
+    names = [p.stem for p in recipes.recipe_paths(recipes.BUILTIN_RECIPES) if p.stem.startswith("report003-")]
     assert len(names) == 3
     for name in names:
-        r = recipes.load(ROOT / "recipes" / f"{name}.yaml")
-        info = SHARED_WEIGHTS[f"{name}.pth"]
-        assert r.weights.sha256 == info["sha256"] and r.weights_path().resolve() == info["path"].resolve()
-        assert not r.finetune and r.claims.params == info["params"]
+        r = recipes.load(recipes.BUILTIN_RECIPES / f"{name}.yaml")
+        entry = published.lookup(name)
+        assert r.weights.name == name and r.weights.expected_sha256 == entry.sha256
+        assert not r.finetune and r.claims.params == entry.params
+        assert "../shared" not in (recipes.BUILTIN_RECIPES / f"{name}.yaml").read_text()
+        if f"{name}.pth" in SHARED_WEIGHTS:
+            assert r.weights_path().resolve() == SHARED_WEIGHTS[f"{name}.pth"]["path"].resolve()
 
 
 def test_weights_found_by_name_in_compress_weights(ckpt, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..recipes import BUDGET_PARAMS
+from ..runfolder import FEW_STEPS
 from ._cells import _columns, _diff_note, _latency_cells, _short_commit, _trained_start, latency_backend
 
 __all__ = ["markdown", "latency_markdown"]
@@ -79,6 +80,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
                      "imported model, *acc after compression* that of the transformed one before any training, and "
                      "*measured* the one after fine-tuning (the same as after compression where the recipe is only "
                      "evaluated, 0 epochs).")
+    lines += _setup_markdown(rows)
     if backend:
         lines += ["", "## Measured inference speed", "", latency_markdown(rows)]
     for key, caption in (("params", "Accuracy vs parameters"), ("flops", "Accuracy vs FLOPs"),
@@ -87,3 +89,27 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
             lines += ["", f"## {caption}", "", f"![{caption}]({plots[key]})"]
     lines.append("")
     return "\n".join(lines)
+
+
+def _setup_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The *Training setup* section: each row's transforms, schedule, batch size and steps (``-`` where a
+    row of an older run folder did not record them), and a warning for runs too short to mean anything."""
+    if not rows:
+        return []
+    lines = ["", "## Training setup", "", "| recipe | transforms | epochs | batch | steps/epoch | optimizer steps | schedule |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    short = []
+    for r in rows:
+        t = r.get("setup") or {}
+        cell = lambda k: "-" if t.get(k) is None else f"{t[k]:,}"  # noqa: E731
+        trained = r.get("epochs_run") != 0
+        schedule = t.get("schedule") or ("only evaluated" if not trained else "-" if not t else "the recipe's own")
+        lines.append("| " + " | ".join(v.replace("|", "\\|") for v in (
+            str(r.get("recipe")), f"`{r.get('transforms', '-')}`", cell("epochs"), cell("batch_size"),
+            cell("steps_per_epoch"), cell("optimizer_steps"), schedule)) + " |")
+        if trained and t.get("optimizer_steps") is not None and t["optimizer_steps"] < FEW_STEPS:
+            short.append(f"{r.get('recipe')} ({t['optimizer_steps']} steps)")
+    if short:
+        lines += ["", f"**Warning:** {', '.join(short)} trained for fewer than {FEW_STEPS} optimizer steps: "
+                  "a smoke test, whose accuracy means nothing."]
+    return lines
