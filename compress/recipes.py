@@ -53,7 +53,6 @@ import copy
 import hashlib
 import inspect
 import json
-import math
 import os
 import re
 import typing
@@ -64,12 +63,11 @@ from typing import Any, Literal
 import yaml
 from torch import nn
 
-from . import training
 from ._schema import SchemaError, convert, from_dict, merge
 from .io import load as load_saved
 from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
-from .training.prune_trained import SparseConfig
+from .training.prune_trained import SparseConfig, sparse_learn
 from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, TIME_BUDGET_TRAIN
 from .transforms import REGISTRY
 from .transforms.prune import KEYWORDS, PruneConfig
@@ -251,11 +249,7 @@ class Recipe:
             raise ValueError(f"{self._where()}: the recipe has no sparse: section")
         args = _prune_preset(copy.deepcopy(next(a for n, a in self.model if n == "prune")), self.weights is not None)
         prune_config = PruneConfig.preset(args.pop("preset", "untrained"), **args)
-        learn = self.sparse.train_config(config)
-        steps = math.ceil(len(data.train_y) / learn.batch_size)
-        if train_kwargs.get("max_steps_per_epoch") is not None:
-            steps = min(steps, int(train_kwargs["max_steps_per_epoch"]))
-        return training.train(model, data, learn, after_backward=self.sparse.regularizer(prune_config, steps), **train_kwargs)
+        return sparse_learn(model, data, self.sparse, prune_config, config, **train_kwargs)[0]
 
     def _weights_identity(self) -> str:
         """What identifies the starting weights in the fingerprint: their SHA-256 (a file without one named

@@ -27,7 +27,7 @@ from .trainer import TrainResult, train
 from ..transforms.prune import DEFAULT_INPUT_SIZE, PruneConfig, prune
 from ..transforms.prune.sparse import METHODS, Regularizer
 
-__all__ = ["SparseConfig", "PruneTrainedResult", "prune_trained"]
+__all__ = ["SparseConfig", "PruneTrainedResult", "prune_trained", "sparse_learn"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,20 @@ class PruneTrainedResult:
                 "finetune": self.finetune.to_dict() if self.finetune else None}
 
 
+def sparse_learn(model: nn.Module, data: ImageData, sparse: SparseConfig, prune_config: PruneConfig,
+                 config: TrainConfig | None, **train_kwargs: Any) -> tuple[TrainResult, Regularizer]:
+    """Sparse learning: ``sparse.epochs`` of :func:`compress.training.train` (``train_kwargs`` passed on)
+    with the group-sparsity regulariser on the groups a prune with ``prune_config`` may cut. ``config``
+    is the setup the phase defaults to (:meth:`SparseConfig.train_config`). Returns the training's result
+    and the regulariser (its ``groups``: what it regularised)."""
+    learn = sparse.train_config(config)
+    steps = math.ceil(len(data.train_y) / learn.batch_size)
+    if train_kwargs.get("max_steps_per_epoch") is not None:
+        steps = min(steps, int(train_kwargs["max_steps_per_epoch"]))
+    regularizer = sparse.regularizer(prune_config, steps)
+    return train(model, data, learn, after_backward=regularizer, **train_kwargs), regularizer
+
+
 def prune_trained(
     model: nn.Module,
     data: ImageData,
@@ -186,17 +200,13 @@ def prune_trained(
         raise ValueError("finetune has distill settings but distill=False: pass distill=True (or drop finetune.distill)")
     if distill and finetune.distill is None:
         finetune = dataclasses.replace(finetune, distill=DistillConfig())
-    sparse_cfg = sparse.train_config(finetune) if sparse is not None else None
     folder = Path(out_dir) if out_dir is not None else None
 
     start, sparse_result, regularized = model, None, []
     if sparse is not None:
-        steps = math.ceil(len(data.train_y) / sparse_cfg.batch_size)
-        steps = min(steps, max_steps_per_epoch) if max_steps_per_epoch is not None else steps
-        regularizer = sparse.regularizer(prune_config, steps)
-        sparse_result = train(model, data, sparse_cfg, out_dir=folder / "sparse" if folder else None, resume=resume,
-                              device=device, progress=progress, max_steps_per_epoch=max_steps_per_epoch,
-                              after_backward=regularizer)
+        sparse_result, regularizer = sparse_learn(
+            model, data, sparse, prune_config, finetune, out_dir=folder / "sparse" if folder else None,
+            resume=resume, device=device, progress=progress, max_steps_per_epoch=max_steps_per_epoch)
         start = sparse_result.model
         regularized = regularizer.groups or regularizer.bind(copy.deepcopy(start))  # a finished run resumed: no call
     pruned = prune(start, prune_config)
