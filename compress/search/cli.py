@@ -7,12 +7,17 @@ parsed arguments, returning the exit status (0 done, 2 bad input).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from ..bench import resolve_data
+from ..data import DatasetError
+from ..recipes import RecipeError
+from .space import Budget, Proxy, SearchSpace
+from .study import search
 
 __all__ = ["DESCRIPTION", "add_arguments", "main"]
 
@@ -122,27 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="trial heartbeat in seconds; a trial silent for 2*S is failed and retried (default 60)")
 
 
-def _data(spec: str | None, download: bool) -> Any:
-    from ..data import DatasetError, cifar10, synthetic
-
-    if spec is not None and (spec == "synthetic" or spec.startswith("synthetic:")):
-        parts = spec.split(":")[1:]
-        try:
-            n = [int(p) for p in parts]
-            if len(n) > 2 or any(v < 1 for v in n):
-                raise ValueError(spec)
-        except ValueError:
-            raise DatasetError(f"--data {spec[:40]!r}: expected synthetic[:N_TRAIN[:N_TEST]]") from None
-        n_train = n[0] if n else 2048
-        return synthetic(n_train, n[1] if len(n) > 1 else max(n_train // 4, 1))
-    if spec is None:
-        spec = os.environ.get("COMPRESS_DATA") or "data"
-    return cifar10(Path(spec), download=download)
-
-
 def _space(args: argparse.Namespace) -> Any:
-    from .space import SearchSpace
-
     fields: dict[str, Any] = {}
     if args.space is not None:
         try:
@@ -160,11 +145,6 @@ def _space(args: argparse.Namespace) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """Run the search the parsed ``args`` describe; print where its outputs are. 0: done, 2: bad input."""
-    from ..data import DatasetError
-    from ..recipes import RecipeError
-    from .space import Budget, Proxy
-    from .study import search
-
     try:
         space = _space(args)
         budget = Budget(params=None if args.no_params_budget else args.max_params, flops=args.max_flops,
@@ -173,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
                         latency_min_block_s=args.latency_block)
         proxy = Proxy(epochs=args.epochs, train_images=args.train_images, val_images=args.val_images,
                       seed=args.proxy_seed, train={"batch_size": args.batch_size} if args.batch_size else None)
-        data = _data(args.data, args.download)
+        data = resolve_data(args.data, download=args.download)
         result = search(
             args.base, space, budget, data=data, out=args.out, n_trials=args.trials,
             timeout_s=None if args.timeout is None else 60 * args.timeout, proxy=proxy, objectives=args.objectives,

@@ -19,7 +19,7 @@ from ..files import atomic_write, write_json
 from ..recipes import FAST_TRAIN, from_mapping
 from ..training import TrainConfig
 
-__all__ = ["trial_record", "pareto_front", "best_record", "recipe_dict", "write_outputs", "TRIALS_FILE", "BEST_FILE"]
+__all__ = ["trial_record", "pareto_front", "best_record", "recipe_dict", "write_outputs", "safe_url", "TRIALS_FILE", "BEST_FILE"]
 
 TRIALS_FILE = "trials.json"
 BEST_FILE = "best.json"
@@ -136,21 +136,28 @@ def _budget_text(budget: dict[str, Any]) -> str:
     return ", ".join(parts) or "(none)"
 
 
+def safe_url(url: str) -> str:
+    """``url`` without a password (``user:secret@host`` -> ``user:***@host``)."""
+    head, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@{rest.split('@', 1)[1]}"
+    return head + sep + rest
+
+
 def write_outputs(
     study: optuna.Study, out: Path, settings: dict[str, Any], base_steps: list | None, recipe_name: str,
     recipe_train: dict[str, Any] | None, url: str, *, plots: bool = True,
 ) -> tuple[dict[str, Path], list[dict[str, Any]], dict[str, Any] | None]:
     """Write ``trials.json``, ``best.json``, the recipe (if ``base_steps`` is not ``None``) and, with
     ``plots``, the plots from the study's storage; returns (files by kind, trial records, best record)."""
-    from .study import _safe_url
-
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
     best = best_record(records)
     counts: dict[str, int] = {}
     for r in records:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     files = {"trials": write_json(out / TRIALS_FILE, {
-        "study": study.study_name, "storage": _safe_url(url),
+        "study": study.study_name, "storage": safe_url(url),
         "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "settings": settings, "counts": counts, "best": None if best is None else best["number"], "trials": records,
     }, indent=1)}

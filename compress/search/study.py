@@ -37,6 +37,7 @@ from ..models import ResNet, resnet18
 from ..recipes import Recipe, find, from_mapping, load
 from ..training import NonFiniteLossError, TrainConfig, train
 from ..transforms import init_whitening
+from .output import safe_url, write_outputs
 from .space import Budget, Proxy, SearchSpace, Steps, build
 
 try:
@@ -131,8 +132,6 @@ def search(
     ``accuracy_vs_params.png`` and ``accuracy_vs_latency.png``. ``seed`` seeds the sampler (``None``: a
     different sequence per process, which several workers need). ``base`` and ``data`` are not changed.
     """
-    from .output import write_outputs
-
     space = space if space is not None else SearchSpace()
     budget = budget if budget is not None else Budget()
     proxy = proxy if proxy is not None else Proxy()
@@ -176,7 +175,7 @@ def search(
     done = len(trained_trials(study))
     outputs = (study, out, settings, base_steps, recipe_name, recipe_train, url)
     if n_trials > done:
-        say(f"study {study_name!r} in {_safe_url(url)}: {done} of {n_trials} trials trained so far")
+        say(f"study {study_name!r} in {safe_url(url)}: {done} of {n_trials} trials trained so far")
         bar = _Progress(progress, n_trials, done, say)
         objective = _Objective(model, space, budget, proxy_data, config, objectives, trial_folders(out, study_name),
                                device, bar.status)
@@ -252,7 +251,7 @@ def _rdb_storage(url: str, heartbeat_s: int, max_retry: int) -> optuna.storages.
             if isinstance(e, sqlalchemy.exc.SQLAlchemyError) and attempt < 2:  # e.g. two workers creating the
                 time.sleep(1.0)                                                  # tables of a new database at once
                 continue
-            raise ValueError(f"cannot open the study storage {_safe_url(url)}: {str(e).splitlines()[0]}") from e
+            raise ValueError(f"cannot open the study storage {safe_url(url)}: {str(e).splitlines()[0]}") from e
     raise AssertionError("unreachable")
 
 
@@ -274,15 +273,6 @@ def _opening(url: str) -> Iterator[None]:
 def _retry_callback_class() -> type:
     """Optuna's callback that re-queues the trials of a dead process (renamed in optuna 4.9)."""
     return getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without a password (``user:secret@host`` -> ``user:***@host``)."""
-    head, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        rest = f"{user}:***@{rest.split('@', 1)[1]}"
-    return head + sep + rest
 
 
 def _sampler(sampler: optuna.samplers.BaseSampler | str, seed: int | None, n_objectives: int) -> optuna.samplers.BaseSampler:
@@ -318,7 +308,7 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], url: str) -> 
     want = json.loads(json.dumps(settings))
     for key in want:
         if have.get(key) != want[key]:
-            raise ValueError(f"study {study.study_name!r} in {_safe_url(url)} was started with another {key} "
+            raise ValueError(f"study {study.study_name!r} in {safe_url(url)} was started with another {key} "
                              f"({json.dumps(have.get(key))[:120]}); join it with the same settings, or use another "
                              "--study or --out")
 
