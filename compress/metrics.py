@@ -1,14 +1,16 @@
 """Parameter and FLOP counts, and a per-stage summary table.
 
-FLOP convention (fvcore's, less pooling): one fused multiply-add counts as one FLOP; convolutions,
-linear layers and batch norms (in eval mode: 2 per element with affine) are counted; ReLU, sigmoid,
-elementwise products and every kind of pooling (max, average, adaptive average, ``mean``) are not.
-fvcore alone counts adaptive average pooling (one FLOP per input element) but not ``mean``, so the
-same network written either way got two numbers; without pooling, a compress ResNet and the
-torchvision model of the same architecture count alike, and the pruning cost model
-(:mod:`compress.transforms._cost`), which uses the same count, predicts exactly what is measured.
-For the CIFAR ResNet-18 on a 1x3x32x32 input this gives 556,651,520 (555.42 M of it conv + linear),
-the number quoted by the reports.
+FLOP convention (fvcore's, with every kind of pooling counted alike): one fused multiply-add counts
+as one FLOP; convolutions, linear layers and batch norms (in eval mode: 2 per element with affine) are
+counted, and pooling of every kind (max, average, adaptive; and ``mean``, a global average pool) costs
+one FLOP per input element, the rule fvcore applies to adaptive average pooling; ReLU, sigmoid and
+elementwise products are not counted. fvcore alone counts adaptive average pooling but not ``mean`` or
+``avg_pool2d``, so the same network written either way got two numbers; with all pooling counted, a
+compress ResNet and the torchvision model of the same architecture count alike, and the pruning cost
+model (:mod:`compress.transforms._cost`), which uses the same count, predicts exactly what is measured.
+For the CIFAR ResNet-18 on a 1x3x32x32 input this gives 556,659,712 (555.42 M of it conv + linear,
+8,192 the final average pool). The reports quote 556.65 M: their code pools with ``avg_pool2d``, which
+fvcore does not count.
 
 FLOPs depend on the input size, so it is part of every count: give ``example_input``, a shape (a zero
 tensor of it is traced) or the input itself. Only a compress :class:`~compress.models.ResNet` (the CIFAR
@@ -102,7 +104,7 @@ def _flop_inputs(model: nn.Module, given: Any) -> tuple:
 
     Only a compress ResNet has a default (:data:`CIFAR_INPUT`); for other models a ``TypeError`` asks
     for the size, since a count at a guessed size would be silently wrong (a torchvision ResNet-18 has
-    1,819,040,768 FLOPs at 224x224 and 37,624,832 at 32x32).
+    1,819,868,672 FLOPs at 224x224 and 37,641,728 at 32x32).
     """
     if given is None:
         try:
@@ -139,27 +141,27 @@ def fvcore_flop_count() -> type:
     return FlopCountAnalysis
 
 
-UNCOUNTED_OPS = ("aten::adaptive_avg_pool2d",)
-"""The ops fvcore counts by default that compress does not: pooling (see the module docstring)."""
+POOLING_OPS = tuple(f"aten::{kind}_pool{d}d" for kind in ("avg", "max", "adaptive_avg", "adaptive_max") for d in (1, 2, 3)) + (
+    "aten::mean",)
+"""The pooling ops compress counts at one FLOP per input element (fvcore counts only adaptive average pooling)."""
 
-
-def _no_flops(inputs: Any, outputs: Any) -> int:
-    """An fvcore op handle for an op that costs nothing under the compress convention."""
-    return 0
+UNCOUNTED_OPS: tuple[str, ...] = ()
+"""Deprecated and empty: compress counts pooling now (:data:`POOLING_OPS`)."""
 
 
 def fvcore_by_module(model: nn.Module, inputs: tuple) -> dict[str, int]:
     """FLOPs per named module (``""``: the whole model) of ``model(*inputs)``, by fvcore under the compress
-    convention (no pooling), in eval mode and without gradients; every module's mode is restored."""
+    convention (pooling counted), in eval mode and without gradients; every module's mode is restored."""
     FlopCountAnalysis = fvcore_flop_count()
+    from fvcore.nn.jit_handles import elementwise_flop_counter  # lazy, as fvcore_flop_count (already imported there)
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             analysis = FlopCountAnalysis(model, inputs)
-            # a handle counting 0 (fvcore's `None`, "ignore", still runs its default handle for these ops)
-            analysis.set_op_handle(**{op: _no_flops for op in UNCOUNTED_OPS})
+            per_input_element = elementwise_flop_counter(1, 0)  # fvcore's own rule for adaptive average pooling
+            analysis.set_op_handle(**{op: per_input_element for op in POOLING_OPS})
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             return {n: int(v) for n, v in analysis.by_module().items()}
     finally:

@@ -1,7 +1,8 @@
 """One FLOP convention: what ``count_flops`` counts is what ``prune(target_flops=...)`` predicts.
 
-Pooling of any kind is not counted (fvcore alone counts adaptive average pooling but not ``mean``),
-so a compress ResNet and the torchvision model of the same architecture count alike, and pruning a
+Pooling of every kind is counted, one FLOP per input element (fvcore alone counts adaptive average
+pooling but not ``mean`` or ``avg_pool2d``), so a compress ResNet and the torchvision model of the same
+architecture count alike, and pruning a
 torchvision model to a FLOP or parameter target lands under it, with the cost model's prediction
 equal to the count (``prune`` raises where they differ). The walk over torchvision models prunes a
 few quick ones by default; the rest are ``slow`` (``-m slow``).
@@ -33,13 +34,59 @@ def cifar_resnet18() -> nn.Module:
 
 def test_compress_and_torchvision_resnet18_count_alike() -> None:
     tv, ours = cifar_resnet18(), resnet18()
-    assert compress.count_flops(tv, (1, 3, 32, 32)) == compress.count_flops(ours) == 556_651_520
+    assert compress.count_flops(tv, (1, 3, 32, 32)) == compress.count_flops(ours) == 556_659_712
     assert compress.count_params(tv) == compress.count_params(ours) == 11_173_962
 
 
-def test_pooling_is_not_counted() -> None:
+def test_pooling_of_every_kind_counts_its_input_elements() -> None:
     pool = nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.MaxPool1d(2))
-    assert compress.count_flops(pool, (1, 3, 8, 8)) == 3 * 8 * 8 * 8  # the conv only
+    assert compress.count_flops(pool, (1, 3, 8, 8)) == 3 * 8 * 8 * 8 + 8 * 8 * 8 + 8  # conv, average pool, max pool
+
+    class MeanHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).mean((2, 3))
+
+    assert compress.count_flops(MeanHead(), (1, 3, 8, 8)) == 3 * 8 * 8 * 8 + 8 * 8 * 8  # a pool written as mean
+
+
+class PooledInForward(nn.Module):
+    """Pooling in no module of its own (``mean`` and ``adaptive_avg_pool2d`` in forward), twice per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.fc = nn.Linear(32 + 64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.a(x))
+        b = torch.relu(self.b(a))
+        return self.fc(torch.cat([a.mean((2, 3)), torch.nn.functional.adaptive_avg_pool2d(b, 1).flatten(1)], 1))
+
+
+@pytest.mark.parametrize("make", [PooledInForward, lambda: compress.add_se(resnet18(), "blocks")], ids=["forward", "se"])
+def test_the_cost_model_predicts_pooling_exactly(make, monkeypatch) -> None:
+    from compress.transforms import _cost, _depgraph as dg
+
+    model = make()
+    shape = (1, 3, 32, 32)
+    flops = compress.count_flops(model, shape)
+    predicted: list = []
+    original = _cost.CostModel.predict
+
+    def spy(self, removed):
+        predicted.append(original(self, removed))
+        return predicted[-1]
+
+    monkeypatch.setattr(_cost.CostModel, "predict", spy)
+    pruned = compress.prune(model, target_flops=flops * 6 // 10, input_size=shape)  # raises if measured != predicted
+    assert predicted and None not in predicted  # every plan was predicted by the cost model, none measured
+    assert 0.5 * flops < compress.count_flops(pruned, shape) <= flops * 6 // 10
+    pools = dg.pooling_costs(dg.trace(model.eval(), torch.zeros(shape)).graph)
+    assert len(pools) == (2 if isinstance(model, PooledInForward) else 1 + 8)  # both heads; 8 SEs and the head
 
 
 def test_issue_example_prunes_to_half_the_flops() -> None:

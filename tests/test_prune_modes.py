@@ -190,7 +190,7 @@ def test_cost_model_predicts_the_real_counts(r20, name, what):
             removed = dg.check_plan(traced, groups, plan)
         except dg.PruneError:
             continue  # random plans may break a grouped conv; not what this test is about
-        predicted = CostModel(net, what, inputs, None, {}).predict(removed)
+        predicted = CostModel(net, what, inputs, None, {}, dg.pooling_costs(traced.graph)).predict(removed)
         dg.apply_plan(traced, groups, plan)
         assert predicted == measure(net, what, inputs, None)
 

@@ -343,7 +343,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1)  # as in report 003's code; not a FLOP (compress counts no pooling)
+        s = F.adaptive_avg_pool2d(x, 1)  # as in report 003's code; one FLOP per input element (compress.metrics)
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
         return x * s
 
@@ -519,8 +519,8 @@ class ResNet(nn.Module):
             out = self.maxpool(out)
         for stage in self.stages:
             out = stage(out)
-        # Global average pool; `mean` equals the reports' avg_pool2d(4) on a 4x4 map. No pooling is
-        # counted as FLOPs (compress.metrics), matching the published multiply-add counts.
+        # Global average pool; `mean` equals the reports' avg_pool2d(4) on a 4x4 map. It counts one FLOP
+        # per input element, as every kind of pooling does (compress.metrics).
         out = out.mean((2, 3))
         return self.linear(out)
 

@@ -1,11 +1,13 @@
 """Params and FLOPs of a pruning plan, predicted from layer shapes (so a budget search needs no pruning).
 
 The prediction starts from the unpruned model's counts (:func:`compress.count_params`, fvcore FLOPs per
-layer, as :func:`compress.count_flops` counts them: one convention, pooling not counted, so a prediction
+layer, as :func:`compress.count_flops` counts them: one convention, pooling counted, so a prediction
 is what the counter then measures) and rescales each layer that a plan touches by how
-its shape changes: a conv or linear layer by ``out * in / groups``, a norm layer by its channels. Where
-a plan touches a layer this does not model (attention, LSTM, FLOPs spent outside any layer), the model
-says so (:attr:`CostModel.exact` is False for that plan) and the caller measures a pruned copy instead.
+its shape changes: a conv or linear layer by ``out * in / groups``, a norm layer by its channels, a
+pooling op (a module or a call such as ``x.mean((2, 3))``, found in torch-pruning's graph) by the
+channels it pools. Where a plan touches a layer this does not model (attention, LSTM), or FLOPs are
+spent outside any layer and any pooling op, :meth:`CostModel.predict` says so (it returns None) and
+the caller measures a pruned copy instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.module
 
 def flops_per_module(model: nn.Module, inputs: Any, input_size: Any) -> dict[str, int]:
     """FLOPs per named module (``""``: the whole model) on ``inputs`` (or zeros of ``input_size``), counted
-    as :func:`compress.count_flops` counts them (fvcore, pooling not counted)."""
+    as :func:`compress.count_flops` counts them (fvcore, pooling counted)."""
     if inputs is None:
         return flops_by_module(model, input_size)
     if isinstance(inputs, Mapping):
@@ -49,9 +51,11 @@ def _weight_factor(m: nn.Module, out: int, inp: int) -> int | None:
 class CostModel:
     """Predicts params or FLOPs after a plan, from the unpruned model (see the module docstring)."""
 
-    def __init__(self, net: nn.Module, what: str, inputs: Any, input_size: Any, param_dims: Mapping[Any, int] = {}) -> None:
+    def __init__(self, net: nn.Module, what: str, inputs: Any, input_size: Any, param_dims: Mapping[Any, int] = {},
+                 pooling: Mapping[Any, tuple[int, int]] = {}) -> None:
         self.what = what
         self.param_dims = param_dims  # unwrapped parameter -> the dim torch-pruning prunes
+        self.pooling = pooling  # torch-pruning node -> (FLOPs per pooled channel, channels); see dg.pooling_costs
         self.names = {m: n for n, m in net.named_modules()}
         if what == "params":
             self.total = count_params(net)
@@ -60,9 +64,11 @@ class CostModel:
         else:
             self.flops = flops_per_module(net, inputs, input_size)
             self.total = int(self.flops[""])
-            leaves = {n for n, m in net.named_modules() if not any(True for _ in m.children())}
-            self.unattributed = self.total - sum(int(v) for n, v in self.flops.items() if n in leaves)
-            self._leaves = leaves
+            # FLOPs outside every layer with parameters must all be pooling that the graph shows
+            layers = {n for n, m in net.named_modules()
+                      if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))}
+            outside = self.total - sum(int(v) for n, v in self.flops.items() if n in layers)
+            self.unattributed = outside - sum(per * channels for per, channels in pooling.values())
 
     def predict(self, removed: Mapping[tuple[Any, str], set[int]]) -> int | None:
         """Params/FLOPs after a plan (``removed`` from :func:`check_plan`), or None where not modelled."""
@@ -75,6 +81,10 @@ class CostModel:
             lost.setdefault(module, {}).setdefault(role, set()).update(idxs)
         total = self.total
         for module, roles in lost.items():
+            if module in self.pooling:
+                if self.what == "flops":
+                    total -= self.pooling[module][0] * len(set().union(*roles.values()))
+                continue
             if type(module).__module__.startswith("torch_pruning"):
                 continue  # bookkeeping nodes (concat, split, outputs) hold no params or FLOPs
             delta = self._delta(module, roles)
@@ -104,7 +114,7 @@ class CostModel:
         elif isinstance(m, _NORMS) or (isinstance(m, nn.PReLU) and m.num_parameters > 1):
             return self._norm_delta(m, len(roles.get("out", set()) | roles.get("in", set())))
         elif isinstance(m, nn.Module) and not any(True for _ in m.parameters(recurse=False)) and not self._own_flops(m):
-            return 0  # parameter-free and FLOP-free (activations, pooling, dropout)
+            return 0  # parameter-free and FLOP-free (activations, dropout)
         else:
             return None
         old = _weight_factor(m, m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features,

@@ -330,6 +330,35 @@ def score_groups(groups: Sequence[Group], importance: tp.importance.Importance) 
 Plan = dict  # group key -> sorted unit positions to remove
 
 
+#: Autograd nodes of the pooling ops :func:`compress.count_flops` counts (one FLOP per input element).
+POOLING_GRAD_FNS = ("MeanBackward", "AvgPool", "MaxPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
+
+
+def pooling_costs(graph: tp.DependencyGraph) -> dict[Any, tuple[int, int]]:
+    """Every pooling op in ``graph`` over a channels-second input that keeps its channels (average, max,
+    adaptive, or a ``mean`` over other dims), by its torch-pruning node (an element-wise op, or the output
+    where the pool is the model's last op): (FLOPs per input channel, channels)."""
+    costs: dict[Any, tuple[int, int]] = {}
+    for module, node in graph.module2node.items():
+        fn = node.grad_fn
+        if fn is None or not type(module).__module__.startswith("torch_pruning") or not type(fn).__name__.startswith(POOLING_GRAD_FNS):
+            continue
+        if hasattr(fn, "_saved_self_sym_sizes"):  # mean: the input's shape and the dims it reduces
+            shape = tuple(int(d) for d in fn._saved_self_sym_sizes)
+            dims = getattr(fn, "_saved_dim", None)
+            # autograd keeps the dims as unsigned 64-bit (-1 is 2**64 - 1)
+            dims = None if dims is None else [(int(d) - (1 << 64) if int(d) >= 1 << 63 else int(d)) % max(len(shape), 1) for d in dims]
+            if not dims or 0 in dims or 1 in dims:
+                continue  # a mean over the channels, the batch or everything is not pooling
+        elif torch.is_tensor(getattr(fn, "_saved_self", None)):
+            shape = tuple(fn._saved_self.shape)
+        else:
+            continue
+        if len(shape) >= 3 and shape[1] > 0:
+            costs[module] = (math.prod(shape) // shape[1], shape[1])
+    return costs
+
+
 def removed_per_layer(graph: tp.DependencyGraph, groups: Sequence[Group], plan: Plan) -> dict[tuple[Any, str], set[int]]:
     """For a plan, the channel indices each (layer, "out"|"in") loses, in the unpruned model's numbering."""
     by_key = {g.key: g for g in groups}

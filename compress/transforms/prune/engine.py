@@ -218,7 +218,7 @@ def one_shot(s: Setup, importance: tp.importance.Importance) -> nn.Module:
     planner = Planner({g.key: g.units for g in state.groups}, config.ranking, config.max_ratio, config.round_to)
     if budget is not None:
         what, value = budget
-        start_cost = CostModel(state.net, what, s.flops_inputs, s.input_size, state.param_dims()).total
+        start_cost = CostModel(state.net, what, s.flops_inputs, s.input_size, state.param_dims(), dg.pooling_costs(state.traced.graph)).total
         if start_cost <= value:
             _nothing_to_prune(what, value, start_cost)
             return finish(s, state)
@@ -263,7 +263,7 @@ def _budget_plan(s: Setup, state: State, planner: Planner, groups: list[dg.Group
                  goal: int, budget: int) -> tuple[dict, int]:
     """The plan at the smallest ratio whose predicted cost is at most ``goal``, and that cost."""
     what = s.config.budget[0]
-    cost_model = CostModel(state.net, what, s.flops_inputs, s.input_size, state.param_dims())
+    cost_model = CostModel(state.net, what, s.flops_inputs, s.input_size, state.param_dims(), dg.pooling_costs(state.traced.graph))
 
     def evaluate_plan(plan: dict) -> tuple[dict, int]:
         cost = cost_model.predict(dg.check_plan(state.traced, state.groups, plan))
