@@ -5,7 +5,8 @@ ratio (L1 importance); where it raises, plain Torch-Pruning (``MetaPruner``, the
 ratio, the same classifier ignored, the heads of attention layers given) is asked, and the model fails
 the walk if Torch-Pruning prunes it (it is skipped, with the reason, if Torch-Pruning refuses it too).
 The pruned model runs; ``compress.save`` writes it and ``compress.load`` (into a fresh, differently
-initialised instance) gives identical outputs. Each model has a CPU-time limit.
+initialised instance) gives identical outputs; pruned again to half its FLOPs (``target_flops``), it
+lands under that budget as ``count_flops`` counts it. Each model has a CPU-time limit.
 
 The default run takes a representative model of every family (a few minutes on 2 CPU cores); the
 others are marked ``slow``: ``pytest tests/test_torchvision_walk.py -m slow`` walks them (deselected by
@@ -191,9 +192,21 @@ def _walk(name: str, tmp_path, record_property, timer: CpuTimeLimit) -> None:
         out = pruned.eval()(x)
     assert out.shape == (2, 10)
     path = compress.save(pruned, tmp_path / f"{name}.pt", example_input=x)
+    _flop_budget(model, size)
     del model
     back = compress.load(path, model=build(name, seed=1))
     path.unlink()  # the big models' files would fill pytest's kept temporary folders
     with torch.no_grad():
         assert torch.equal(back(x), out)
     assert n_params(back) == n_params(pruned)
+
+
+def _flop_budget(model: nn.Module, size: int) -> None:
+    """Half the FLOPs by ``target_flops``: lands under the budget as ``count_flops`` counts it (``prune``
+    itself raises where its cost model's prediction and the count differ)."""
+    shape = (1, 3, size, size)
+    flops = compress.count_flops(model, shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = compress.prune(model, target_flops=flops // 2, input_size=shape)
+    assert 0.3 * flops < compress.count_flops(half, shape) <= flops // 2
