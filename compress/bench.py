@@ -42,7 +42,7 @@ from .files import FolderBusyError, atomic_write, is_leftover, remove_leftovers,
 from .metrics import count_flops, count_params
 from .provenance import provenance
 from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError
-from .runfolder import FEW_STEPS, MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row
+from .runfolder import FEW_STEPS, MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row, median_epoch_s
 from .runfolder import PLAN, RESULTS, RESULTS_FORMAT  # noqa: F401 - kept importable from here
 from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old name (the trainer's result.json is another)
 from .runfolder import read_json as _read_json
@@ -342,6 +342,7 @@ def _measured_row(
             "stopped_early": bool(result.stopped_early),
             "train_time_s": float(result.train_time_s),
             "images_per_s": float(result.images_per_s),
+            **({"epoch_time_s": t} if (t := median_epoch_s(result.history)) is not None else {}),
             "precision": result.precision,
             "tta": getattr(result, "tta", None),
             **({"setup": dict(setup)} if setup else {}),

@@ -107,6 +107,17 @@ _DOMAINS = {
 }
 
 
+def median_epoch_s(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median wall time of one epoch in a trainer's ``history`` (seconds, to 0.1), or ``None`` without
+    timings: what an epoch costs, which a few epochs slowed by a paused process or by the final
+    test-time-augmented evaluation do not move."""
+    times = sorted(float(h["epoch_time_s"]) for h in history if isinstance(h, Mapping) and h.get("epoch_time_s") is not None)
+    if not times:
+        return None
+    mid = len(times) // 2
+    return round(times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2, 1)
+
+
 def row_problem(row: Mapping[str, Any]) -> str | None:
     """Why a result row cannot be a measurement (a value of the wrong type or out of its range), or None."""
     for key, (lo, hi) in _DOMAINS.items():
@@ -430,9 +441,10 @@ class RunFolder:
     def write_results(self, rows: Sequence[Row | Mapping[str, Any]] | None = None,
                       command: Sequence[str] | None = None) -> Path:
         """Write ``results.json`` from ``rows`` (default: every finished recipe's checked row) and the
-        manifest; returns its path."""
+        manifest; returns its path. A row of an older version without ``epoch_time_s`` gets it from its
+        recipe's ``history.json`` (:func:`median_epoch_s`) where that is there; ``row.json`` is not changed."""
         if rows is None:
-            rows = [f.read_row() for f in self.finished().values()]
+            rows = [_with_epoch_time(f) for f in self.finished().values()]
         manifest = self.read_manifest()
         results = {
             "format": RESULTS_FORMAT,
@@ -447,6 +459,19 @@ class RunFolder:
             "rows": [r.to_dict() if isinstance(r, Row) else r for r in rows],
         }
         return write_json(self.results, results)
+
+
+def _with_epoch_time(folder: RecipeFolder) -> Row:
+    """``folder``'s row, with ``epoch_time_s`` from its history where the row (of an older version) lacks it."""
+    row = folder.read_row()
+    if row.get("epoch_time_s") is not None or not row.get("epochs_run") or not folder.history.is_file():
+        return row
+    try:
+        history = json.loads(folder.history.read_text())
+    except (OSError, ValueError):
+        return row
+    median = median_epoch_s(history) if isinstance(history, list) else None
+    return row if median is None else Row.from_dict({**row.to_dict(), "epoch_time_s": median})
 
 
 def measure_run(run_dir: str | os.PathLike, names: Sequence[str] = (), **kwargs: Any) -> list[dict[str, Any]]:

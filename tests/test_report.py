@@ -75,7 +75,7 @@ def test_two_recipe_run_writes_everything_and_skips_on_rerun(tiny, tmp_path, cap
     for png in report.PLOTS.values():
         assert f"]({png})" in md
         _check_png(out / png)
-    assert "measured vs claimed" in capsys.readouterr().out
+    assert "measured vs claimed" in " ".join(capsys.readouterr().out.split())  # the title, however it wraps
 
     # the same command again: both recipes are skipped, nothing is retrained
     mtime = (out / "tiny-a" / "model.pt").stat().st_mtime_ns
@@ -283,3 +283,22 @@ def test_titles_say_the_budget_and_the_epochs_actually_run(tiny, tmp_path):
     assert report.run_label({"budget": "paper", "rows": [{"epochs_run": 3}, {"epochs_run": 5}], "overrides": {"lr": 0.1},
                              "data": {"name": "CIFAR-10", "train": 5000, "test": 10000}}) == \
         "budget paper, 3-5 epochs, lr 0.1, 5,000 train / 10,000 test images"
+
+
+def test_seconds_per_epoch_is_the_median_and_old_rows_get_it_from_their_history(tmp_path):
+    from compress.runfolder import RunFolder, median_epoch_s
+
+    assert median_epoch_s([{"epoch_time_s": t} for t in (1538, 798, 399, 390, 401)]) == 401.0  # pauses don't move it
+    assert median_epoch_s([{"epoch_time_s": 10}, {"epoch_time_s": 20}]) == 15.0 and median_epoch_s([{}]) is None
+    folder = RunFolder(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "compress.run/1", "recipes": {"old": "x"}, "budget": "fast"}))
+    recipe = folder.recipe("old")
+    recipe.path.mkdir()
+    row = {"recipe": "old", "params": 10, "flops": 100, "measured_accuracy": 50.0, "epochs_run": 3, "train_time_s": 3000.0}
+    recipe.row.write_text(json.dumps(row))
+    recipe.history.write_text(json.dumps([{"epoch": e, "epoch_time_s": t} for e, t in ((1, 2000.0), (2, 500.0), (3, 510.0))]))
+    results = json.loads(folder.write_results().read_text())
+    assert results["rows"][0]["epoch_time_s"] == 510.0 and "epoch_time_s" not in json.loads(recipe.row.read_text())
+    md = report.markdown(results)
+    assert "| s/epoch |" in md and "| 510 |" in md
+    assert "| s/epoch |" not in report.markdown({"rows": [row]})  # no row has it: no column

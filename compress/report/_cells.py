@@ -33,14 +33,19 @@ def _time(s: float | None) -> str:
 _TTA = {"none": "none", "mirror": "mirror", "mirror_translate": "mirror+translate"}
 
 
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
 
-def _columns(row: dict[str, Any], latency: str | None = None, trained_start: bool = False) -> list[tuple[str, str]]:
+def _columns(row: dict[str, Any], latency: str | None = None, trained_start: bool = False,
+             epoch_time: bool = False) -> list[tuple[str, str]]:
     """The cells of one table row; ``latency`` names the backend of the measured-speed columns (none if None);
     ``trained_start`` adds the accuracy of recipes that start from trained weights, before compression and
-    right after it (no training)."""
+    right after it (no training); ``epoch_time`` the median wall time of an epoch."""
     epochs = row.get("epochs_run")
     if epochs is not None and row.get("selected_epoch") not in (None, epochs):
         epochs = f"{epochs} (best {row['selected_epoch']})"
@@ -60,12 +65,18 @@ def _columns(row: dict[str, Any], latency: str | None = None, trained_start: boo
         ("diff", _diff(row.get("difference"))),
         ("epochs", "-" if epochs is None else str(epochs)),
         ("train time", _time(row.get("train_time_s")) + (f" ({row['device']})" if row.get("device") else "")),
+        *([("s/epoch", _seconds(row.get("epoch_time_s")))] if epoch_time else []),
         ("images/s", _num(row.get("images_per_s"))),
     ] + (_latency_columns(row, latency) if latency else [])
 
 
 def _trained_start(rows: Sequence[dict[str, Any]]) -> bool:
     return any("accuracy_before" in r for r in rows)
+
+
+def _epoch_time(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether any row has the median wall time of an epoch (rows of older versions do not)."""
+    return any(r.get("epoch_time_s") is not None for r in rows)
 
 
 def _diff_note(rows: Sequence[dict[str, Any]], name: str = "diff") -> str:

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from ..recipes import BUDGET_PARAMS
 from ..runfolder import FEW_STEPS
-from ._cells import _columns, _diff_note, _latency_cells, _short_commit, _trained_start, latency_backend
+from ._cells import _columns, _diff_note, _epoch_time, _latency_cells, _short_commit, _trained_start, latency_backend
 
 __all__ = ["markdown", "latency_markdown"]
 
@@ -41,7 +41,8 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
     lines = [
         f"# compress-bench report: {results.get('run', '')}",
         "",
-        "**Where the numbers come from.** *Measured* columns (accuracy, epochs, train time, images/s) were "
+        "**Where the numbers come from.** *Measured* columns (accuracy, epochs, train time, "
+        + ("s/epoch: the median wall time of an epoch, " if _epoch_time(rows) else "") + "images/s) were "
         f"produced by `compress-bench` in this run ({len(measured) - len(evaluated)} of {len(rows)} recipes trained"
         + (f", {len(evaluated)} only evaluated (published trained weights, no training)" if evaluated else "")
         + "; budget "
@@ -68,11 +69,12 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
                       "`compress-bench latency` on the saved models, without training; a `-` means not measured. "
                       "Details under *Measured inference speed*.", ""]
     start = _trained_start(rows)
-    cols = _columns(rows[0], backend, start) if rows else []
+    epoch_time = _epoch_time(rows)
+    cols = _columns(rows[0], backend, start, epoch_time) if rows else []
     lines.append("| " + " | ".join(h for h, _ in cols) + " |")
     lines.append("|" + "|".join("---" if h in ("recipe", "how the paper chose it") else "---:" for h, _ in cols) + "|")
     for r in rows:
-        lines.append("| " + " | ".join(v.replace("|", "\\|") for _, v in _columns(r, backend, start)) + " |")
+        lines.append("| " + " | ".join(v.replace("|", "\\|") for _, v in _columns(r, backend, start, epoch_time)) + " |")
     lines.append("")
     lines.append(f"Budget line: {BUDGET_PARAMS / 1e6:.0f} M parameters. {_diff_note(rows, '`diff`')}")
     if start:

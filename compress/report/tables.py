@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..recipes import BUDGET_PARAMS
-from ._cells import _columns, _diff_note, _latency_cells, _pct, _time, _trained_start, latency_backend
+from ._cells import _columns, _diff_note, _epoch_time, _latency_cells, _pct, _time, _trained_start, latency_backend
 
 __all__ = ["table", "dry_run_table", "latency_table", "MATCH_NOTE", "BUDGET_NOTE"]
 
@@ -86,7 +86,7 @@ def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results",
         ("params", "params", _NUM),
         ("FLOPs", "FLOPs", _NUM),
     ]
-    start = _trained_start(rows)
+    start, epoch_time = _trained_start(rows), _epoch_time(rows)
     if start:  # recipes that start from trained weights: accuracy before compression and right after it
         columns += [
             ("acc before compression", "acc before\ncompression", _NUM),
@@ -99,6 +99,7 @@ def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results",
         ("diff", "diff\n(pp)", _NUM),
         ("epochs", "epochs", _NUM),
         ("train time", "train\ntime", _NUM),
+        *([("s/epoch", "s/\nepoch", _NUM)] if epoch_time else []),
         ("images/s", "img/s", _NUM),
     ]
     backend = latency_backend(rows)
@@ -111,13 +112,14 @@ def table(rows: Sequence[dict[str, Any]], title: str = "compress-bench results",
         ]
     cells = []
     for row in rows:
-        values = dict(_columns(row, backend, start))
+        values = dict(_columns(row, backend, start, epoch_time))
         values["diff"] = values["diff"].removesuffix(" pp")
         if one_device:
             values["train time"] = _time(row.get("train_time_s"))
         cells.append([escape(values[key]) for key, _, _ in columns])
     # left out first when a terminal is too narrow even without the prose column: speeds before accuracy
-    optional = ("images/s", "train time", *[k for k, _, _ in reversed(columns[10 + 2 * start:])], "epochs", "FLOPs")
+    speeds = ("images/s", "train time", *(["s/epoch"] if epoch_time else []))
+    optional = (*speeds, *[k for k, _, _ in reversed(columns[10 + epoch_time + 2 * start:])], "epochs", "FLOPs")
     return _fit(title, columns, cells, width, [_diff_note(rows)], optional=optional)
 
 
