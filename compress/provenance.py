@@ -142,7 +142,8 @@ def _cpu_model() -> str:
 
 
 def provenance(device: str | torch.device | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line, git commit, device and its name, torch version and UTC date, as a plain dict."""
+    """Command line, git commit, device and its name (on a CPU also :func:`cpu_info`), torch version and UTC
+    date, as a plain dict."""
     if argv is None:
         prog = Path(sys.argv[0]).name
         argv = ["python -m compress" if prog == "__main__.py" else prog, *sys.argv[1:]]
@@ -155,4 +156,6 @@ def provenance(device: str | torch.device | None = None, argv: Sequence[str] | N
     if device is not None:
         out["device"] = str(device)
         out["device_name"] = device_name(device)
+        if torch.device(device).type == "cpu":
+            out["cpu"] = cpu_info()  # AMX or not: what decides a CPU's bf16 speed
     return out

@@ -72,6 +72,10 @@ def test_two_recipe_run_writes_everything_and_skips_on_rerun(tiny, tmp_path, cap
     md = (out / "report.md").read_text()
     assert f"commit {report._short_commit(a['git_commit'])}" in md and f"torch {torch.__version__}" in md
     assert "measured acc (ours)" in md and "claimed acc (paper)" in md and "made up" in md
+    from compress.provenance import cpu_info
+
+    amx = cpu_info()["amx"]  # every CPU row says whether its CPU has AMX, and the report says it
+    assert a["cpu"]["amx"] == amx and (("with AMX" if amx else "no AMX") in md if amx is not None else "AMX" not in md)
     for png in report.PLOTS.values():
         assert f"]({png})" in md
         _check_png(out / png)

@@ -25,7 +25,7 @@ def latency_markdown(rows: Sequence[dict[str, Any]]) -> str:
 def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     """``report.md``: provenance note, the comparison table, and the plots (relative links)."""
     rows = results["rows"]
-    devices = sorted({str(r.get("device_name") or r["device"]) for r in rows if r.get("device")})
+    devices = sorted({str(r.get("device_name") or r["device"]) + _cpu_features(r) for r in rows if r.get("device")})
     commits = sorted({_short_commit(str(r["git_commit"])) for r in rows if r.get("git_commit")})
     dates = sorted(str(r["date"])[:10] for r in rows if r.get("date"))
     torches = sorted({str(r["torch"]) for r in rows if r.get("torch")})
@@ -91,6 +91,12 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
             lines += ["", f"## {caption}", "", f"![{caption}]({plots[key]})"]
     lines.append("")
     return "\n".join(lines)
+
+
+def _cpu_features(row: dict[str, Any]) -> str:
+    """``", with AMX"`` / ``", no AMX"`` for a row measured on a CPU that recorded it (``""`` otherwise)."""
+    amx = (row.get("cpu") or {}).get("amx") if isinstance(row.get("cpu"), dict) else None
+    return "" if amx is None else ", with AMX" if amx else ", no AMX"
 
 
 def _setup_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
