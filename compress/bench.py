@@ -42,13 +42,13 @@ from .files import FolderBusyError, atomic_write, is_leftover, remove_leftovers,
 from .metrics import count_flops, count_params
 from .provenance import provenance
 from .recipes import BUDGET_PARAMS, TIME_BUDGET_TRAIN, Budget, Recipe, RecipeError
-from .runfolder import FEW_STEPS, MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row, median_epoch_s
+from .runfolder import FEW_STEPS, MANIFEST, RUN_FORMAT, RecipeFolder, RunFolder, RunFolderError, Row
 from .runfolder import PLAN, RESULTS, RESULTS_FORMAT  # noqa: F401 - kept importable from here
 from .runfolder import ROW as RESULT  # noqa: F401 - likewise, under its old name (the trainer's result.json is another)
 from .runfolder import read_json as _read_json
 from .training import NonFiniteLossError, TrainConfig, check_inputs
 from .training.budget import BudgetPlan, plan as _probe_plan
-from .training.outputs import TrainFiles
+from .training.outputs import TrainFiles, median_epoch_s
 from .transforms.whiten import init_whitening
 
 __all__ = [

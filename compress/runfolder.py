@@ -35,7 +35,7 @@ from .files import LOCK, lock_folder, write_json
 from .io import load
 from .provenance import provenance
 from .training import outputs as _trainer
-from .training.outputs import TrainFiles
+from .training.outputs import TrainFiles, median_epoch_s
 
 if TYPE_CHECKING:  # only for annotations
     from .recipes import Recipe
@@ -105,17 +105,6 @@ _DOMAINS = {
     "accuracy_compressed": (0.0, 100.0), "params": (0, float("inf")), "flops": (0, float("inf")),
     "train_time_s": (0.0, float("inf")), "images_per_s": (0.0, float("inf")), "epochs_run": (0, float("inf")),
 }
-
-
-def median_epoch_s(history: Sequence[Mapping[str, Any]]) -> float | None:
-    """The median wall time of one epoch in a trainer's ``history`` (seconds, to 0.1), or ``None`` without
-    timings: what an epoch costs, which a few epochs slowed by a paused process or by the final
-    test-time-augmented evaluation do not move."""
-    times = sorted(float(h["epoch_time_s"]) for h in history if isinstance(h, Mapping) and h.get("epoch_time_s") is not None)
-    if not times:
-        return None
-    mid = len(times) // 2
-    return round(times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2, 1)
 
 
 def row_problem(row: Mapping[str, Any]) -> str | None:

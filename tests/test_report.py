@@ -290,7 +290,8 @@ def test_titles_say_the_budget_and_the_epochs_actually_run(tiny, tmp_path):
 
 
 def test_seconds_per_epoch_is_the_median_and_old_rows_get_it_from_their_history(tmp_path):
-    from compress.runfolder import RunFolder, median_epoch_s
+    from compress.runfolder import RunFolder
+    from compress.training.outputs import median_epoch_s
 
     assert median_epoch_s([{"epoch_time_s": t} for t in (1538, 798, 399, 390, 401)]) == 401.0  # pauses don't move it
     assert median_epoch_s([{"epoch_time_s": 10}, {"epoch_time_s": 20}]) == 15.0 and median_epoch_s([{}]) is None

@@ -13,7 +13,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from .config import TrainConfig
 if TYPE_CHECKING:  # the trainer imports this module
     from .trainer import TrainResult
 
-__all__ = ["TrainFiles", "CHECKPOINT_FORMAT", "CHECKPOINT", "HISTORY", "MODEL", "RESULT", "save_checkpoint", "load_checkpoint", "check_same_run",
+__all__ = ["TrainFiles", "median_epoch_s", "CHECKPOINT_FORMAT", "CHECKPOINT", "HISTORY", "MODEL", "RESULT", "save_checkpoint", "load_checkpoint", "check_same_run",
            "write_history", "write_outputs", "check_against_model_file", "seed_everything", "rng_state",
            "set_rng_state", "gather_rng"]
 
@@ -159,3 +159,14 @@ def gather_rng(info: distributed.DistInfo, dev: torch.device, partial: Any = Non
     gathered: list[Any] = [None] * info.world_size
     torch.distributed.all_gather_object(gathered, mine)
     return gathered
+
+
+def median_epoch_s(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median wall time of one epoch in a trainer's ``history`` (seconds, to 0.1), or ``None`` without
+    timings: what an epoch costs, which a few epochs slowed by a paused process or by the final
+    test-time-augmented evaluation do not move."""
+    times = sorted(float(h["epoch_time_s"]) for h in history if isinstance(h, Mapping) and h.get("epoch_time_s") is not None)
+    if not times:
+        return None
+    mid = len(times) // 2
+    return round(times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2, 1)
