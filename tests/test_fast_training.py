@@ -16,7 +16,7 @@ from compress.models import ResNet, ResNetConfig
 from compress.recipes import FAST_TRAIN
 from compress.training import Lookahead, TrainConfig, build_optimizer, build_scheduler, train
 from compress.training.augment import alternating_flip, build_augment, flip_phase, translate, tta_logits
-from compress.training.config import AugmentStep, OptimizerConfig, ScheduleConfig
+from compress.training.config import AugmentStep, LookaheadConfig, OptimizerConfig, ScheduleConfig
 
 
 def _pattern(n: int, size: int = 8) -> torch.Tensor:
@@ -164,6 +164,32 @@ def test_lookahead_ramp_starts_as_plain_training_and_ends_at_alpha():
     assert float(w.detach()) == pytest.approx(slow + 3)
     la.finish()
     assert float(w.detach()) == float(la.slow[0]) == pytest.approx(slow + la.alpha_at(8) * 3)
+
+
+def test_lookahead_over_buffers_averages_and_resets_batchnorm_statistics():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, momentum=1.0))  # running mean = the last batch's mean
+    cfg = LookaheadConfig(k=2, alpha=0.25, buffers=True)
+    la = Lookahead.from_config(torch.optim.SGD(net.parameters(), lr=0.0), cfg, 10, net)  # lr 0: only the stats move
+    start = net[1].running_mean.clone()
+    batch = torch.randn(8, 3, 4, 4) + 3.0
+    with torch.no_grad():
+        batch_mean = net[0](batch).mean((0, 2, 3))
+    for x in (torch.randn(8, 3, 4, 4), batch):
+        net(x).sum().backward()
+        la.step()
+    expected = start + 0.25 * (batch_mean - start)  # at step 2: a quarter of the way, and the model reset to it
+    assert torch.allclose(net[1].running_mean, expected, atol=1e-5) and torch.allclose(la.slow_buffers[0], expected, atol=1e-5)
+    assert not torch.allclose(net[1].running_mean, batch_mean, atol=1e-3)
+    plain = Lookahead.from_config(torch.optim.SGD(net.parameters(), lr=0.0), LookaheadConfig(k=2, alpha=0.25), 10, net)
+    for x in (batch, batch):  # without buffers the statistics follow the fast weights only
+        net(x).sum().backward()
+        plain.step()
+    assert plain.slow_buffers == [] and torch.allclose(net[1].running_mean, batch_mean, atol=1e-5)
+    with pytest.raises(ValueError, match="buffers"):
+        LookaheadConfig(buffers="yes")
+    with pytest.raises(ValueError, match="needs the model"):
+        Lookahead.from_config(torch.optim.SGD(net.parameters(), lr=0.0), cfg, 10)
 
 
 # ---- TTA ---------------------------------------------------------------------------------------

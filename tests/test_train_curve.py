@@ -47,3 +47,10 @@ def test_a_run_writes_its_record_and_the_table(tc, tmp_path):
     assert len(record["epoch_time_s"]) == 1
     table = (out / "results.md").read_text()
     assert "| 004:fast:1:b32 | 1,050,202 | 32 | 1 |" in table
+
+
+def test_the_lookahead_buffers_schedule_differs_from_fast_in_that_only(tc):
+    fast, buffers = tc.config_for("fast", 5, None), tc.config_for("fast-lookahead-buffers", 5, None)
+    assert buffers.lookahead.buffers and not fast.lookahead.buffers
+    assert buffers.to_dict() | {"lookahead": None} == fast.to_dict() | {"lookahead": None}
+    assert tc.parse_run("004:fast-lookahead-buffers:5") == ("004", "fast-lookahead-buffers", 5, None, None)

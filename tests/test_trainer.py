@@ -97,7 +97,7 @@ _FULL = dict(
              {"name": "cutout", "params": {"size": 3}}],
     optimizer={"name": "sgd", "lr": 0.05, "nesterov": True},
     schedule={"name": "cosine", "warmup_epochs": 0.5, "interval": "step"},
-    mixup={"alpha": 0.3}, label_smoothing=0.1, clip={"norm": 2.0}, lookahead={"k": 3, "alpha": 0.5},
+    mixup={"alpha": 0.3}, label_smoothing=0.1, clip={"norm": 2.0}, lookahead={"k": 3, "alpha": 0.5, "buffers": True},
     ema=0.9, val_split={"size": 32, "seed": 1}, tta_flip=True,
 )
 

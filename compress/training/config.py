@@ -241,17 +241,21 @@ class LookaheadConfig:
     ``ramp`` (a power p) puts ``alpha`` on a schedule over the run's steps t of T:
     ``alpha_t = 1 - (1 - alpha) * (t / T) ** p``, so it starts as plain training (alpha 1) and averages
     more and more as training ends (airbench: k 5, alpha 1 - 0.95**5, p 3). After the last step the
-    model takes the slow weights.
+    model takes the slow weights. ``buffers`` averages and resets the model's floating-point buffers
+    (BatchNorm's running statistics) with the weights, as airbench does with its whole state dict;
+    without it the statistics follow the fast weights only.
     """
 
     k: int = 5
     alpha: float = 0.5
     ramp: float | None = field(default=None, metadata=OMIT_DEFAULT)
+    buffers: bool = field(default=False, metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         _require(self.ramp is None or _number(self.ramp, 0, lo_open=True), "ramp", self.ramp, "a power > 0 or null")
         _require(_count(self.k), "k", self.k, "an integer >= 1")
         _require(_number(self.alpha, 0, 1, lo_open=True, hi_open=False), "alpha", self.alpha, "in (0, 1]")
+        _require(isinstance(self.buffers, bool), "buffers", self.buffers, "true or false")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -147,7 +147,7 @@ class Lookahead:
 
     def __init__(
         self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5,
-        ramp: float | None = None, total_steps: int | None = None,
+        ramp: float | None = None, total_steps: int | None = None, buffers: Sequence[torch.Tensor] = (),
     ) -> None:
         if k < 1 or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"Lookahead needs k >= 1 and 0 <= alpha <= 1, got k={k}, alpha={alpha}")
@@ -158,13 +158,20 @@ class Lookahead:
         self.ramp, self.total_steps = ramp, total_steps
         self.steps = 0
         self.slow = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+        self.buffers = [b for b in buffers if b.is_floating_point()]  # averaged and reset with the weights
+        self.slow_buffers = [b.detach().clone() for b in self.buffers]
 
     @classmethod
     def from_config(
-        cls, optimizer: torch.optim.Optimizer, cfg: LookaheadConfig, total_steps: int | None = None
+        cls, optimizer: torch.optim.Optimizer, cfg: LookaheadConfig, total_steps: int | None = None,
+        model: nn.Module | None = None,
     ) -> "Lookahead":
-        """Wrap ``optimizer`` with ``cfg.k``, ``cfg.alpha`` and ``cfg.ramp`` over a run of ``total_steps``."""
-        return cls(optimizer, cfg.k, cfg.alpha, cfg.ramp, total_steps if cfg.ramp is not None else None)
+        """Wrap ``optimizer`` with ``cfg.k``, ``cfg.alpha`` and ``cfg.ramp`` over a run of ``total_steps``;
+        with ``cfg.buffers``, ``model``'s floating-point buffers (BatchNorm statistics) are averaged too."""
+        if cfg.buffers and model is None:
+            raise ValueError("Lookahead over buffers needs the model whose buffers to average")
+        buffers = list(model.buffers()) if cfg.buffers and model is not None else []
+        return cls(optimizer, cfg.k, cfg.alpha, cfg.ramp, total_steps if cfg.ramp is not None else None, buffers)
 
     def alpha_at(self, step: int) -> float:
         """The interpolation factor used at (1-based) ``step``: ``alpha``, or its ramp's value there."""
@@ -187,19 +194,21 @@ class Lookahead:
         loss = self.optimizer.step(closure)
         self.steps += 1
         if self.steps % self.k == 0:
-            fast = self._params()
-            torch._foreach_lerp_(self.slow, [p.detach() for p in fast], self.alpha_at(self.steps))
-            torch._foreach_copy_([p.detach() for p in fast], self.slow)
+            self._pull(self.alpha_at(self.steps))
         return loss
+
+    def _pull(self, alpha: float) -> None:
+        """slow += alpha * (fast - slow), then fast = slow, for the weights (and the averaged buffers)."""
+        fast = [p.detach() for p in self._params()] + self.buffers
+        slow = self.slow + self.slow_buffers
+        torch._foreach_lerp_(slow, fast, alpha)
+        torch._foreach_copy_(fast, slow)
 
     @torch.no_grad()
     def finish(self) -> None:
         """End on the slow weights: one last update for the fast steps since the previous one (if any),
         then the model takes the slow weights."""
-        fast = [p.detach() for p in self._params()]
-        if self.steps % self.k:
-            torch._foreach_lerp_(self.slow, fast, self.alpha_at(self.steps))
-        torch._foreach_copy_(fast, self.slow)
+        self._pull(self.alpha_at(self.steps) if self.steps % self.k else 0.0)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the inner optimizer's gradients."""
@@ -207,13 +216,19 @@ class Lookahead:
 
     def state_dict(self) -> dict[str, Any]:
         """Inner optimizer state, slow weights and the step counter."""
-        return {"optimizer": self.optimizer.state_dict(), "slow": [s.clone() for s in self.slow], "steps": self.steps}
+        return {"optimizer": self.optimizer.state_dict(), "slow": [s.clone() for s in self.slow], "steps": self.steps,
+                **({"slow_buffers": [s.clone() for s in self.slow_buffers]} if self.buffers else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.optimizer.load_state_dict(state["optimizer"])
         for s, saved in zip(self.slow, state["slow"], strict=True):
             s.copy_(saved)
+        if self.buffers:
+            if "slow_buffers" not in state:
+                raise ValueError("this checkpoint's Lookahead did not average buffers; resume it with lookahead buffers: false")
+            for s, saved in zip(self.slow_buffers, state["slow_buffers"], strict=True):
+                s.copy_(saved)
         self.steps = int(state["steps"])
 
 

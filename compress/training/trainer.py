@@ -195,7 +195,7 @@ def train(
 
     inner = build_optimizer(net, config.optimizer, config.batch_size)  # the global batch: examples per step
     scheduler = build_scheduler(inner, config.schedule, n_epochs, steps)
-    optimizer: Any = Lookahead.from_config(inner, config.lookahead, n_epochs * steps) if config.lookahead else inner
+    optimizer: Any = Lookahead.from_config(inner, config.lookahead, n_epochs * steps, net) if config.lookahead else inner
     ema = build_ema(net, config.ema) if config.ema is not None else None
     amp_dtype = autocast_dtype(config.amp, dev)
     precision = _precision(config, dev)
