@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from compress.provenance import cpu_info, provenance
+
 MIN_TRIALS = 6
 
 
@@ -80,12 +79,12 @@ def trial_recipes(search_dir: Path, picked: Sequence[dict[str, Any]], out: Path)
     from compress.search.output import recipe_dict
     from compress.search.study import resolve_base
 
-    settings = json.loads((search_dir / "trials.json").read_text())["settings"]
+    trials = json.loads((search_dir / "trials.json").read_text())
+    settings, study = trials["settings"], trials["study"]
     base = settings["base"]
     _, base_steps, _ = resolve_base(base.removeprefix("recipe ") if base.startswith("recipe ") else base)
     if base_steps is None:
         raise ValueError(f"the search's base ({base}) is no recipe built from ResNet-18: its trials cannot be written as recipes")
-    study = json.loads((search_dir / "trials.json").read_text())["study"]
     folder = out / "recipes"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -97,16 +96,6 @@ def trial_recipes(search_dir: Path, picked: Sequence[dict[str, Any]], out: Path)
         path.write_text(yaml.safe_dump(doc, sort_keys=False, width=110))
         paths.append(path)
     return paths
-
-
-def cpu_model() -> dict[str, Any]:
-    """The CPU's model name and whether it has AMX (from /proc/cpuinfo where there is one)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model": platform.processor() or "unknown", "amx": None}
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
-    return {"model": name, "amx": "amx_bf16" in info}
 
 
 def result(picked: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], epochs: int) -> dict[str, Any]:
@@ -169,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     subprocess.run(cmd + [path.stem for path in paths], check=True)
     rows = json.loads((args.out / "run" / "results.json").read_text())["rows"]
     res = result(picked, rows, args.epochs)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    meta = {"command": " ".join(sys.argv), "commit": commit, "cpu": cpu_model(), "torch": torch.__version__,
+    prov = provenance(argv=sys.argv)
+    meta = {"command": prov["command"], "commit": prov["git_commit"][:10], "cpu": cpu_info(), "torch": prov["torch"],
             "epochs": args.epochs}
     (args.out / "rank.json").write_text(json.dumps({**meta, **res}, indent=1))
     (args.out / "rank.md").write_text(markdown(res, meta))

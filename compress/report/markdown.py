@@ -95,7 +95,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> st
 
 def _cpu_features(row: dict[str, Any]) -> str:
     """``", with AMX"`` / ``", no AMX"`` for a row measured on a CPU that recorded it (``""`` otherwise)."""
-    amx = (row.get("cpu") or {}).get("amx") if isinstance(row.get("cpu"), dict) else None
+    amx = row["cpu"].get("amx") if isinstance(row.get("cpu"), dict) else None
     return "" if amx is None else ", with AMX" if amx else ", no AMX"
 
 

@@ -170,7 +170,7 @@ class Lookahead:
         with ``cfg.buffers``, ``model``'s floating-point buffers (BatchNorm statistics) are averaged too."""
         if cfg.buffers and model is None:
             raise ValueError("Lookahead over buffers needs the model whose buffers to average")
-        buffers = list(model.buffers()) if cfg.buffers and model is not None else []
+        buffers = list(model.buffers()) if cfg.buffers else []  # type: ignore[union-attr] - checked above
         return cls(optimizer, cfg.k, cfg.alpha, cfg.ramp, total_steps if cfg.ramp is not None else None, buffers)
 
     def alpha_at(self, step: int) -> float:
