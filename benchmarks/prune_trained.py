@@ -21,6 +21,11 @@ probe of the arm's own training step (with its teacher, on its threads) fixes th
 fit M minutes (:func:`compress.training.budget.plan`; stored in the arm's ``plan.json`` and reused on
 resume), and the learning-rate schedule is laid over exactly those epochs.
 
+Fine-tuning schedule, per run: ``--finetune plain`` (default: SGD from lr 0.01, cosine, crop + flip) or
+``--finetune fast``, the trainer's ``fast`` schedule over the arm's epochs (its final accuracy then is
+with mirror + translate test-time augmentation, and the record says so); ``--lr`` sets either one's peak
+learning rate (``fast``: per 1024 images, 8.0 by default).
+
 Default length: ``--epochs 15`` of fine-tuning for every arm and ``--sparse-epochs 15`` before the cut
 for the sparse arms, so the longest arm (``sparse+kd``) trains 30 epochs in all, every arm fine-tunes
 equally long, and sparse learning comes on top (as in Torch-Pruning's table: 100 + 100 epochs).
@@ -91,6 +96,7 @@ from compress.training import TrainConfig, train  # noqa: E402
 from compress.training.augment import normalize  # noqa: E402
 from compress.training.budget import BudgetPlan, plan  # noqa: E402
 from compress.training.prune_trained import SparseConfig  # noqa: E402
+from compress.training.schedules import FAST_TRAIN  # noqa: E402
 from compress.transforms.prune import IMPORTANCES  # noqa: E402
 
 # ../shared/weights beside the checkout (or beside the folder of worktrees); $COMPRESS_WEIGHTS first
@@ -117,6 +123,12 @@ FINETUNE: dict[str, Any] = {
     "eval_batch_size": 500,
     "seed": 0,
 }
+#: ``--finetune fast``: the trainer's ``fast`` schedule (compress.training.schedules.FAST_TRAIN: decoupled Nesterov SGD,
+#: warm-up then linear decay, label smoothing, Lookahead, translate + alternating flips, mirror + translate
+#: TTA of the final model) laid over the fine-tuning's epochs; ``--lr`` sets its peak (per 1024 images).
+FINETUNE_FAST: dict[str, Any] = {**{k: v for k, v in FAST_TRAIN.items() if k != "epochs"},
+                                 "eval_batch_size": 500, "seed": 0}
+FINETUNES = {"plain": FINETUNE, "fast": FINETUNE_FAST}
 DISTILL = {"temperature": 4.0, "weight": 0.9}
 #: How the network is pruned: what kept most accuracy when this ResNet-56 was pruned to half its FLOPs
 #: without fine-tuning (benchmarks/results/prune-criteria-resnet56.json): global ranking, residual
@@ -152,6 +164,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--epochs", type=int, help="fine-tuning epochs per arm (default 15)")
     g.add_argument("--minutes", type=float, help="fine-tuning wall time per arm: the epochs that fit, from a probe")
     p.add_argument("--collect", action="store_true", help="only rewrite results.json, report.md, curves.png from finished arms")
+    p.add_argument("--finetune", default="plain", choices=sorted(FINETUNES),
+                   help="fine-tuning schedule: plain (SGD 0.01, cosine) or fast (the trainer's fast schedule; default %(default)s)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the fine-tuning schedule (its own units)")
     p.add_argument("--speedup", type=float, default=2.13, help="FLOPs of the pruned model <= FLOPs / speedup (default 2.13)")
     p.add_argument("--sparse-epochs", type=int, default=15, help="sparse arms: epochs of sparse learning before the cut (default 15)")
     p.add_argument("--sparse-method", default="group_norm", choices=["group_norm", "growing_reg"],
@@ -205,7 +220,9 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _finetune_config(args: argparse.Namespace, epochs: int, distill: bool) -> TrainConfig:
-    d = {**FINETUNE, "epochs": epochs}
+    d = {**FINETUNES[args.finetune], "epochs": epochs}
+    if args.lr is not None:
+        d["optimizer"] = {**d["optimizer"], "lr": args.lr}
     if args.amp:
         d["amp"] = args.amp
     if distill:
@@ -325,7 +342,8 @@ def run_arm(args, arm: str, teacher, data, device, base: dict[str, Any]) -> dict
                            progress=not args.no_progress, max_steps_per_epoch=max_steps,
                            teacher=teacher if kd else None,
                            checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint_every > 0 else None)
-            history = [{k: h.get(k) for k in ("epoch", "train_loss", "test_loss", "test_acc", "images_per_s", "epoch_time_s")}
+            history = [{k: h.get(k) for k in ("epoch", "train_loss", "test_loss", "test_acc", "test_acc_tta", "images_per_s", "epoch_time_s")
+                        if k in h}
                        for h in result.history]
             record = {
                 "arm": arm, "importance": crit, "distill": DISTILL if kd else None, "sparse": info.get("sparse"),
@@ -333,7 +351,8 @@ def run_arm(args, arm: str, teacher, data, device, base: dict[str, Any]) -> dict
                 "params": info["params"], "flops": info["flops"], "speedup": base["flops"] / info["flops"],
                 "architecture": info["architecture"], "prune_kwargs": info["prune_kwargs"],
                 "accuracy_before": base["accuracy"], "accuracy_pruned": info["accuracy_pruned"],
-                "accuracy_final": 100 * result.history[-1]["test_acc"],
+                "accuracy_final": 100 * result.test_acc, "tta": result.tta,
+                "accuracy_final_no_tta": 100 * result.history[-1]["test_acc"],
                 "accuracy_per_epoch": [100 * h["test_acc"] for h in result.history],
                 "epochs": result.epochs_run, "max_steps_per_epoch": max_steps, "plan": planned,
                 "prune_time_s": info["prune_time_s"], "train_time_s": result.train_time_s,
@@ -350,6 +369,13 @@ def run_arm(args, arm: str, teacher, data, device, base: dict[str, Any]) -> dict
     except FolderBusyError as e:
         print(f"{arm}: skipped, {e}", flush=True)
         return None
+
+
+def _tta_note(record: dict[str, Any]) -> str:
+    """`` (TTA mirror_translate; 91.20% without)`` for an arm evaluated with test-time augmentation, else ``""``."""
+    if record.get("tta", "none") == "none":
+        return ""
+    return f" (TTA {record['tta']}; {record['accuracy_final_no_tta']:.2f}% without)"
 
 
 def collect(out: Path) -> dict[str, Any] | None:
@@ -401,7 +427,7 @@ def _write_report(out: Path, results: dict[str, Any]) -> None:
         lines.append(
             f"| {r['arm']} | {r['params']:,} | {r['flops'] / 1e6:.2f} M | {r['speedup']:.2f}x | {latency} | {lat_up} | "
             f"{r['accuracy_before']:.2f}% | {acc_sparse} | "
-            f"{r['accuracy_pruned']:.2f}% | {r['accuracy_final']:.2f}% | {r['accuracy_final'] - r['accuracy_before']:+.2f} | "
+            f"{r['accuracy_pruned']:.2f}% | {r['accuracy_final']:.2f}%{_tta_note(r)} | {r['accuracy_final'] - r['accuracy_before']:+.2f} | "
             f"{epochs} | {r['images_per_s']:,.0f} | {r['threads']} | "
             f"{r['prune_time_s']:.1f} s | {r['train_time_s'] / 60:.1f} min |"
         )

@@ -67,6 +67,20 @@ def test_arms_in_separate_calls_then_resume_and_skip(setup, capsys):
         script.main([*common, "--arm", "taylor+kd", "--epochs", "1", "--speedup", "3", "--max-steps", "1"])
 
 
+def test_fast_finetuning_schedule_with_its_tta(setup):
+    script, _, out, common = setup
+    assert script.main([*common, "--arm", "l1", "--epochs", "2", "--max-steps", "2", "--finetune", "fast",
+                        "--lr", "2.0"]) == 0
+    arm = json.loads((out / "l1" / "arm.json").read_text())
+    ft = arm["finetune"]
+    assert ft["optimizer"]["lr"] == 2.0 and ft["optimizer"]["decoupled"] and ft["lookahead"]["k"] == 5
+    assert ft["epochs"] == 2 and ft["label_smoothing"] == 0.2 and ft["tta"] == "mirror_translate"
+    assert arm["tta"] == "mirror_translate"
+    assert arm["accuracy_final"] == 100 * arm["history"][-1]["test_acc_tta"]
+    assert arm["accuracy_final_no_tta"] == arm["accuracy_per_epoch"][-1]
+    assert "(TTA mirror_translate; " in (out / "report.md").read_text()
+
+
 def test_a_wall_time_budget_fixes_each_arms_epochs(setup):
     script, _, out, common = setup
     assert script.main([*common, "--arm", "l1+kd", "--minutes", "0.05"]) == 0
