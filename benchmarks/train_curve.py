@@ -6,13 +6,17 @@ schedule laid over exactly that many epochs (a 2-epoch run is its own run, not t
 of a longer one). Schedules:
 
 - ``fast``: today's ``compress.recipes.FAST_TRAIN`` (decoupled Nesterov SGD, linear warm-up/decay,
-  label smoothing 0.2, Lookahead on a ramp, translate + alternating flip, mirror + translate TTA);
-- ``fast-lookahead-buffers``: ``fast`` with its Lookahead averaging and resetting BatchNorm's running
+  label smoothing 0.2, translate + alternating flip, mirror + translate TTA);
+- ``fast-v2``: ``fast`` with Lookahead on airbench's ramp (``compress.recipes.FAST_TRAIN_V2``). It was
+  called ``fast`` until the evening of 2026-12-02: the runs named ``...:fast:...`` in
+  ``benchmarks/results/train-curve-cpu-2026-12-02/`` made before then ran it (each run's ``config``
+  says which), and ``...:fast:...:-lookahead`` there is today's ``fast``;
+- ``fast-lookahead-buffers``: ``fast-v2`` with its Lookahead averaging and resetting BatchNorm's running
   statistics with the weights (airbench averages its whole state dict), for the comparison;
-- ``fast-v1``: the ``fast`` schedule before it (``compress.recipes.FAST_TRAIN_V1``: one-cycle SGD,
+- ``fast-v1``: the ``fast`` schedule before those (``compress.recipes.FAST_TRAIN_V1``: one-cycle SGD,
   crop + flip, label smoothing 0.1, no TTA), for the comparison.
 
-Options that ``-OPTION`` takes out of ``fast`` (each replaced by what plain training does):
+Options that ``-OPTION`` takes out of ``fast`` or ``fast-v2`` (each replaced by what plain training does):
 ``lookahead``, ``label_smoothing`` (0), ``alternating_flip`` (a fair coin per image), ``translate``
 (crop with zero padding 4), ``tta`` (none), ``bias_lr`` (BatchNorm biases at the common rate),
 ``linear`` (one-cycle instead of the linear schedule).
@@ -20,7 +24,7 @@ Options that ``-OPTION`` takes out of ``fast`` (each replaced by what plain trai
 Example (the issue's table; hours of CPU, run it in the background; it resumes)::
 
     nohup python benchmarks/train_curve.py --data /tmp/cifar10.npz --out /work/runs/train-curve \\
-        004:fast:10 002b:fast:10 resnet18:fast:10 004:fast-v1:10 ... &
+        004:fast:10 002b:fast:10 resnet18:fast:10 004:fast-v1:10 004:fast-v2:5:-label_smoothing ... &
 
 Every run trains in ``OUT/<run>/`` (checkpoints, so a killed run resumes) and writes ``OUT/<run>/curve.json``:
 command, commit, CPU model and whether it has AMX, torch version, TTA level, the per-epoch history with
@@ -48,12 +52,13 @@ from compress.training import TrainConfig, train
 
 SCHEDULES = {
     "fast": recipes.FAST_TRAIN,
+    "fast-v2": recipes.FAST_TRAIN_V2,
     "fast-v1": recipes.FAST_TRAIN_V1,
-    # the fast schedule with its Lookahead also averaging BatchNorm's running statistics (as airbench does)
-    "fast-lookahead-buffers": {**recipes.FAST_TRAIN, "lookahead": {**recipes.FAST_TRAIN["lookahead"], "buffers": True}},
+    # fast-v2 with its Lookahead also averaging BatchNorm's running statistics (as airbench does)
+    "fast-lookahead-buffers": {**recipes.FAST_TRAIN_V2, "lookahead": {**recipes.FAST_TRAIN_V2["lookahead"], "buffers": True}},
 }
 
-#: What taking each option out of the ``fast`` schedule means (a function of its dict).
+#: What taking each option out of the ``fast`` (or ``fast-v2``) schedule means (a function of its dict).
 ABLATIONS = {
     "lookahead": lambda d: d.update(lookahead=None),
     "label_smoothing": lambda d: d.update(label_smoothing=0.0),
@@ -66,6 +71,8 @@ ABLATIONS = {
     "linear": lambda d: d.update(schedule={"name": "onecycle", "pct_start": d["schedule"].get("pct_start", 0.25),
                                            "interval": "step"}),
 }
+#: The schedules that ``:-OPTION`` applies to.
+ABLATED = ("fast", "fast-v2")
 
 
 def parse_run(spec: str) -> tuple[str, str, int, str | None, int | None]:
@@ -79,10 +86,13 @@ def parse_run(spec: str) -> tuple[str, str, int, str | None, int | None]:
     for extra in parts[3:]:
         if extra.startswith("b") and extra[1:].isdigit() and int(extra[1:]) >= 1 and batch is None:
             batch = int(extra[1:])
-        elif extra.startswith("-") and extra[1:] in ABLATIONS and parts[1] == "fast" and without is None:
+        elif extra.startswith("-") and extra[1:] in ABLATIONS and parts[1] in ABLATED and without is None:
             without = extra[1:]
         else:
-            raise SystemExit(f"{usage}; ':-OPTION' takes one option out of the fast schedule: {', '.join(ABLATIONS)}")
+            raise SystemExit(f"{usage}; ':-OPTION' takes one option out of the {' or '.join(ABLATED)} schedule: "
+                             f"{', '.join(ABLATIONS)}")
+    if without is not None and config_for(parts[1], 1, without) == config_for(parts[1], 1, None):
+        raise SystemExit(f"bad run {spec!r}: the {parts[1]} schedule has no {without} to take out")
     return parts[0], parts[1], int(parts[2]), without, batch
 
 

@@ -68,7 +68,7 @@ from .io import load as load_saved
 from .models import from_checkpoint, resnet18
 from .training.config import TrainConfig
 from .training.prune_trained import SparseConfig, sparse_learn
-from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, TIME_BUDGET_TRAIN
+from .training.schedules import FAST_TRAIN, FAST_TRAIN_V1, FAST_TRAIN_V2, TIME_BUDGET_TRAIN
 from .transforms import REGISTRY
 from .transforms.prune import KEYWORDS, PruneConfig
 from .weights import Weights
@@ -78,6 +78,7 @@ __all__ = [
     "BUDGET_PARAMS",
     "FAST_TRAIN",
     "FAST_TRAIN_V1",
+    "FAST_TRAIN_V2",
     "TIME_BUDGET_TRAIN",
     "Claims",
     "Weights",

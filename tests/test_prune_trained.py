@@ -73,7 +73,7 @@ def test_fast_finetuning_schedule_with_its_tta(setup):
                         "--lr", "2.0"]) == 0
     arm = json.loads((out / "l1" / "arm.json").read_text())
     ft = arm["finetune"]
-    assert ft["optimizer"]["lr"] == 2.0 and ft["optimizer"]["decoupled"] and ft["lookahead"]["k"] == 5
+    assert ft["optimizer"]["lr"] == 2.0 and ft["optimizer"]["decoupled"] and ft["schedule"]["name"] == "linear"
     assert ft["epochs"] == 2 and ft["label_smoothing"] == 0.2 and ft["tta"] == "mirror_translate"
     assert arm["tta"] == "mirror_translate"
     assert arm["accuracy_final"] == 100 * arm["history"][-1]["test_acc_tta"]
