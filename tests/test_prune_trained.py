@@ -40,7 +40,7 @@ def test_arms_in_separate_calls_then_resume_and_skip(setup, capsys):
     assert sorted(arms) == ["l1", "l1+kd", "taylor"]
     for r in arms.values():
         assert r["flops"] <= base["flops"] / 2 and r["flops"] == compress.count_flops(compress.load(out / r["arm"] / "model.pt"))
-        assert r["epochs"] == 2 and len(r["accuracy_per_epoch"]) == 2 and r["accuracy_final"] == r["accuracy_per_epoch"][-1]
+        assert r["epochs"] == 2 and len(r["accuracy_per_epoch"]) == 2 and r["accuracy_final_no_tta"] == r["accuracy_per_epoch"][-1]
         assert r["accuracy_before"] == base["accuracy"] and r["threads"] == 1 and r["images_per_s"] > 0
         assert r["train_time_s"] > 0 and r["prune_time_s"] >= 0 and r["wall_time_s_this_process"] >= r["train_time_s"]
         assert [h["epoch"] for h in r["history"]] == [1, 2]
@@ -67,10 +67,18 @@ def test_arms_in_separate_calls_then_resume_and_skip(setup, capsys):
         script.main([*common, "--arm", "taylor+kd", "--epochs", "1", "--speedup", "3", "--max-steps", "1"])
 
 
+def test_plain_finetuning_schedule_has_no_tta(setup):
+    script, _, out, common = setup
+    assert script.main([*common, "--arm", "l1", "--epochs", "2", "--max-steps", "2", "--finetune", "plain"]) == 0
+    arm = json.loads((out / "l1" / "arm.json").read_text())
+    assert arm["finetune"]["optimizer"]["lr"] == 0.01 and arm["finetune"]["schedule"]["name"] == "cosine"
+    assert arm["tta"] == "none" and arm["accuracy_final"] == arm["accuracy_per_epoch"][-1]
+    assert "(TTA" not in (out / "report.md").read_text()
+
+
 def test_fast_finetuning_schedule_with_its_tta(setup):
     script, _, out, common = setup
-    assert script.main([*common, "--arm", "l1", "--epochs", "2", "--max-steps", "2", "--finetune", "fast",
-                        "--lr", "2.0"]) == 0
+    assert script.main([*common, "--arm", "l1", "--epochs", "2", "--max-steps", "2", "--lr", "2.0"]) == 0
     arm = json.loads((out / "l1" / "arm.json").read_text())
     ft = arm["finetune"]
     assert ft["optimizer"]["lr"] == 2.0 and ft["optimizer"]["decoupled"] and ft["schedule"]["name"] == "linear"
