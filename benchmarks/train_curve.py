@@ -19,7 +19,8 @@ of a longer one). Schedules:
 Options that ``-OPTION`` takes out of ``fast`` or ``fast-v2`` (each replaced by what plain training does):
 ``lookahead``, ``label_smoothing`` (0), ``alternating_flip`` (a fair coin per image), ``translate``
 (crop with zero padding 4), ``tta`` (none), ``bias_lr`` (BatchNorm biases at the common rate),
-``linear`` (one-cycle instead of the linear schedule).
+``linear`` (one-cycle instead of the linear schedule). Taking out what the schedule does not have
+(``fast:-lookahead``, ``fast:-bias_lr``) is refused.
 
 Example (the issue's table; hours of CPU, run it in the background; it resumes)::
 
