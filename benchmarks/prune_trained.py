@@ -26,9 +26,7 @@ arm's epochs (its final accuracy is then with mirror + translate test-time augme
 and the report give it without too), or ``--finetune plain`` (SGD from lr 0.01, cosine, crop + flip, no
 TTA; the schedule of the 2026-12-01 runs). ``--lr`` sets either one's peak learning rate (``fast``: per
 1024 images, 8.0 by default). The sparse arms' sparse learning uses the same schedule, without weight
-decay. Why ``fast``: on the published ResNet-20 cut 2x by L2, 3 epochs of it reached 89.21% without TTA
-(90.69% with) where ``plain`` reached 87.63%; peaks of 2.0 and 1.0 did worse (88.46%, 87.84% without
-TTA; benchmarks/results/resnet20-finetune-pilot-cpu-2026-12-02/).
+decay. Why ``fast``, and why its own peak: benchmarks/results/resnet20-finetune-pilot-cpu-2026-12-02/.
 
 Default length: ``--epochs 15`` of fine-tuning for every arm and ``--sparse-epochs 15`` before the cut
 for the sparse arms, so the longest arm (``sparse+kd``) trains 30 epochs in all, every arm fine-tunes
@@ -127,11 +125,10 @@ FINETUNE: dict[str, Any] = {
     "eval_batch_size": 500,
     "seed": 0,
 }
-#: ``--finetune fast``: the trainer's ``fast`` schedule (compress.training.schedules.FAST_TRAIN: decoupled Nesterov SGD,
-#: warm-up then linear decay, label smoothing, Lookahead, translate + alternating flips, mirror + translate
-#: TTA of the final model) laid over the fine-tuning's epochs; ``--lr`` sets its peak (per 1024 images).
-FINETUNE_FAST: dict[str, Any] = {**{k: v for k, v in FAST_TRAIN.items() if k != "epochs"},
-                                 "eval_batch_size": 500, "seed": 0}
+#: ``--finetune fast``: the trainer's ``fast`` schedule (compress.training.schedules.FAST_TRAIN: decoupled
+#: Nesterov SGD, warm-up then linear decay, label smoothing, translate + alternating flips, mirror +
+#: translate TTA of the final model) laid over the fine-tuning's epochs; ``--lr`` sets its peak (per 1024 images).
+FINETUNE_FAST: dict[str, Any] = {**FAST_TRAIN, "eval_batch_size": 500, "seed": 0}
 FINETUNES = {"plain": FINETUNE, "fast": FINETUNE_FAST}
 DISTILL = {"temperature": 4.0, "weight": 0.9}
 #: How the network is pruned: what kept most accuracy when this ResNet-56 was pruned to half its FLOPs
@@ -346,7 +343,7 @@ def run_arm(args, arm: str, teacher, data, device, base: dict[str, Any]) -> dict
                            progress=not args.no_progress, max_steps_per_epoch=max_steps,
                            teacher=teacher if kd else None,
                            checkpoint_every_s=args.checkpoint_every * 60 if args.checkpoint_every > 0 else None)
-            history = [{k: h.get(k) for k in ("epoch", "train_loss", "test_loss", "test_acc", "test_acc_tta", "images_per_s", "epoch_time_s")
+            history = [{k: h[k] for k in ("epoch", "train_loss", "test_loss", "test_acc", "test_acc_tta", "images_per_s", "epoch_time_s")
                         if k in h}
                        for h in result.history]
             record = {
